@@ -1,0 +1,245 @@
+"""Cross-entropy loss and its gradient, fused in one pass over the logits."""
+import numpy as np
+
+from fastxent import _core
+from fastxent import _validation as v
+
+_EMPTY = ("nan", "zero")
+
+
+class _Problem:
+    """Validated arguments of one cross-entropy call, in kernel-ready form."""
+
+
+def _prepare(logits, target, *, axis, weight, sample_weight, ignore_index, reduction,
+             label_smoothing, z_loss, softcap, from_logits, empty, n_threads):
+    p = _Problem()
+    arr, p.compute = v.float_array("logits", logits)
+    if arr.ndim == 0:
+        raise ValueError("logits must have at least 1 dimension (the class axis), got a 0-d array")
+    p.arr = arr
+    p.axis = v.normalize_axis(axis, arr.ndim)
+    p.n_classes = arr.shape[p.axis]
+    p.target_shape = arr.shape[:p.axis] + arr.shape[p.axis + 1:]
+    p.reduction = v.reduction(reduction)
+    p.empty = v.choice("empty", empty, _EMPTY)
+    p.ignore_index = v.integer_scalar("ignore_index", ignore_index)
+    p.label_smoothing = v.real_scalar("label_smoothing", label_smoothing, 0.0, 1.0)
+    p.z_loss = v.real_scalar("z_loss", z_loss, 0.0)
+    if softcap is not None:
+        raise NotImplementedError("softcap is not implemented yet")
+    if not v.boolean("from_logits", from_logits):
+        raise NotImplementedError("from_logits=False is not implemented yet")
+    p.n_threads = v.n_threads(n_threads)
+    p.denominator = None
+
+    tgt = np.asarray(target)
+    if tgt.dtype.kind in "iu":
+        p.labels = v.labels_array(tgt, p.target_shape, p.n_classes, p.ignore_index)
+        p.probs = None
+    elif tgt.dtype.kind == "f" or tgt.dtype.name == "bfloat16":
+        if tgt.shape != arr.shape:
+            raise ValueError(
+                f"target (class probabilities) must have the logits' shape {arr.shape}, got {tgt.shape}"
+            )
+        p.labels = None
+        p.probs = v.rows_view(tgt, p.axis, p.compute)
+    else:
+        raise TypeError(
+            f"target must be an integer array of class labels or a floating array of "
+            f"class probabilities, got dtype {tgt.dtype}"
+        )
+    p.weight = None if weight is None else v.weights_array("weight", weight, (p.n_classes,), p.compute)
+    p.sample_weight = (None if sample_weight is None
+                       else v.weights_array("sample_weight", sample_weight, p.target_shape, np.float64)
+                       .reshape(-1))
+    return p
+
+
+def _denominator(p):
+    """What 'mean' divides by: the summed weight of the rows that count."""
+    if p.denominator is None:
+        p.denominator = _sum_row_weights(p)
+    return p.denominator
+
+
+def _sum_row_weights(p):
+    if p.labels is None:
+        return float(p.sample_weight.sum()) if p.sample_weight is not None else float(p.probs.shape[0])
+    live = p.labels != p.ignore_index
+    if p.weight is None and p.sample_weight is None:
+        return float(np.count_nonzero(live))
+    row_weight = np.ones(p.labels.shape[0])
+    if p.weight is not None:
+        row_weight[live] = p.weight[p.labels[live]]
+    if p.sample_weight is not None:
+        row_weight *= p.sample_weight
+    return float(row_weight[live].sum())
+
+
+def _grad_scaling(p, grad_output):
+    """(scalar, per-row array or None) that multiply each row's gradient."""
+    if p.reduction == "none":
+        go = np.asarray(grad_output)
+        if go.ndim == 0:
+            return v.real_scalar("grad_output", go), None
+        if go.dtype.kind not in "fiu":
+            raise TypeError(f"grad_output must be a real number or array, got dtype {go.dtype}")
+        if go.shape != p.target_shape:
+            raise ValueError(
+                f"grad_output must be a scalar or have the target shape {p.target_shape} with "
+                f"reduction='none', got shape {go.shape}"
+            )
+        return 1.0, np.ascontiguousarray(go, dtype=np.float64).reshape(-1)
+    if np.ndim(grad_output) != 0:
+        raise ValueError(
+            f"grad_output must be a scalar with reduction={p.reduction!r}, got shape {np.shape(grad_output)}"
+        )
+    scale = v.real_scalar("grad_output", grad_output)
+    if p.reduction == "mean":
+        denom = _denominator(p)
+        if denom == 0:
+            return (float("nan") if p.empty == "nan" else 0.0), None
+        scale /= denom
+    return scale, None
+
+
+def _run(p, grad=None, grad_scale=1.0, grad_rows=None, return_lse=False):
+    """One fused pass; returns (loss, lse rows or None)."""
+    x = v.rows_view(p.arr, p.axis, p.compute)
+    n_rows = x.shape[0]
+    loss_rows = np.empty(n_rows, dtype=p.compute) if p.reduction == "none" else None
+    lse = np.empty(n_rows, dtype=p.compute) if return_lse else None
+    total = _core.cross_entropy_rows(
+        x, p.probs, p.labels, p.ignore_index, p.weight, p.sample_weight,
+        p.label_smoothing, p.z_loss, grad_scale, grad_rows, loss_rows, grad, lse, p.n_threads,
+    )
+    if p.reduction == "none":
+        loss = loss_rows.reshape(p.target_shape).astype(p.arr.dtype, copy=False)
+    elif p.reduction == "sum":
+        loss = float(total)
+    else:
+        denom = _denominator(p)
+        if denom == 0:
+            loss = float("nan") if p.empty == "nan" else 0.0
+        else:
+            loss = float(total / denom)
+    if lse is not None:
+        lse = lse.reshape(p.target_shape).astype(p.arr.dtype, copy=False)
+    return loss, lse
+
+
+def cross_entropy(logits, target, *, axis=-1, weight=None, sample_weight=None, ignore_index=-100,
+                  reduction="mean", label_smoothing=0.0, z_loss=0.0, softcap=None, from_logits=True,
+                  empty="nan", n_threads=None):
+    r"""Cross-entropy between logits and class labels (or class probabilities).
+
+    For a row :math:`x` with label :math:`y`,
+    :math:`\ell = \log\sum_c e^{x_c} - x_y` (natural log, nats), computed in
+    one pass over memory.
+
+    Parameters
+    ----------
+    logits : array_like, float32 or float64 (float16/bfloat16 computed in float32)
+        Scores; `axis` is the class axis.
+    target : array_like
+        Integer class labels of the logits' shape without `axis` (any integer
+        dtype), or class probabilities of the logits' shape.
+    axis : int, default -1
+        The class axis (``axis=1`` is PyTorch's ``(N, C, d1, ...)`` layout).
+    weight : array_like (C,), optional
+        Per-class weight, PyTorch semantics: :math:`\ell_i = w_{y_i}(\mathrm{lse}_i - x_{iy_i})`
+        and ``'mean'`` divides by :math:`\sum_i w_{y_i}` over the rows that are not ignored.
+    sample_weight : array_like (target shape), optional
+        Multiplies each row's loss; ``'mean'`` divides by :math:`\sum_i s_i w_{y_i}`.
+    ignore_index : int, default -100
+        Rows with this label contribute exactly 0 to the loss, the denominator
+        and the gradient, whatever their logits hold.
+    reduction : {'mean', 'sum', 'none'}
+        ``'mean'``/``'sum'`` return a Python float accumulated in float64;
+        ``'none'`` an array of the target shape in the logits' dtype.
+    label_smoothing : float in [0, 1]
+        PyTorch's rule: :math:`(1-\varepsilon)\,\ell_i + \frac{\varepsilon}{C}\sum_c w_c(\mathrm{lse}_i - x_{ic})`.
+    z_loss : float >= 0
+        Adds :math:`z\,\mathrm{lse}_i^2` to each row's loss (PaLM's auxiliary loss).
+    empty : {'nan', 'zero'}
+        What ``'mean'`` returns when no row counts (all ignored or zero weight).
+    n_threads : int, optional
+        None or -1: every thread the process may use; results do not depend on it.
+
+    Returns
+    -------
+    float or ndarray
+    """
+    p = _prepare(logits, target, axis=axis, weight=weight, sample_weight=sample_weight,
+                 ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing,
+                 z_loss=z_loss, softcap=softcap, from_logits=from_logits, empty=empty,
+                 n_threads=n_threads)
+    return _run(p)[0]
+
+
+def cross_entropy_with_grad(logits, target, *, axis=-1, weight=None, sample_weight=None,
+                            ignore_index=-100, reduction="mean", label_smoothing=0.0, z_loss=0.0,
+                            softcap=None, from_logits=True, empty="nan", n_threads=None,
+                            grad_output=1.0, out=None, inplace=False, return_lse=False):
+    r"""Cross-entropy and its gradient with respect to the logits, in one pass.
+
+    Takes every argument of :func:`cross_entropy`, and:
+
+    grad_output : float, or array of the target shape with ``reduction='none'``
+        Multiplies the gradient (the upstream gradient of a backward pass).
+    out : ndarray, optional
+        C-contiguous array of the logits' shape and dtype that receives the
+        gradient (no allocation, no page faults).
+    inplace : bool, default False
+        Write the gradient over `logits` (a writable C-contiguous float32 or
+        float64 array).
+    return_lse : bool, default False
+        Also return the per-row log-sum-exp (target shape, logits' dtype).
+
+    Returns
+    -------
+    (loss, grad) or (loss, grad, lse)
+        ``grad = d loss / d logits * grad_output``; for a label row it is
+        ``scale * (softmax(x) - onehot(y))``.  Ignored rows get exactly 0.
+    """
+    p = _prepare(logits, target, axis=axis, weight=weight, sample_weight=sample_weight,
+                 ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing,
+                 z_loss=z_loss, softcap=softcap, from_logits=from_logits, empty=empty,
+                 n_threads=n_threads)
+    inplace = v.boolean("inplace", inplace)
+    return_lse = v.boolean("return_lse", return_lse)
+    if inplace and out is not None:
+        raise ValueError("give either out= or inplace=True, not both")
+    if inplace:
+        if not isinstance(logits, np.ndarray):
+            raise TypeError(f"inplace=True needs logits to be a numpy.ndarray, got {type(logits).__name__}")
+        if logits.dtype not in (np.float32, np.float64) or not logits.dtype.isnative:
+            raise TypeError(f"inplace=True needs float32 or float64 logits, got dtype {logits.dtype}")
+        v.out_array(logits, logits.shape, logits.dtype, name="logits (inplace=True)")
+    if out is not None:
+        v.out_array(out, p.arr.shape, p.arr.dtype)
+        if np.shares_memory(out, p.arr):
+            raise ValueError("out must not overlap logits (use inplace=True to overwrite logits)")
+    grad_scale, grad_rows = _grad_scaling(p, grad_output)
+
+    last = p.axis == p.arr.ndim - 1 and p.compute == p.arr.dtype
+    if inplace and last:
+        dest = logits
+    elif out is not None and last:
+        dest = out
+    else:
+        dest = None
+    n_rows = int(np.prod(p.target_shape, dtype=np.int64))
+    grad_rows_buf = (dest.reshape(n_rows, p.n_classes) if dest is not None
+                     else np.empty((n_rows, p.n_classes), dtype=p.compute))
+    loss, lse = _run(p, grad_rows_buf, grad_scale, grad_rows, return_lse)
+    if dest is None:
+        moved_shape = p.target_shape + (p.n_classes,)
+        result = np.moveaxis(grad_rows_buf.reshape(moved_shape), -1, p.axis)
+        dest = out if out is not None else (logits if inplace else None)
+        if dest is not None:
+            np.copyto(dest, result, casting="unsafe")
+        else:
+            dest = np.ascontiguousarray(result, dtype=p.arr.dtype)
+    return (loss, dest, lse) if return_lse else (loss, dest)

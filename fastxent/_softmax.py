@@ -1,0 +1,90 @@
+"""log-sum-exp, softmax and log-softmax along one axis."""
+import numpy as np
+
+from fastxent import _core
+from fastxent import _validation as v
+
+
+def _prepare(x, axis, n_threads):
+    arr, compute = v.float_array("x", x)
+    if arr.ndim == 0:
+        raise ValueError("x must have at least 1 dimension (the class axis), got a 0-d array")
+    axis = v.normalize_axis(axis, arr.ndim)
+    return arr, compute, axis, v.n_threads(n_threads)
+
+
+def logsumexp(x, axis=-1, *, out=None, n_threads=None):
+    """Log of the sum of exponentials along `axis`, without overflow.
+
+    ``logsumexp(x)[i] = log(sum_c exp(x[i, c]))``, computed as
+    ``m + log(sum_c exp(x[i, c] - m))`` with ``m`` the row maximum, in one
+    pass over memory.
+
+    Parameters
+    ----------
+    x : array_like, float32 or float64 (float16/bfloat16 computed in float32)
+    axis : int, default -1
+        The axis reduced over.
+    out : ndarray, optional
+        C-contiguous array of ``x``'s shape without `axis` and ``x``'s dtype.
+    n_threads : int, optional
+        None or -1: all threads the process may use (OMP_NUM_THREADS,
+        threadpoolctl); a positive number of threads.  Results do not depend
+        on it.
+
+    Returns
+    -------
+    ndarray of ``x``'s dtype.  ``-inf`` entries are masked classes; a row of
+    only ``-inf`` gives ``-inf``, a row holding ``+inf`` gives ``+inf`` and a
+    row holding NaN gives NaN (as ``scipy.special.logsumexp``).
+    """
+    arr, compute, axis, nt = _prepare(x, axis, n_threads)
+    shape = arr.shape[:axis] + arr.shape[axis + 1:]
+    if out is not None:
+        v.out_array(out, shape, arr.dtype)
+    rows = v.rows_view(arr, axis, compute)
+    result = np.empty(rows.shape[0], dtype=compute)
+    _core.logsumexp_rows(rows, result, nt)
+    result = result.reshape(shape)
+    if out is not None:
+        np.copyto(out, result, casting="unsafe")
+        return out
+    return result.astype(arr.dtype, copy=False)
+
+
+def _softmax_like(x, axis, out, n_threads, log):
+    arr, compute, axis, nt = _prepare(x, axis, n_threads)
+    if out is not None:
+        v.out_array(out, arr.shape, arr.dtype)
+    rows = v.rows_view(arr, axis, compute)
+    direct = out is not None and axis == arr.ndim - 1 and compute == arr.dtype
+    target = out.reshape(rows.shape) if direct else np.empty(rows.shape, dtype=compute)
+    _core.softmax_rows(rows, target, log, nt)
+    if direct:
+        return out
+    moved_shape = arr.shape[:axis] + arr.shape[axis + 1:] + (arr.shape[axis],)
+    result = np.moveaxis(target.reshape(moved_shape), -1, axis)
+    if out is not None:
+        np.copyto(out, result, casting="unsafe")
+        return out
+    return np.ascontiguousarray(result, dtype=arr.dtype)
+
+
+def softmax(x, axis=-1, *, out=None, n_threads=None):
+    """Softmax along `axis`: ``exp(x - logsumexp(x))``.
+
+    Parameters are those of :func:`logsumexp`; `out` has ``x``'s shape.
+    ``-inf`` entries get probability 0.  A row whose log-sum-exp is not
+    finite (NaN, ``+inf``, or only ``-inf``) is NaN throughout, as in PyTorch.
+    """
+    return _softmax_like(x, axis, out, n_threads, log=False)
+
+
+def log_softmax(x, axis=-1, *, out=None, n_threads=None):
+    """Log-softmax along `axis`: ``x - logsumexp(x)``.
+
+    Parameters are those of :func:`logsumexp`; `out` has ``x``'s shape.
+    ``-inf`` entries stay ``-inf``.  A row whose log-sum-exp is not finite is
+    NaN throughout, as in PyTorch.
+    """
+    return _softmax_like(x, axis, out, n_threads, log=True)

@@ -1,0 +1,100 @@
+/*
+ * fastxent.h -- C row kernels of the cross-entropy family.
+ *
+ * Every function works on one contiguous row of `n` class scores, never
+ * allocates, never touches Python, and is safe to call concurrently from
+ * many threads on different rows.  The instruction set (AVX-512, AVX2 or
+ * the baseline) is chosen once, at the first call, from what the CPU
+ * supports, lowered by the environment variable FASTXENT_SIMD
+ * ("avx512", "avx2" or "baseline") when it is set.
+ *
+ * Numerical contract of the log-sum-exp (shared by every kernel):
+ *   - each element is read from main memory once (blocked online max/sum);
+ *   - -inf entries are masked classes (exp gives exactly 0);
+ *   - a NaN anywhere gives NaN; +inf gives +inf; a row of only -inf gives -inf;
+ *   - the sum of exponentials is accumulated in float32 lanes inside blocks of
+ *     FX_BLOCK elements and in double across blocks (see fx_rows_impl.h).
+ * Kernels that produce probabilities (softmax, log-softmax, the loss and
+ * its gradient) return NaN for a row whose log-sum-exp is not finite, as
+ * PyTorch does.
+ */
+#ifndef FASTXENT_H
+#define FASTXENT_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define FASTXENT_C_API_VERSION 1
+
+/* Instruction-set paths, lowest first. */
+enum fx_simd_path { FX_SIMD_BASELINE = 0, FX_SIMD_AVX2 = 1, FX_SIMD_AVX512 = 2 };
+
+/* The path in use (chosen at the first call of any kernel). */
+int fx_simd_path(void);
+/* Its name: "baseline", "avx2" or "avx512". */
+const char *fx_simd_name(int path);
+/* The best path this CPU supports, ignoring FASTXENT_SIMD. */
+int fx_simd_supported(void);
+/* Force a path not above fx_simd_supported(); returns the path now in use.
+ * Not thread-safe with respect to kernels running at the same time. */
+int fx_simd_set(int path);
+
+/* Options of the cross-entropy row kernels.  Zero-initialise, then set. */
+typedef struct {
+    const void *weight;     /* (n,) class weights of the row's dtype, or NULL  */
+    double label_smoothing; /* epsilon in [0, 1] (PyTorch's epsilon / n rule)  */
+    double z_loss;          /* coefficient of lse**2 added to the loss, >= 0   */
+} fx_ce_options;
+
+/*
+ * Log-sum-exp of one row.  Returned in double whatever the row's dtype.
+ */
+double fx_logsumexp_row_f32(const float *x, int64_t n);
+double fx_logsumexp_row_f64(const double *x, int64_t n);
+
+/* out[c] = exp(x[c] - lse(x)).  out may alias x.  Returns the lse. */
+double fx_softmax_row_f32(const float *x, int64_t n, float *out);
+double fx_softmax_row_f64(const double *x, int64_t n, double *out);
+
+/* out[c] = x[c] - lse(x).  out may alias x.  Returns the lse. */
+double fx_log_softmax_row_f32(const float *x, int64_t n, float *out);
+double fx_log_softmax_row_f64(const double *x, int64_t n, double *out);
+
+/*
+ * Cross-entropy of one row against the class `label` (0 <= label < n; the
+ * caller checks it).  With the options zero this is lse(x) - x[label].
+ * In general, with a_c = (1 - eps) w_label [c == label] + eps / n * w_c
+ * (w = 1 when weight is NULL) and A = sum_c a_c:
+ *     loss = A * lse - sum_c a_c x_c + z * lse**2
+ * When grad is not NULL the same call writes, reading the row from cache,
+ *     grad[c] = grad_scale * ((A + 2 z lse) softmax(x)_c - a_c),
+ * the derivative of grad_scale * loss.  grad may alias x.
+ * *lse_out (when not NULL) receives the lse.  Returns the loss.
+ */
+double fx_ce_label_row_f32(const float *x, int64_t n, int64_t label,
+                           const fx_ce_options *opt, double grad_scale,
+                           float *grad, double *lse_out);
+double fx_ce_label_row_f64(const double *x, int64_t n, int64_t label,
+                           const fx_ce_options *opt, double grad_scale,
+                           double *grad, double *lse_out);
+
+/*
+ * Cross-entropy of one row against a probability row t (soft target), with
+ * a_c = w_c ((1 - eps) t_c + eps / n); same loss and gradient formulas as
+ * above.  grad may alias x but not t.
+ */
+double fx_ce_prob_row_f32(const float *x, const float *t, int64_t n,
+                          const fx_ce_options *opt, double grad_scale,
+                          float *grad, double *lse_out);
+double fx_ce_prob_row_f64(const double *x, const double *t, int64_t n,
+                          const fx_ce_options *opt, double grad_scale,
+                          double *grad, double *lse_out);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* FASTXENT_H */

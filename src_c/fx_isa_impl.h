@@ -1,0 +1,54 @@
+/*
+ * fx_isa_impl.h -- every kernel of one instruction set, for both dtypes.
+ * Included by fx_kernels.c with FX_ISA set (no include guard on purpose).
+ */
+#include "fx_vecmath.h"
+
+#define FX_T float
+#define FX_V fx_vf32
+#define FX_VMEM fx_vf32_mem
+#define FX_VI fx_vi32
+#define FX_L FX_LANES_F32
+#define FX_EXP FXV(fx_exp_f32)
+#define FX_SEL FXV(fx_sel_f32)
+#define FX_BC FXV(fx_bcast_f32)
+#define FX_SFX _f32
+#include "fx_rows_impl.h"
+#undef FX_T
+#undef FX_V
+#undef FX_VMEM
+#undef FX_VI
+#undef FX_L
+#undef FX_EXP
+#undef FX_SEL
+#undef FX_BC
+#undef FX_SFX
+
+#define FX_T double
+#define FX_V fx_vf64
+#define FX_VMEM fx_vf64_mem
+#define FX_VI fx_vi64
+#define FX_L FX_LANES_F64
+#define FX_EXP FXV(fx_exp_f64)
+#define FX_SEL FXV(fx_sel_f64)
+#define FX_BC FXV(fx_bcast_f64)
+#define FX_SFX _f64
+#include "fx_rows_impl.h"
+#undef FX_T
+#undef FX_V
+#undef FX_VMEM
+#undef FX_VI
+#undef FX_L
+#undef FX_EXP
+#undef FX_SEL
+#undef FX_BC
+#undef FX_SFX
+#undef FXV
+#undef fx_vf32
+#undef fx_vi32
+#undef fx_vf64
+#undef fx_vi64
+#undef fx_vf32_mem
+#undef fx_vf64_mem
+#undef FX_LANES_F32
+#undef FX_LANES_F64

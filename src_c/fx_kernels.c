@@ -1,0 +1,190 @@
+/*
+ * fx_kernels.c -- compiles the row kernels once per instruction set and
+ * dispatches to the best one the CPU supports, at run time.
+ *
+ * One source (fx_vecmath.h, fx_rows_impl.h) is instantiated under
+ * `#pragma GCC target` for AVX-512 and AVX2+FMA, and once more for the
+ * baseline of the build (SSE2 on x86-64), so a single build runs everywhere
+ * and is fast where the CPU allows.  FASTXENT_SIMD=avx512|avx2|baseline
+ * lowers the choice (a request above what the CPU supports is ignored).
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <math.h>
+#include "fastxent.h"
+
+#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+#define FX_HAVE_X86_PATHS 1
+#else
+#define FX_HAVE_X86_PATHS 0
+#endif
+
+/* ---- the per-ISA instantiations ---------------------------------------- */
+
+#if FX_HAVE_X86_PATHS
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,avx2,fma"))), apply_to = function)
+#else
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512dq,avx512bw,avx512vl,avx2,fma")
+#endif
+#define FX_ISA _avx512
+#define FX_VBYTES 64
+#include "fx_isa_impl.h"
+#undef FX_ISA
+#undef FX_VBYTES
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
+#pragma GCC pop_options
+#endif
+
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx2,fma"))), apply_to = function)
+#else
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+#endif
+#define FX_ISA _avx2
+#define FX_VBYTES 32
+#include "fx_isa_impl.h"
+#undef FX_ISA
+#undef FX_VBYTES
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
+#pragma GCC pop_options
+#endif
+#endif /* FX_HAVE_X86_PATHS */
+
+#define FX_ISA _baseline
+#define FX_VBYTES 16
+#include "fx_isa_impl.h"
+#undef FX_ISA
+#undef FX_VBYTES
+
+/* ---- dispatch ------------------------------------------------------------ */
+
+typedef struct {
+    double (*lse_f32)(const float *, int64_t);
+    double (*lse_f64)(const double *, int64_t);
+    double (*softmax_f32)(const float *, int64_t, float *);
+    double (*softmax_f64)(const double *, int64_t, double *);
+    double (*log_softmax_f32)(const float *, int64_t, float *);
+    double (*log_softmax_f64)(const double *, int64_t, double *);
+    double (*ce_label_f32)(const float *, int64_t, int64_t, const fx_ce_options *, double, float *,
+                           double *);
+    double (*ce_label_f64)(const double *, int64_t, int64_t, const fx_ce_options *, double, double *,
+                           double *);
+    double (*ce_prob_f32)(const float *, const float *, int64_t, const fx_ce_options *, double,
+                          float *, double *);
+    double (*ce_prob_f64)(const double *, const double *, int64_t, const fx_ce_options *, double,
+                          double *, double *);
+} fx_table;
+
+#define FX_TABLE(isa)                                                                        \
+    {                                                                                        \
+        fx_logsumexp_row_f32##isa, fx_logsumexp_row_f64##isa, fx_softmax_row_f32##isa,      \
+            fx_softmax_row_f64##isa, fx_log_softmax_row_f32##isa,                            \
+            fx_log_softmax_row_f64##isa, fx_ce_label_row_f32##isa, fx_ce_label_row_f64##isa, \
+            fx_ce_prob_row_f32##isa, fx_ce_prob_row_f64##isa                                 \
+    }
+
+static const fx_table fx_tables[3] = {
+    FX_TABLE(_baseline),
+#if FX_HAVE_X86_PATHS
+    FX_TABLE(_avx2),
+    FX_TABLE(_avx512),
+#else
+    FX_TABLE(_baseline),
+    FX_TABLE(_baseline),
+#endif
+};
+
+static int fx_path = -1; /* -1: not chosen yet */
+
+int fx_simd_supported(void) {
+#if FX_HAVE_X86_PATHS
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
+        __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl"))
+        return FX_SIMD_AVX512;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return FX_SIMD_AVX2;
+#endif
+    return FX_SIMD_BASELINE;
+}
+
+const char *fx_simd_name(int path) {
+    switch (path) {
+    case FX_SIMD_AVX512: return "avx512";
+    case FX_SIMD_AVX2: return "avx2";
+    case FX_SIMD_BASELINE: return "baseline";
+    default: return "unknown";
+    }
+}
+
+static int fx_choose_path(void) {
+    int path = fx_simd_supported();
+    const char *env = getenv("FASTXENT_SIMD");
+    if (env && *env) {
+        int asked = -1;
+        for (int p = FX_SIMD_BASELINE; p <= FX_SIMD_AVX512; p++)
+            if (strcmp(env, fx_simd_name(p)) == 0) asked = p;
+        if (asked >= 0 && asked < path) path = asked;
+    }
+    return path;
+}
+
+int fx_simd_path(void) {
+    int path = __atomic_load_n(&fx_path, __ATOMIC_ACQUIRE);
+    if (path < 0) {
+        path = fx_choose_path(); /* idempotent: a race stores the same value */
+        __atomic_store_n(&fx_path, path, __ATOMIC_RELEASE);
+    }
+    return path;
+}
+
+int fx_simd_set(int path) {
+    int best = fx_simd_supported();
+    if (path < FX_SIMD_BASELINE) path = FX_SIMD_BASELINE;
+    if (path > best) path = best;
+    __atomic_store_n(&fx_path, path, __ATOMIC_RELEASE);
+    return path;
+}
+
+static inline const fx_table *fx_kernels(void) { return &fx_tables[fx_simd_path()]; }
+
+/* ---- the public entry points --------------------------------------------- */
+
+double fx_logsumexp_row_f32(const float *x, int64_t n) { return fx_kernels()->lse_f32(x, n); }
+double fx_logsumexp_row_f64(const double *x, int64_t n) { return fx_kernels()->lse_f64(x, n); }
+
+double fx_softmax_row_f32(const float *x, int64_t n, float *out) {
+    return fx_kernels()->softmax_f32(x, n, out);
+}
+double fx_softmax_row_f64(const double *x, int64_t n, double *out) {
+    return fx_kernels()->softmax_f64(x, n, out);
+}
+double fx_log_softmax_row_f32(const float *x, int64_t n, float *out) {
+    return fx_kernels()->log_softmax_f32(x, n, out);
+}
+double fx_log_softmax_row_f64(const double *x, int64_t n, double *out) {
+    return fx_kernels()->log_softmax_f64(x, n, out);
+}
+
+double fx_ce_label_row_f32(const float *x, int64_t n, int64_t label, const fx_ce_options *opt,
+                           double grad_scale, float *grad, double *lse_out) {
+    return fx_kernels()->ce_label_f32(x, n, label, opt, grad_scale, grad, lse_out);
+}
+double fx_ce_label_row_f64(const double *x, int64_t n, int64_t label, const fx_ce_options *opt,
+                           double grad_scale, double *grad, double *lse_out) {
+    return fx_kernels()->ce_label_f64(x, n, label, opt, grad_scale, grad, lse_out);
+}
+double fx_ce_prob_row_f32(const float *x, const float *t, int64_t n, const fx_ce_options *opt,
+                          double grad_scale, float *grad, double *lse_out) {
+    return fx_kernels()->ce_prob_f32(x, t, n, opt, grad_scale, grad, lse_out);
+}
+double fx_ce_prob_row_f64(const double *x, const double *t, int64_t n, const fx_ce_options *opt,
+                          double grad_scale, double *grad, double *lse_out) {
+    return fx_kernels()->ce_prob_f64(x, t, n, opt, grad_scale, grad, lse_out);
+}

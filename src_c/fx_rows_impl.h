@@ -1,0 +1,311 @@
+/*
+ * fx_rows_impl.h -- the row kernels, written once for both dtypes and every
+ * instruction set.  fx_kernels.c includes this file with:
+ *   FX_T      float or double          FX_V   the vector of FX_T
+ *   FX_VMEM   FX_V for unaligned loads and stores
+ *   FX_VI     the matching int vector  FX_L   lanes per vector
+ *   FX_EXP    the vector exp           FX_SEL the vector select
+ *   FX_BC     the broadcast            FX_SFX _f32 or _f64
+ *   FX_ISA    the instruction-set suffix (_avx512, _avx2, _baseline)
+ *
+ * Memory traffic: a row is processed in blocks of FX_BLOCK elements (4 KiB
+ * of float32, 8 KiB of float64: L1-resident).  Each block is read from main
+ * memory once, for its maximum, and then again from L1 for the exponentials
+ * (the "blocked online" log-sum-exp: when a block raises the running maximum,
+ * the running sum is rescaled by one scalar exp).  The gradient, softmax and
+ * log-softmax passes then re-read the row, from L2 for every row up to about
+ * 1 MiB, and write their output once.
+ *
+ * Accuracy of the sum of exponentials: inside a block each of the
+ * 2 * FX_L float lanes adds at most FX_BLOCK / (2 * FX_L) terms (32 for
+ * float32), each term in (0, 1], so the relative rounding error of a block
+ * sum is at most 32 * 2^-24 ~ 1.9e-6 in the worst case and ~sqrt(32) * 2^-24
+ * ~ 3.4e-7 typically; block sums are then added in double (error 2^-53 per
+ * addition), so the error does not grow with the row length.  The loss is
+ * lse - x_y with lse = shift + log(s) in double: a relative error d in s
+ * becomes an absolute error d in the lse, i.e. a relative error d / loss.
+ */
+
+#define FXR(name) FX_CAT(FX_CAT(name, FX_SFX), FX_ISA)
+#define FX_BLOCK 1024
+
+/* Running state of the blocked online log-sum-exp and of the dot products
+ * that label smoothing, class weights and soft targets need. */
+typedef struct FXR(fx_scan_state_s) {
+    double m;   /* running maximum (NaN never enters it)          */
+    double s;   /* sum of exp(x - shift(m))                        */
+    double wx;  /* sum of w_c x_c (w = 1 without class weights)    */
+    double wsum; /* sum of w_c (n without class weights)          */
+    double wtx; /* sum of w_c t_c x_c                              */
+    double wt;  /* sum of w_c t_c                                  */
+} FXR(fx_scan_state);
+
+/* exp(x - shift) is computed with shift = m when m is finite and 0 otherwise,
+ * so that a row of -inf gives 0 (not NaN) and +inf gives +inf. */
+FX_ALWAYS_INLINE double FXR(fx_shift)(double m) { return isfinite(m) ? m : 0.0; }
+
+FX_ALWAYS_INLINE FX_V FXR(fx_load)(const FX_T *p) { return *(const FX_VMEM *)p; }
+/* The first len (< FX_L) elements, the other lanes set to fill. */
+FX_ALWAYS_INLINE FX_V FXR(fx_load_part)(const FX_T *p, int64_t len, FX_T fill) {
+    FX_T buf[FX_L];
+    for (int i = 0; i < FX_L; i++) buf[i] = fill;
+    memcpy(buf, p, (size_t)len * sizeof(FX_T));
+    return FXR(fx_load)(buf);
+}
+/* 1 in the first len lanes, 0 in the others. */
+FX_ALWAYS_INLINE FX_V FXR(fx_ones_part)(int64_t len) {
+    FX_V v = FX_BC(0);
+    for (int i = 0; i < FX_L; i++) v[i] = i < len ? (FX_T)1 : (FX_T)0;
+    return v;
+}
+FX_ALWAYS_INLINE void FXR(fx_store)(FX_T *p, FX_V v) { *(FX_VMEM *)p = v; }
+FX_ALWAYS_INLINE void FXR(fx_store_part)(FX_T *p, FX_V v, int64_t len) {
+    FX_T buf[FX_L];
+    memcpy(buf, &v, sizeof(v));
+    memcpy(p, buf, (size_t)len * sizeof(FX_T));
+}
+FX_ALWAYS_INLINE double FXR(fx_hsum)(FX_V v) {
+    double acc = 0.0;
+    for (int i = 0; i < FX_L; i++) acc += (double)v[i];
+    return acc;
+}
+
+/* Maximum of a block; NaN lanes are skipped (x > acc is false for NaN). */
+FX_ALWAYS_INLINE FX_T FXR(fx_block_max)(const FX_T *x, int64_t len) {
+    FX_V acc = FX_BC(-INFINITY);
+    int64_t i = 0;
+    for (; i + FX_L <= len; i += FX_L) {
+        FX_V v = FXR(fx_load)(x + i);
+        acc = FX_SEL(v > acc, v, acc);
+    }
+    if (i < len) {
+        FX_V v = FXR(fx_load_part)(x + i, len - i, (FX_T)-INFINITY);
+        acc = FX_SEL(v > acc, v, acc);
+    }
+    FX_T m = acc[0];
+    for (int k = 1; k < FX_L; k++) m = acc[k] > m ? acc[k] : m;
+    return m;
+}
+
+/*
+ * One pass over the row.  The flags are compile-time constants at every
+ * call site, so each combination compiles to its own loop:
+ *   need_wx: accumulate sum w_c x_c and sum w_c (w = 1 when w is NULL)
+ *   t:       soft-target row, or NULL (then wtx and wt stay 0)
+ */
+FX_ALWAYS_INLINE void FXR(fx_scan)(const FX_T *x, const FX_T *t, const FX_T *w,
+                                   int64_t n, int need_wx, FXR(fx_scan_state) *st) {
+    double m = -INFINITY, s = 0.0, wx = 0.0, wsum = 0.0, wtx = 0.0, wt = 0.0;
+    for (int64_t b = 0; b < n; b += FX_BLOCK) {
+        const int64_t len = (n - b) < FX_BLOCK ? (n - b) : FX_BLOCK;
+        const FX_T *xb = x + b;
+        const FX_T bm = FXR(fx_block_max)(xb, len);
+        if ((double)bm > m) {
+            /* m = -inf means s is 0 (or NaN, which must stay NaN). */
+            if (m != -INFINITY) s *= exp(FXR(fx_shift)(m) - FXR(fx_shift)((double)bm));
+            m = (double)bm;
+        }
+        const FX_V sh = FX_BC((FX_T)FXR(fx_shift)(m));
+        FX_V s0 = FX_BC(0), s1 = FX_BC(0), d_wx = FX_BC(0), d_w = FX_BC(0), d_wtx = FX_BC(0), d_wt = FX_BC(0);
+        int64_t i = 0;
+        for (; i + 2 * FX_L <= len; i += 2 * FX_L) {
+            FX_V v0 = FXR(fx_load)(xb + i), v1 = FXR(fx_load)(xb + i + FX_L);
+            s0 += FX_EXP(v0 - sh);
+            s1 += FX_EXP(v1 - sh);
+            if (need_wx || t) {
+                FX_V w0 = w ? FXR(fx_load)(w + b + i) : FX_BC(1);
+                FX_V w1 = w ? FXR(fx_load)(w + b + i + FX_L) : FX_BC(1);
+                if (need_wx) {
+                    d_wx += w0 * v0 + w1 * v1;
+                    d_w += w0 + w1;
+                }
+                if (t) {
+                    FX_V a0 = w0 * FXR(fx_load)(t + b + i);
+                    FX_V a1 = w1 * FXR(fx_load)(t + b + i + FX_L);
+                    d_wtx += a0 * v0 + a1 * v1;
+                    d_wt += a0 + a1;
+                }
+            }
+        }
+        for (; i < len; i += FX_L) {
+            const int64_t k = (len - i) < FX_L ? (len - i) : FX_L;
+            /* Tail lanes: -inf for exp (gives 0), 0 for the dot products. */
+            FX_V v = FXR(fx_load_part)(xb + i, k, (FX_T)-INFINITY);
+            s0 += FX_EXP(v - sh);
+            if (need_wx || t) {
+                FX_V v0 = FXR(fx_load_part)(xb + i, k, 0);
+                FX_V w0 = w ? FXR(fx_load_part)(w + b + i, k, 0) : FXR(fx_ones_part)(k);
+                if (need_wx) {
+                    d_wx += w0 * v0;
+                    d_w += w0;
+                }
+                if (t) {
+                    FX_V a0 = w0 * FXR(fx_load_part)(t + b + i, k, 0);
+                    d_wtx += a0 * v0;
+                    d_wt += a0;
+                }
+            }
+        }
+        s += FXR(fx_hsum)(s0 + s1);
+        if (need_wx) {
+            wx += FXR(fx_hsum)(d_wx);
+            wsum += FXR(fx_hsum)(d_w);
+        }
+        if (t) {
+            wtx += FXR(fx_hsum)(d_wtx);
+            wt += FXR(fx_hsum)(d_wt);
+        }
+    }
+    st->m = m;
+    st->s = s;
+    st->wx = wx;
+    st->wsum = wsum;
+    st->wtx = wtx;
+    st->wt = wt;
+}
+
+FX_ALWAYS_INLINE double FXR(fx_lse_of)(const FXR(fx_scan_state) *st) {
+    return FXR(fx_shift)(st->m) + log(st->s);
+}
+
+/*
+ * The write pass: out[c] = exp(x_c - sh) * k - w_c (ct t_c + cc), with the
+ * t and w terms present only when those rows are given.  Reads x from cache.
+ * out may alias x (each vector is read before it is written).
+ */
+FX_ALWAYS_INLINE void FXR(fx_write_exp)(const FX_T *x, const FX_T *t, const FX_T *w, int64_t n,
+                                        FX_T sh, FX_T k, FX_T ct, FX_T cc, FX_T *out) {
+    const FX_V vsh = FX_BC(sh), vk = FX_BC(k), vct = FX_BC(ct), vcc = FX_BC(cc);
+    int64_t i = 0;
+    for (; i + FX_L <= n; i += FX_L) {
+        FX_V g = FX_EXP(FXR(fx_load)(x + i) - vsh) * vk;
+        FX_V a = t ? vct * FXR(fx_load)(t + i) + vcc : vcc;
+        if (w) a = a * FXR(fx_load)(w + i);
+        FXR(fx_store)(out + i, g - a);
+    }
+    if (i < n) {
+        const int64_t r = n - i;
+        FX_V g = FX_EXP(FXR(fx_load_part)(x + i, r, 0) - vsh) * vk;
+        FX_V a = t ? vct * FXR(fx_load_part)(t + i, r, 0) + vcc : vcc;
+        if (w) a = a * FXR(fx_load_part)(w + i, r, 0);
+        FXR(fx_store_part)(out + i, g - a, r);
+    }
+}
+
+static void FXR(fx_fill)(FX_T *out, int64_t n, FX_T value) {
+    for (int64_t i = 0; i < n; i++) out[i] = value;
+}
+
+static double FXR(fx_logsumexp_row)(const FX_T *x, int64_t n) {
+    FXR(fx_scan_state) st;
+    FXR(fx_scan)(x, NULL, NULL, n, 0, &st);
+    return FXR(fx_lse_of)(&st);
+}
+
+static double FXR(fx_softmax_row)(const FX_T *x, int64_t n, FX_T *out) {
+    FXR(fx_scan_state) st;
+    FXR(fx_scan)(x, NULL, NULL, n, 0, &st);
+    const double lse = FXR(fx_lse_of)(&st);
+    if (!isfinite(lse)) {
+        FXR(fx_fill)(out, n, (FX_T)NAN);
+    } else {
+        FXR(fx_write_exp)(x, NULL, NULL, n, (FX_T)st.m, (FX_T)(1.0 / st.s), 0, 0, out);
+    }
+    return lse;
+}
+
+static double FXR(fx_log_softmax_row)(const FX_T *x, int64_t n, FX_T *out) {
+    FXR(fx_scan_state) st;
+    FXR(fx_scan)(x, NULL, NULL, n, 0, &st);
+    const double lse = FXR(fx_lse_of)(&st);
+    if (!isfinite(lse)) {
+        FXR(fx_fill)(out, n, (FX_T)NAN);
+        return lse;
+    }
+    /* (x - m) is exact for the classes that matter (Sterbenz); log(s) is in
+     * [0, log n]. */
+    const FX_V vm = FX_BC((FX_T)st.m), vls = FX_BC((FX_T)log(st.s));
+    int64_t i = 0;
+    for (; i + FX_L <= n; i += FX_L) FXR(fx_store)(out + i, (FXR(fx_load)(x + i) - vm) - vls);
+    if (i < n) FXR(fx_store_part)(out + i, (FXR(fx_load_part)(x + i, n - i, 0) - vm) - vls, n - i);
+    return lse;
+}
+
+FX_ALWAYS_INLINE void FXR(fx_ce_scan)(const FX_T *x, const FX_T *t, const FX_T *w, int64_t n,
+                                      int smoothing, FXR(fx_scan_state) *st) {
+    /* Spelled out so that each combination is its own specialised loop. */
+    if (t) {
+        if (w) {
+            if (smoothing) FXR(fx_scan)(x, t, w, n, 1, st);
+            else FXR(fx_scan)(x, t, w, n, 0, st);
+        } else {
+            if (smoothing) FXR(fx_scan)(x, t, NULL, n, 1, st);
+            else FXR(fx_scan)(x, t, NULL, n, 0, st);
+        }
+    } else if (smoothing) {
+        if (w) FXR(fx_scan)(x, NULL, w, n, 1, st);
+        else FXR(fx_scan)(x, NULL, NULL, n, 1, st);
+    } else {
+        FXR(fx_scan)(x, NULL, NULL, n, 0, st);
+    }
+}
+
+/* Shared by the label and probability kernels: t == NULL means the label y. */
+static double FXR(fx_ce_row)(const FX_T *x, const FX_T *t, int64_t n, int64_t y,
+                             const fx_ce_options *opt, double gs, FX_T *grad, double *lse_out) {
+    const FX_T *w = opt ? (const FX_T *)opt->weight : NULL;
+    const double eps = opt ? opt->label_smoothing : 0.0;
+    const double z = opt ? opt->z_loss : 0.0;
+    FXR(fx_scan_state) st;
+    FXR(fx_ce_scan)(x, t, w, n, eps != 0.0, &st);
+    const double lse = FXR(fx_lse_of)(&st);
+    if (lse_out) *lse_out = lse;
+    if (!isfinite(lse)) {
+        if (grad) FXR(fx_fill)(grad, n, (FX_T)NAN);
+        return NAN;
+    }
+    /* loss = sum_c a_c (lse - x_c) + z lse^2, grouped so that the common
+     * case lse - x_y cancels exactly. */
+    double loss, a_sum;
+    const double wy = (!t && w) ? (double)w[y] : 1.0;
+    const double xy = t ? 0.0 : (double)x[y];
+    if (t) {
+        loss = (1.0 - eps) * (st.wt * lse - st.wtx);
+        a_sum = (1.0 - eps) * st.wt;
+    } else {
+        loss = (1.0 - eps) * wy * (lse - xy);
+        a_sum = (1.0 - eps) * wy;
+    }
+    if (eps != 0.0) {
+        loss += eps / (double)n * (st.wsum * lse - st.wx);
+        a_sum += eps / (double)n * st.wsum;
+    }
+    loss += z * lse * lse;
+    if (grad) {
+        const FX_T k = (FX_T)(gs * (a_sum + 2.0 * z * lse) / st.s);
+        const FX_T cc = (FX_T)(gs * eps / (double)n);
+        const FX_T ct = (FX_T)(gs * (1.0 - eps));
+        if (t) {
+            if (w) FXR(fx_write_exp)(x, t, w, n, (FX_T)st.m, k, ct, cc, grad);
+            else FXR(fx_write_exp)(x, t, NULL, n, (FX_T)st.m, k, ct, cc, grad);
+        } else {
+            if (w) FXR(fx_write_exp)(x, NULL, w, n, (FX_T)st.m, k, 0, cc, grad);
+            else FXR(fx_write_exp)(x, NULL, NULL, n, (FX_T)st.m, k, 0, cc, grad);
+            grad[y] = (FX_T)((double)grad[y] - gs * (1.0 - eps) * wy);
+        }
+    }
+    return loss;
+}
+
+static double FXR(fx_ce_label_row)(const FX_T *x, int64_t n, int64_t y, const fx_ce_options *opt,
+                                   double gs, FX_T *grad, double *lse_out) {
+    return FXR(fx_ce_row)(x, NULL, n, y, opt, gs, grad, lse_out);
+}
+
+static double FXR(fx_ce_prob_row)(const FX_T *x, const FX_T *t, int64_t n, const fx_ce_options *opt,
+                                  double gs, FX_T *grad, double *lse_out) {
+    return FXR(fx_ce_row)(x, t, n, 0, opt, gs, grad, lse_out);
+}
+
+#undef FXR
+#undef FX_BLOCK
