@@ -53,9 +53,15 @@ def show_config():
 def get_include():
     """Directory holding fastxent's C headers (fastxent.h) and kernel sources.
 
-    Add it to ``include_dirs`` to call the row kernels from C or Cython.
+    Add it to ``include_dirs`` to call the row kernels from C or Cython.  In
+    an installed package it is ``fastxent/include``; in a source checkout
+    built in place, the checkout's ``src_c``.
     """
-    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "include")
+    package = os.path.dirname(os.path.abspath(__file__))
+    installed = os.path.join(package, "include")
+    if os.path.isdir(installed):
+        return installed
+    return os.path.join(os.path.dirname(package), "src_c")
 
 
 def get_cython_include():
