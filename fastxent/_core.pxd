@@ -13,11 +13,13 @@ cdef extern from "fastxent.h" nogil:
     int FX_SIMD_BASELINE
     int FX_SIMD_AVX2
     int FX_SIMD_AVX512
+    int FX_STREAM_STORES
 
     ctypedef struct fx_ce_options:
         const void *weight
         double label_smoothing
         double z_loss
+        int flags
 
     int fx_simd_path()
     const char *fx_simd_name(int path)
@@ -26,10 +28,10 @@ cdef extern from "fastxent.h" nogil:
 
     double fx_logsumexp_row_f32(const float *x, int64_t n)
     double fx_logsumexp_row_f64(const double *x, int64_t n)
-    double fx_softmax_row_f32(const float *x, int64_t n, float *out)
-    double fx_softmax_row_f64(const double *x, int64_t n, double *out)
-    double fx_log_softmax_row_f32(const float *x, int64_t n, float *out)
-    double fx_log_softmax_row_f64(const double *x, int64_t n, double *out)
+    double fx_softmax_row_f32(const float *x, int64_t n, float *out, int flags)
+    double fx_softmax_row_f64(const double *x, int64_t n, double *out, int flags)
+    double fx_log_softmax_row_f32(const float *x, int64_t n, float *out, int flags)
+    double fx_log_softmax_row_f64(const double *x, int64_t n, double *out, int flags)
     double fx_ce_label_row_f32(const float *x, int64_t n, int64_t label,
                                const fx_ce_options *opt, double grad_scale,
                                float *grad, double *lse_out)
@@ -55,11 +57,12 @@ cdef inline double lse_row(const real *x, int64_t n) noexcept nogil:
         return fx_logsumexp_row_f64(x, n)
 
 
-cdef inline double softmax_row(const real *x, int64_t n, real *out, bint log) noexcept nogil:
+cdef inline double softmax_row(const real *x, int64_t n, real *out, bint log,
+                               int flags) noexcept nogil:
     if real is float:
-        return fx_log_softmax_row_f32(x, n, out) if log else fx_softmax_row_f32(x, n, out)
+        return fx_log_softmax_row_f32(x, n, out, flags) if log else fx_softmax_row_f32(x, n, out, flags)
     else:
-        return fx_log_softmax_row_f64(x, n, out) if log else fx_softmax_row_f64(x, n, out)
+        return fx_log_softmax_row_f64(x, n, out, flags) if log else fx_softmax_row_f64(x, n, out, flags)
 
 
 cdef inline double ce_label_row(const real *x, int64_t n, int64_t label,

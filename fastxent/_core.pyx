@@ -14,7 +14,7 @@ from libc.stdlib cimport malloc, free
 from libc.string cimport memset
 
 from fastxent._core cimport (
-    real, fx_ce_options, lse_row, softmax_row, ce_label_row, ce_prob_row,
+    real, fx_ce_options, FX_STREAM_STORES, lse_row, softmax_row, ce_label_row, ce_prob_row,
     fx_simd_path, fx_simd_name, fx_simd_supported, fx_simd_set,
 )
 
@@ -29,6 +29,10 @@ cdef enum:
     SERIAL_WORK = 65536
     # Elements per reduction block (fixed, so sums do not depend on threads).
     BLOCK_WORK = 16384
+    # Output bytes above which stores bypass the caches (FX_STREAM_STORES):
+    # half the 32 MiB L3 of the development machine; smaller outputs stay
+    # cached for whatever reads them next.
+    STREAM_BYTES = 16 << 20
 
 
 def openmp_enabled():
@@ -68,6 +72,10 @@ cdef inline int _threads(int64_t work, int64_t units, int n_threads) noexcept no
     return <int>min(<int64_t>n_threads, units)
 
 
+cdef inline int _store_flags(int64_t out_bytes) noexcept nogil:
+    return FX_STREAM_STORES if out_bytes >= STREAM_BYTES else 0
+
+
 cdef inline int64_t _rows_per_block(int64_t c) noexcept nogil:
     return max(<int64_t>1, BLOCK_WORK // max(c, <int64_t>1))
 
@@ -99,13 +107,14 @@ def softmax_rows(const real[:, ::1] x, real[:, ::1] out, bint log, int n_threads
         return
     cdef const real *xp = &x[0, 0]
     cdef real *op = &out[0, 0]
+    cdef int flags = _store_flags(n * c * <int64_t>sizeof(real))
     with nogil:
         if nt > 1:
             for i in prange(n, schedule='static', num_threads=nt):
-                softmax_row(xp + i * c, c, op + i * c, log)
+                softmax_row(xp + i * c, c, op + i * c, log, flags)
         else:
             for i in range(n):
-                softmax_row(xp + i * c, c, op + i * c, log)
+                softmax_row(xp + i * c, c, op + i * c, log, flags)
 
 
 # ---------------------------------------------------------------------------
@@ -178,6 +187,7 @@ def cross_entropy_rows(const real[:, ::1] x, const real[:, ::1] target, const in
     opt.weight = &weight[0] if weight is not None else NULL
     opt.label_smoothing = label_smoothing
     opt.z_loss = z_loss
+    opt.flags = _store_flags(n * c * <int64_t>sizeof(real)) if grad is not None else 0
     cdef const real *xp = &x[0, 0]
     cdef const real *tp = &target[0, 0] if target is not None else NULL
     cdef const int64_t *lp = &labels[0] if labels is not None else NULL

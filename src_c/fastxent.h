@@ -42,11 +42,17 @@ int fx_simd_supported(void);
  * Not thread-safe with respect to kernels running at the same time. */
 int fx_simd_set(int path);
 
+/* Flags.  FX_STREAM_STORES: write outputs with non-temporal stores, which
+ * skip the read-for-ownership of the destination; use it when the whole
+ * output is much larger than the last-level cache and is not read soon. */
+#define FX_STREAM_STORES 1
+
 /* Options of the cross-entropy row kernels.  Zero-initialise, then set. */
 typedef struct {
     const void *weight;     /* (n,) class weights of the row's dtype, or NULL  */
     double label_smoothing; /* epsilon in [0, 1] (PyTorch's epsilon / n rule)  */
     double z_loss;          /* coefficient of lse**2 added to the loss, >= 0   */
+    int flags;              /* FX_STREAM_STORES or 0                           */
 } fx_ce_options;
 
 /*
@@ -56,12 +62,12 @@ double fx_logsumexp_row_f32(const float *x, int64_t n);
 double fx_logsumexp_row_f64(const double *x, int64_t n);
 
 /* out[c] = exp(x[c] - lse(x)).  out may alias x.  Returns the lse. */
-double fx_softmax_row_f32(const float *x, int64_t n, float *out);
-double fx_softmax_row_f64(const double *x, int64_t n, double *out);
+double fx_softmax_row_f32(const float *x, int64_t n, float *out, int flags);
+double fx_softmax_row_f64(const double *x, int64_t n, double *out, int flags);
 
 /* out[c] = x[c] - lse(x).  out may alias x.  Returns the lse. */
-double fx_log_softmax_row_f32(const float *x, int64_t n, float *out);
-double fx_log_softmax_row_f64(const double *x, int64_t n, double *out);
+double fx_log_softmax_row_f32(const float *x, int64_t n, float *out, int flags);
+double fx_log_softmax_row_f64(const double *x, int64_t n, double *out, int flags);
 
 /*
  * Cross-entropy of one row against the class `label` (0 <= label < n; the

@@ -13,6 +13,7 @@
 #define FX_SEL FXV(fx_sel_f32)
 #define FX_BC FXV(fx_bcast_f32)
 #define FX_SFX _f32
+#define FX_STREAM FX_STREAM_F32
 #include "fx_rows_impl.h"
 #undef FX_T
 #undef FX_V
@@ -23,6 +24,7 @@
 #undef FX_SEL
 #undef FX_BC
 #undef FX_SFX
+#undef FX_STREAM
 
 #define FX_T double
 #define FX_V fx_vf64
@@ -33,6 +35,7 @@
 #define FX_SEL FXV(fx_sel_f64)
 #define FX_BC FXV(fx_bcast_f64)
 #define FX_SFX _f64
+#define FX_STREAM FX_STREAM_F64
 #include "fx_rows_impl.h"
 #undef FX_T
 #undef FX_V
@@ -43,7 +46,11 @@
 #undef FX_SEL
 #undef FX_BC
 #undef FX_SFX
+#undef FX_STREAM
 #undef FXV
+#undef FX_STREAM_F32
+#undef FX_STREAM_F64
+#undef FX_SFENCE
 #undef fx_vf32
 #undef fx_vi32
 #undef fx_vf64

@@ -11,7 +11,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <math.h>
+#include <stdint.h>
 #include "fastxent.h"
+#if defined(__x86_64__) || defined(__i386__)
+/* Before any target pragma, so each intrinsic keeps its own target. */
+#include <immintrin.h>
+#endif
 
 #if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
 #define FX_HAVE_X86_PATHS 1
@@ -68,10 +73,10 @@
 typedef struct {
     double (*lse_f32)(const float *, int64_t);
     double (*lse_f64)(const double *, int64_t);
-    double (*softmax_f32)(const float *, int64_t, float *);
-    double (*softmax_f64)(const double *, int64_t, double *);
-    double (*log_softmax_f32)(const float *, int64_t, float *);
-    double (*log_softmax_f64)(const double *, int64_t, double *);
+    double (*softmax_f32)(const float *, int64_t, float *, int);
+    double (*softmax_f64)(const double *, int64_t, double *, int);
+    double (*log_softmax_f32)(const float *, int64_t, float *, int);
+    double (*log_softmax_f64)(const double *, int64_t, double *, int);
     double (*ce_label_f32)(const float *, int64_t, int64_t, const fx_ce_options *, double, float *,
                            double *);
     double (*ce_label_f64)(const double *, int64_t, int64_t, const fx_ce_options *, double, double *,
@@ -159,17 +164,17 @@ static inline const fx_table *fx_kernels(void) { return &fx_tables[fx_simd_path(
 double fx_logsumexp_row_f32(const float *x, int64_t n) { return fx_kernels()->lse_f32(x, n); }
 double fx_logsumexp_row_f64(const double *x, int64_t n) { return fx_kernels()->lse_f64(x, n); }
 
-double fx_softmax_row_f32(const float *x, int64_t n, float *out) {
-    return fx_kernels()->softmax_f32(x, n, out);
+double fx_softmax_row_f32(const float *x, int64_t n, float *out, int flags) {
+    return fx_kernels()->softmax_f32(x, n, out, flags);
 }
-double fx_softmax_row_f64(const double *x, int64_t n, double *out) {
-    return fx_kernels()->softmax_f64(x, n, out);
+double fx_softmax_row_f64(const double *x, int64_t n, double *out, int flags) {
+    return fx_kernels()->softmax_f64(x, n, out, flags);
 }
-double fx_log_softmax_row_f32(const float *x, int64_t n, float *out) {
-    return fx_kernels()->log_softmax_f32(x, n, out);
+double fx_log_softmax_row_f32(const float *x, int64_t n, float *out, int flags) {
+    return fx_kernels()->log_softmax_f32(x, n, out, flags);
 }
-double fx_log_softmax_row_f64(const double *x, int64_t n, double *out) {
-    return fx_kernels()->log_softmax_f64(x, n, out);
+double fx_log_softmax_row_f64(const double *x, int64_t n, double *out, int flags) {
+    return fx_kernels()->log_softmax_f64(x, n, out, flags);
 }
 
 double fx_ce_label_row_f32(const float *x, int64_t n, int64_t label, const fx_ce_options *opt,
