@@ -45,6 +45,19 @@ cdef extern from "fastxent.h" nogil:
                               const fx_ce_options *opt, double grad_scale,
                               double *grad, double *lse_out)
 
+    void fx_logsumexp_cols_f32(const float *x, int64_t n_classes, int64_t m, int64_t stride, double *lse)
+    void fx_logsumexp_cols_f64(const double *x, int64_t n_classes, int64_t m, int64_t stride, double *lse)
+    void fx_softmax_cols_f32(const float *x, int64_t n_classes, int64_t m, int64_t stride, float *out,
+                             int take_log)
+    void fx_softmax_cols_f64(const double *x, int64_t n_classes, int64_t m, int64_t stride, double *out,
+                             int take_log)
+    void fx_ce_cols_f32(const float *x, const float *t, const int64_t *labels, int64_t n_classes,
+                        int64_t m, int64_t stride, const fx_ce_options *opt, const double *grad_scale,
+                        float *grad, double *loss, double *lse)
+    void fx_ce_cols_f64(const double *x, const double *t, const int64_t *labels, int64_t n_classes,
+                        int64_t m, int64_t stride, const fx_ce_options *opt, const double *grad_scale,
+                        double *grad, double *loss, double *lse)
+
 ctypedef fused real:
     float
     double
@@ -81,3 +94,29 @@ cdef inline double ce_prob_row(const real *x, const real *t, int64_t n,
         return fx_ce_prob_row_f32(x, t, n, opt, grad_scale, grad, lse_out)
     else:
         return fx_ce_prob_row_f64(x, t, n, opt, grad_scale, grad, lse_out)
+
+
+cdef inline void lse_cols(const real *x, int64_t n_classes, int64_t m, int64_t stride,
+                          double *lse) noexcept nogil:
+    if real is float:
+        fx_logsumexp_cols_f32(x, n_classes, m, stride, lse)
+    else:
+        fx_logsumexp_cols_f64(x, n_classes, m, stride, lse)
+
+
+cdef inline void softmax_in_cols(const real *x, int64_t n_classes, int64_t m, int64_t stride,
+                              real *out, bint log) noexcept nogil:
+    if real is float:
+        fx_softmax_cols_f32(x, n_classes, m, stride, out, log)
+    else:
+        fx_softmax_cols_f64(x, n_classes, m, stride, out, log)
+
+
+cdef inline void ce_cols(const real *x, const real *t, const int64_t *labels, int64_t n_classes,
+                         int64_t m, int64_t stride, const fx_ce_options *opt,
+                         const double *grad_scale, real *grad, double *loss,
+                         double *lse) noexcept nogil:
+    if real is float:
+        fx_ce_cols_f32(x, t, labels, n_classes, m, stride, opt, grad_scale, grad, loss, lse)
+    else:
+        fx_ce_cols_f64(x, t, labels, n_classes, m, stride, opt, grad_scale, grad, loss, lse)

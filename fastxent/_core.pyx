@@ -15,6 +15,7 @@ from libc.string cimport memset
 
 from fastxent._core cimport (
     real, fx_ce_options, FX_STREAM_STORES, lse_row, softmax_row, ce_label_row, ce_prob_row,
+    lse_cols, softmax_in_cols, ce_cols,
     fx_simd_path, fx_simd_name, fx_simd_supported, fx_simd_set,
 )
 
@@ -33,6 +34,8 @@ cdef enum:
     # half the 32 MiB L3 of the development machine; smaller outputs stay
     # cached for whatever reads them next.
     STREAM_BYTES = 16 << 20
+    # Positions per work unit of the column (class axis strided) kernels.
+    COLS_UNIT = 512
 
 
 def openmp_enabled():
@@ -216,6 +219,129 @@ def cross_entropy_rows(const real[:, ::1] x, const real[:, ::1] target, const in
                                            c, &opt, swp, grad_scale, grp, lop, gp, lsp)
             for b in range(nblocks):
                 total += partial[b]
+    finally:
+        free(partial)
+    return total
+
+
+# ---------------------------------------------------------------------------
+# the class axis strided: arrays viewed as (P, C, Q), positions along Q
+
+
+cdef inline int64_t _cols_units(int64_t q) noexcept nogil:
+    return (q + COLS_UNIT - 1) // COLS_UNIT
+
+
+cdef void _lse_cols_unit(const real *x, int64_t a, int64_t j0, int64_t c, int64_t q,
+                         real *out) noexcept nogil:
+    # The buffer lives on this call's stack: one per thread.
+    cdef double buf[COLS_UNIT]
+    cdef int64_t m = min(<int64_t>COLS_UNIT, q - j0), j
+    lse_cols(x + a * c * q + j0, c, m, q, buf)
+    for j in range(m):
+        out[a * q + j0 + j] = <real>buf[j]
+
+
+def logsumexp_cols(const real[:, :, ::1] x, real[:, ::1] out, int n_threads):
+    cdef int64_t p = x.shape[0], c = x.shape[1], q = x.shape[2]
+    cdef int64_t per = _cols_units(q), units = p * per, u
+    cdef int nt = _threads(p * c * q, units, n_threads)
+    if units == 0:
+        return
+    cdef const real *xp = &x[0, 0, 0]
+    cdef real *op = &out[0, 0]
+    with nogil:
+        for u in prange(units, schedule='static', num_threads=nt):
+            _lse_cols_unit(xp, u // per, (u % per) * COLS_UNIT, c, q, op)
+
+
+def softmax_cols(const real[:, :, ::1] x, real[:, :, ::1] out, bint log, int n_threads):
+    cdef int64_t p = x.shape[0], c = x.shape[1], q = x.shape[2]
+    cdef int64_t per = _cols_units(q), units = p * per, u, a, j0
+    cdef int nt = _threads(p * c * q, units, n_threads)
+    if units == 0 or c == 0:
+        return
+    cdef const real *xp = &x[0, 0, 0]
+    cdef real *op = &out[0, 0, 0]
+    with nogil:
+        for u in prange(units, schedule='static', num_threads=nt):
+            a = u // per
+            j0 = (u % per) * COLS_UNIT
+            softmax_in_cols(xp + a * c * q + j0, c, min(<int64_t>COLS_UNIT, q - j0), q,
+                         op + a * c * q + j0, log)
+
+
+cdef double _ce_cols_unit(const real *x, const real *t, const int64_t *labels, int64_t ignore_index,
+                          int64_t a, int64_t j0, int64_t c, int64_t q, const fx_ce_options *opt,
+                          const double *sample_weight, double grad_scale, const double *grad_row_scale,
+                          real *loss_out, real *grad, real *lse_out) noexcept nogil:
+    """Loss sum of positions [j0, j0 + COLS_UNIT) of sample a."""
+    cdef int64_t m = min(<int64_t>COLS_UNIT, q - j0), j, pos
+    cdef int64_t lab[COLS_UNIT]
+    cdef double gs[COLS_UNIT]
+    cdef double loss[COLS_UNIT]
+    cdef double lse[COLS_UNIT]
+    cdef double acc = 0.0, sw
+    for j in range(m):
+        pos = a * q + j0 + j
+        sw = sample_weight[pos] if sample_weight != NULL else 1.0
+        gs[j] = grad_scale * sw * (grad_row_scale[pos] if grad_row_scale != NULL else 1.0)
+        if labels != NULL:
+            lab[j] = -1 if labels[pos] == ignore_index else labels[pos]
+    ce_cols(x + a * c * q + j0, t + a * c * q + j0 if t != NULL else NULL,
+            lab if labels != NULL else NULL, c, m, q, opt, gs,
+            grad + a * c * q + j0 if grad != NULL else NULL, loss, lse)
+    for j in range(m):
+        pos = a * q + j0 + j
+        sw = sample_weight[pos] if sample_weight != NULL else 1.0
+        if labels != NULL and lab[j] < 0:
+            loss[j] = 0.0
+        else:
+            loss[j] = sw * loss[j]
+        acc += loss[j]
+        if loss_out != NULL:
+            loss_out[pos] = <real>loss[j]
+        if lse_out != NULL:
+            lse_out[pos] = <real>lse[j]
+    return acc
+
+
+def cross_entropy_cols(const real[:, :, ::1] x, const real[:, :, ::1] target,
+                       const int64_t[:, ::1] labels, int64_t ignore_index, const real[::1] weight,
+                       const double[:, ::1] sample_weight, double label_smoothing, double z_loss,
+                       double grad_scale, const double[:, ::1] grad_row_scale,
+                       real[:, ::1] loss_out, real[:, :, ::1] grad, real[:, ::1] lse_out,
+                       int n_threads):
+    """cross_entropy_rows for arrays viewed as (P, C, Q), the class axis in the middle."""
+    cdef int64_t p = x.shape[0], c = x.shape[1], q = x.shape[2]
+    cdef int64_t per = _cols_units(q), units = p * per, u
+    if units == 0:
+        return 0.0
+    cdef fx_ce_options opt
+    opt.weight = &weight[0] if weight is not None else NULL
+    opt.label_smoothing = label_smoothing
+    opt.z_loss = z_loss
+    opt.flags = 0
+    cdef const real *xp = &x[0, 0, 0]
+    cdef const real *tp = &target[0, 0, 0] if target is not None else NULL
+    cdef const int64_t *lp = &labels[0, 0] if labels is not None else NULL
+    cdef const double *swp = &sample_weight[0, 0] if sample_weight is not None else NULL
+    cdef const double *grp = &grad_row_scale[0, 0] if grad_row_scale is not None else NULL
+    cdef real *lop = &loss_out[0, 0] if loss_out is not None else NULL
+    cdef real *gp = &grad[0, 0, 0] if grad is not None else NULL
+    cdef real *lsp = &lse_out[0, 0] if lse_out is not None else NULL
+    cdef int nt = _threads(p * c * q, units, n_threads)
+    cdef double *partial = <double *>malloc(units * sizeof(double))
+    if partial == NULL:
+        raise MemoryError()
+    cdef double total = 0.0
+    try:
+        with nogil:
+            for u in prange(units, schedule='static', num_threads=nt):
+                partial[u] = _ce_cols_unit(xp, tp, lp, ignore_index, u // per, (u % per) * COLS_UNIT,
+                                           c, q, &opt, swp, grad_scale, grp, lop, gp, lsp)
+            for u in range(units):
+                total += partial[u]
     finally:
         free(partial)
     return total

@@ -36,14 +36,14 @@ def _prepare(logits, target, *, axis, weight, sample_weight, ignore_index, reduc
     tgt = np.asarray(target)
     if tgt.dtype.kind in "iu":
         p.labels = v.labels_array(tgt, p.target_shape, p.n_classes, p.ignore_index)
-        p.probs = None
+        p.probs_view = None
     elif tgt.dtype.kind == "f" or tgt.dtype.name == "bfloat16":
         if tgt.shape != arr.shape:
             raise ValueError(
                 f"target (class probabilities) must have the logits' shape {arr.shape}, got {tgt.shape}"
             )
         p.labels = None
-        p.probs = v.rows_view(tgt, p.axis, p.compute)
+        p.probs_view = v.class_view(tgt, p.axis, p.compute)
     else:
         raise TypeError(
             f"target must be an integer array of class labels or a floating array of "
@@ -65,7 +65,9 @@ def _denominator(p):
 
 def _sum_row_weights(p):
     if p.labels is None:
-        return float(p.sample_weight.sum()) if p.sample_weight is not None else float(p.probs.shape[0])
+        if p.sample_weight is not None:
+            return float(p.sample_weight.sum())
+        return float(np.prod(p.target_shape, dtype=np.int64))
     live = p.labels != p.ignore_index
     if p.weight is None and p.sample_weight is None:
         return float(np.count_nonzero(live))
@@ -105,14 +107,22 @@ def _grad_scaling(p, grad_output):
 
 
 def _run(p, grad=None, grad_scale=1.0, grad_rows=None, return_lse=False):
-    """One fused pass; returns (loss, lse rows or None)."""
-    x = v.rows_view(p.arr, p.axis, p.compute)
-    n_rows = x.shape[0]
-    loss_rows = np.empty(n_rows, dtype=p.compute) if p.reduction == "none" else None
-    lse = np.empty(n_rows, dtype=p.compute) if return_lse else None
-    total = _core.cross_entropy_rows(
-        x, p.probs, p.labels, p.ignore_index, p.weight, p.sample_weight,
-        p.label_smoothing, p.z_loss, grad_scale, grad_rows, loss_rows, grad, lse, p.n_threads,
+    """One fused pass; returns (loss, lse or None).
+
+    grad, when given, is a C-contiguous array of the logits' shape in the
+    compute dtype (it may be the logits themselves).
+    """
+    x = v.class_view(p.arr, p.axis, p.compute)
+    # Per-position arrays: (N,) for (N, C) rows, (P, Q) for (P, C, Q) slabs.
+    pos_shape = (x.shape[0],) if x.ndim == 2 else (x.shape[0], x.shape[2])
+    per_pos = (lambda a: None if a is None else a.reshape(pos_shape))
+    loss_rows = np.empty(pos_shape, dtype=p.compute) if p.reduction == "none" else None
+    lse = np.empty(pos_shape, dtype=p.compute) if return_lse else None
+    kernel = _core.cross_entropy_rows if x.ndim == 2 else _core.cross_entropy_cols
+    total = kernel(
+        x, p.probs_view, per_pos(p.labels), p.ignore_index, p.weight, per_pos(p.sample_weight),
+        p.label_smoothing, p.z_loss, grad_scale, per_pos(grad_rows), loss_rows,
+        None if grad is None else grad.reshape(x.shape), lse, p.n_threads,
     )
     if p.reduction == "none":
         loss = loss_rows.reshape(p.target_shape).astype(p.arr.dtype, copy=False)
@@ -223,23 +233,21 @@ def cross_entropy_with_grad(logits, target, *, axis=-1, weight=None, sample_weig
             raise ValueError("out must not overlap logits (use inplace=True to overwrite logits)")
     grad_scale, grad_rows = _grad_scaling(p, grad_output)
 
-    last = p.axis == p.arr.ndim - 1 and p.compute == p.arr.dtype
-    if inplace and last:
+    # The kernels write the gradient straight into out= or the logits when the
+    # dtype allows; otherwise into a buffer converted at the end.
+    same_dtype = p.compute == p.arr.dtype
+    if inplace and same_dtype:
         dest = logits
-    elif out is not None and last:
+    elif out is not None and same_dtype:
         dest = out
     else:
-        dest = None
-    n_rows = int(np.prod(p.target_shape, dtype=np.int64))
-    grad_rows_buf = (dest.reshape(n_rows, p.n_classes) if dest is not None
-                     else np.empty((n_rows, p.n_classes), dtype=p.compute))
-    loss, lse = _run(p, grad_rows_buf, grad_scale, grad_rows, return_lse)
-    if dest is None:
-        moved_shape = p.target_shape + (p.n_classes,)
-        result = np.moveaxis(grad_rows_buf.reshape(moved_shape), -1, p.axis)
-        dest = out if out is not None else (logits if inplace else None)
-        if dest is not None:
-            np.copyto(dest, result, casting="unsafe")
+        dest = np.empty(p.arr.shape, dtype=p.compute)
+    loss, lse = _run(p, dest, grad_scale, grad_rows, return_lse)
+    if not same_dtype:
+        target = out if out is not None else (logits if inplace else None)
+        if target is not None:
+            np.copyto(target, dest, casting="unsafe")
+            dest = target
         else:
-            dest = np.ascontiguousarray(result, dtype=p.arr.dtype)
+            dest = dest.astype(p.arr.dtype)
     return (loss, dest, lse) if return_lse else (loss, dest)

@@ -99,6 +99,33 @@ double fx_ce_prob_row_f64(const double *x, const double *t, int64_t n,
                           const fx_ce_options *opt, double grad_scale,
                           double *grad, double *lse_out);
 
+/*
+ * Column kernels: the class axis is strided.  x points at class 0 of m
+ * adjacent positions; class c of position j is x[c * stride + j] (PyTorch's
+ * (N, C, d1, ..., dk) layout, one sample at a time, stride = d1 * ... * dk).
+ * Vectorised along the positions; no transposed copy is made.  Outputs of
+ * the input's layout (out, grad) may alias x; per-position outputs are dense.
+ */
+void fx_logsumexp_cols_f32(const float *x, int64_t n_classes, int64_t m, int64_t stride, double *lse);
+void fx_logsumexp_cols_f64(const double *x, int64_t n_classes, int64_t m, int64_t stride, double *lse);
+/* softmax (take_log = 0) or log-softmax (take_log = 1) along the class axis. */
+void fx_softmax_cols_f32(const float *x, int64_t n_classes, int64_t m, int64_t stride, float *out,
+                         int take_log);
+void fx_softmax_cols_f64(const double *x, int64_t n_classes, int64_t m, int64_t stride, double *out,
+                         int take_log);
+/*
+ * Cross-entropy per position against labels[j] (< 0: ignored, loss and
+ * gradient exactly 0) or, with labels NULL, against the soft-target slab t
+ * (x's layout).  grad_scale[j] (or 1 when NULL) scales position j's
+ * gradient.  loss, lse (m values each) and grad are optional (NULL).
+ */
+void fx_ce_cols_f32(const float *x, const float *t, const int64_t *labels, int64_t n_classes,
+                    int64_t m, int64_t stride, const fx_ce_options *opt, const double *grad_scale,
+                    float *grad, double *loss, double *lse);
+void fx_ce_cols_f64(const double *x, const double *t, const int64_t *labels, int64_t n_classes,
+                    int64_t m, int64_t stride, const fx_ce_options *opt, const double *grad_scale,
+                    double *grad, double *loss, double *lse);
+
 #ifdef __cplusplus
 }
 #endif

@@ -15,6 +15,7 @@
 #define FX_SFX _f32
 #define FX_STREAM FX_STREAM_F32
 #include "fx_rows_impl.h"
+#include "fx_cols_impl.h"
 #undef FX_T
 #undef FX_V
 #undef FX_VMEM
@@ -37,6 +38,7 @@
 #define FX_SFX _f64
 #define FX_STREAM FX_STREAM_F64
 #include "fx_rows_impl.h"
+#include "fx_cols_impl.h"
 #undef FX_T
 #undef FX_V
 #undef FX_VMEM

@@ -85,6 +85,14 @@ typedef struct {
                           float *, double *);
     double (*ce_prob_f64)(const double *, const double *, int64_t, const fx_ce_options *, double,
                           double *, double *);
+    void (*lse_cols_f32)(const float *, int64_t, int64_t, int64_t, double *);
+    void (*lse_cols_f64)(const double *, int64_t, int64_t, int64_t, double *);
+    void (*softmax_cols_f32)(const float *, int64_t, int64_t, int64_t, float *, int);
+    void (*softmax_cols_f64)(const double *, int64_t, int64_t, int64_t, double *, int);
+    void (*ce_cols_f32)(const float *, const float *, const int64_t *, int64_t, int64_t, int64_t,
+                        const fx_ce_options *, const double *, float *, double *, double *);
+    void (*ce_cols_f64)(const double *, const double *, const int64_t *, int64_t, int64_t, int64_t,
+                        const fx_ce_options *, const double *, double *, double *, double *);
 } fx_table;
 
 #define FX_TABLE(isa)                                                                        \
@@ -92,7 +100,9 @@ typedef struct {
         fx_logsumexp_row_f32##isa, fx_logsumexp_row_f64##isa, fx_softmax_row_f32##isa,      \
             fx_softmax_row_f64##isa, fx_log_softmax_row_f32##isa,                            \
             fx_log_softmax_row_f64##isa, fx_ce_label_row_f32##isa, fx_ce_label_row_f64##isa, \
-            fx_ce_prob_row_f32##isa, fx_ce_prob_row_f64##isa                                 \
+            fx_ce_prob_row_f32##isa, fx_ce_prob_row_f64##isa, fx_logsumexp_cols_f32##isa,    \
+            fx_logsumexp_cols_f64##isa, fx_softmax_cols_f32##isa, fx_softmax_cols_f64##isa,  \
+            fx_ce_cols_f32##isa, fx_ce_cols_f64##isa                                         \
     }
 
 static const fx_table fx_tables[3] = {
@@ -192,4 +202,29 @@ double fx_ce_prob_row_f32(const float *x, const float *t, int64_t n, const fx_ce
 double fx_ce_prob_row_f64(const double *x, const double *t, int64_t n, const fx_ce_options *opt,
                           double grad_scale, double *grad, double *lse_out) {
     return fx_kernels()->ce_prob_f64(x, t, n, opt, grad_scale, grad, lse_out);
+}
+
+void fx_logsumexp_cols_f32(const float *x, int64_t n_classes, int64_t m, int64_t stride, double *lse) {
+    fx_kernels()->lse_cols_f32(x, n_classes, m, stride, lse);
+}
+void fx_logsumexp_cols_f64(const double *x, int64_t n_classes, int64_t m, int64_t stride, double *lse) {
+    fx_kernels()->lse_cols_f64(x, n_classes, m, stride, lse);
+}
+void fx_softmax_cols_f32(const float *x, int64_t n_classes, int64_t m, int64_t stride, float *out,
+                         int take_log) {
+    fx_kernels()->softmax_cols_f32(x, n_classes, m, stride, out, take_log);
+}
+void fx_softmax_cols_f64(const double *x, int64_t n_classes, int64_t m, int64_t stride, double *out,
+                         int take_log) {
+    fx_kernels()->softmax_cols_f64(x, n_classes, m, stride, out, take_log);
+}
+void fx_ce_cols_f32(const float *x, const float *t, const int64_t *labels, int64_t n_classes,
+                    int64_t m, int64_t stride, const fx_ce_options *opt, const double *grad_scale,
+                    float *grad, double *loss, double *lse) {
+    fx_kernels()->ce_cols_f32(x, t, labels, n_classes, m, stride, opt, grad_scale, grad, loss, lse);
+}
+void fx_ce_cols_f64(const double *x, const double *t, const int64_t *labels, int64_t n_classes,
+                    int64_t m, int64_t stride, const fx_ce_options *opt, const double *grad_scale,
+                    double *grad, double *loss, double *lse) {
+    fx_kernels()->ce_cols_f64(x, t, labels, n_classes, m, stride, opt, grad_scale, grad, loss, lse);
 }
