@@ -154,13 +154,18 @@ def out_array(out, shape, dtype, name="out"):
     return out
 
 
-def class_view(arr, axis, dtype):
+def class_view(arr, axis, dtype, rows=False):
     """`arr` as a C-contiguous (N, C) array (class axis last) or (P, C, Q) array.
 
     (P, C, Q) is the array itself with the axes before and after the class
     axis merged: no transposed copy, the kernels run along the strided class
-    axis.  A copy is made only for a non-contiguous input or a dtype change.
+    axis.  A copy is made only for a non-contiguous input or a dtype change,
+    or with rows=True (the class axis moved last) for the few options that
+    have row kernels only.
     """
+    if rows and axis != arr.ndim - 1:
+        arr = np.moveaxis(arr, axis, -1)
+        axis = arr.ndim - 1
     arr = np.ascontiguousarray(arr, dtype=dtype)
     n_classes = arr.shape[axis]
     inner = int(np.prod(arr.shape[axis + 1:], dtype=np.int64))

@@ -126,6 +126,46 @@ void fx_ce_cols_f64(const double *x, const double *t, const int64_t *labels, int
                     int64_t m, int64_t stride, const fx_ce_options *opt, const double *grad_scale,
                     double *grad, double *loss, double *lse);
 
+/*
+ * Cross-entropy of a row of probabilities p (from_logits=False):
+ *     loss = -sum_c a_c log(max(p_c, clip))
+ * with a_c of fx_ce_label_row (t NULL: the label) or fx_ce_prob_row (soft
+ * targets t); opt->z_loss is not used.  grad (optional) receives
+ * grad_scale * d loss / d p: -a_c / p_c, and 0 where p_c < clip.
+ */
+double fx_nll_prob_row_f32(const float *p, const float *t, int64_t n, int64_t label,
+                           const fx_ce_options *opt, double clip, double grad_scale, float *grad);
+double fx_nll_prob_row_f64(const double *p, const double *t, int64_t n, int64_t label,
+                           const fx_ce_options *opt, double clip, double grad_scale, double *grad);
+
+/* Entropy (nats) of a row normalised to sum 1; 0 log 0 = 0. */
+double fx_entropy_row_f32(const float *p, int64_t n);
+double fx_entropy_row_f64(const double *p, int64_t n);
+/* KL(p || q) (nats) of rows normalised to sum 1; inf where q = 0 < p. */
+double fx_kl_row_f32(const float *p, const float *q, int64_t n);
+double fx_kl_row_f64(const double *p, const double *q, int64_t n);
+
+/*
+ * Binary cross-entropy of n elements against targets t (smoothed to
+ * t (1 - eps) + eps / 2), from logits (stable softplus form, pos_weight pw)
+ * or from probabilities (PyTorch's log clamp at -100).  w, pw, go (upstream
+ * gradient per element), loss and grad are optional (NULL).  The gradient
+ * of element i is grad_scale * go[i] * d loss_i / d x_i.  Returns the sum.
+ */
+double fx_bce_f32(const float *x, const float *t, int64_t n, const float *w, const float *pw,
+                  double eps, int from_logits, double grad_scale, const float *go, float *loss,
+                  float *grad);
+double fx_bce_f64(const double *x, const double *t, int64_t n, const double *w, const double *pw,
+                  double eps, int from_logits, double grad_scale, const double *go, double *loss,
+                  double *grad);
+
+/* out = cap * tanh(x / cap) (logit softcap); out may alias x. */
+void fx_softcap_row_f32(const float *x, int64_t n, double cap, float *out);
+void fx_softcap_row_f64(const double *x, int64_t n, double cap, double *out);
+/* grad *= 1 - (capped / cap)^2: the chain rule through the softcap. */
+void fx_softcap_grad_row_f32(const float *capped, int64_t n, double cap, float *grad);
+void fx_softcap_grad_row_f64(const double *capped, int64_t n, double cap, double *grad);
+
 #ifdef __cplusplus
 }
 #endif

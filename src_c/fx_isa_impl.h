@@ -10,18 +10,21 @@
 #define FX_VI fx_vi32
 #define FX_L FX_LANES_F32
 #define FX_EXP FXV(fx_exp_f32)
+#define FX_LOG FXV(fx_log_f32)
 #define FX_SEL FXV(fx_sel_f32)
 #define FX_BC FXV(fx_bcast_f32)
 #define FX_SFX _f32
 #define FX_STREAM FX_STREAM_F32
 #include "fx_rows_impl.h"
 #include "fx_cols_impl.h"
+#include "fx_prob_impl.h"
 #undef FX_T
 #undef FX_V
 #undef FX_VMEM
 #undef FX_VI
 #undef FX_L
 #undef FX_EXP
+#undef FX_LOG
 #undef FX_SEL
 #undef FX_BC
 #undef FX_SFX
@@ -33,18 +36,21 @@
 #define FX_VI fx_vi64
 #define FX_L FX_LANES_F64
 #define FX_EXP FXV(fx_exp_f64)
+#define FX_LOG FXV(fx_log_f64)
 #define FX_SEL FXV(fx_sel_f64)
 #define FX_BC FXV(fx_bcast_f64)
 #define FX_SFX _f64
 #define FX_STREAM FX_STREAM_F64
 #include "fx_rows_impl.h"
 #include "fx_cols_impl.h"
+#include "fx_prob_impl.h"
 #undef FX_T
 #undef FX_V
 #undef FX_VMEM
 #undef FX_VI
 #undef FX_L
 #undef FX_EXP
+#undef FX_LOG
 #undef FX_SEL
 #undef FX_BC
 #undef FX_SFX

@@ -93,6 +93,22 @@ typedef struct {
                         const fx_ce_options *, const double *, float *, double *, double *);
     void (*ce_cols_f64)(const double *, const double *, const int64_t *, int64_t, int64_t, int64_t,
                         const fx_ce_options *, const double *, double *, double *, double *);
+    double (*nll_prob_f32)(const float *, const float *, int64_t, int64_t, const fx_ce_options *,
+                           double, double, float *);
+    double (*nll_prob_f64)(const double *, const double *, int64_t, int64_t, const fx_ce_options *,
+                           double, double, double *);
+    double (*entropy_f32)(const float *, int64_t);
+    double (*entropy_f64)(const double *, int64_t);
+    double (*kl_f32)(const float *, const float *, int64_t);
+    double (*kl_f64)(const double *, const double *, int64_t);
+    double (*bce_f32)(const float *, const float *, int64_t, const float *, const float *, double, int,
+                      double, const float *, float *, float *);
+    double (*bce_f64)(const double *, const double *, int64_t, const double *, const double *, double,
+                      int, double, const double *, double *, double *);
+    void (*softcap_f32)(const float *, int64_t, double, float *);
+    void (*softcap_f64)(const double *, int64_t, double, double *);
+    void (*softcap_grad_f32)(const float *, int64_t, double, float *);
+    void (*softcap_grad_f64)(const double *, int64_t, double, double *);
 } fx_table;
 
 #define FX_TABLE(isa)                                                                        \
@@ -102,7 +118,11 @@ typedef struct {
             fx_log_softmax_row_f64##isa, fx_ce_label_row_f32##isa, fx_ce_label_row_f64##isa, \
             fx_ce_prob_row_f32##isa, fx_ce_prob_row_f64##isa, fx_logsumexp_cols_f32##isa,    \
             fx_logsumexp_cols_f64##isa, fx_softmax_cols_f32##isa, fx_softmax_cols_f64##isa,  \
-            fx_ce_cols_f32##isa, fx_ce_cols_f64##isa                                         \
+            fx_ce_cols_f32##isa, fx_ce_cols_f64##isa, fx_nll_prob_row_f32##isa,               \
+            fx_nll_prob_row_f64##isa, fx_entropy_row_f32##isa, fx_entropy_row_f64##isa,      \
+            fx_kl_row_f32##isa, fx_kl_row_f64##isa, fx_bce_f32##isa, fx_bce_f64##isa,        \
+            fx_softcap_row_f32##isa, fx_softcap_row_f64##isa, fx_softcap_grad_row_f32##isa,  \
+            fx_softcap_grad_row_f64##isa                                                     \
     }
 
 static const fx_table fx_tables[3] = {
@@ -227,4 +247,38 @@ void fx_ce_cols_f64(const double *x, const double *t, const int64_t *labels, int
                     int64_t m, int64_t stride, const fx_ce_options *opt, const double *grad_scale,
                     double *grad, double *loss, double *lse) {
     fx_kernels()->ce_cols_f64(x, t, labels, n_classes, m, stride, opt, grad_scale, grad, loss, lse);
+}
+
+double fx_nll_prob_row_f32(const float *p, const float *t, int64_t n, int64_t label,
+                           const fx_ce_options *opt, double clip, double grad_scale, float *grad) {
+    return fx_kernels()->nll_prob_f32(p, t, n, label, opt, clip, grad_scale, grad);
+}
+double fx_entropy_row_f32(const float *p, int64_t n) { return fx_kernels()->entropy_f32(p, n); }
+double fx_kl_row_f32(const float *p, const float *q, int64_t n) { return fx_kernels()->kl_f32(p, q, n); }
+double fx_bce_f32(const float *x, const float *t, int64_t n, const float *w, const float *pw, double eps,
+                  int from_logits, double grad_scale, const float *go, float *loss, float *grad) {
+    return fx_kernels()->bce_f32(x, t, n, w, pw, eps, from_logits, grad_scale, go, loss, grad);
+}
+void fx_softcap_row_f32(const float *x, int64_t n, double cap, float *out) {
+    fx_kernels()->softcap_f32(x, n, cap, out);
+}
+void fx_softcap_grad_row_f32(const float *capped, int64_t n, double cap, float *grad) {
+    fx_kernels()->softcap_grad_f32(capped, n, cap, grad);
+}
+
+double fx_nll_prob_row_f64(const double *p, const double *t, int64_t n, int64_t label,
+                           const fx_ce_options *opt, double clip, double grad_scale, double *grad) {
+    return fx_kernels()->nll_prob_f64(p, t, n, label, opt, clip, grad_scale, grad);
+}
+double fx_entropy_row_f64(const double *p, int64_t n) { return fx_kernels()->entropy_f64(p, n); }
+double fx_kl_row_f64(const double *p, const double *q, int64_t n) { return fx_kernels()->kl_f64(p, q, n); }
+double fx_bce_f64(const double *x, const double *t, int64_t n, const double *w, const double *pw, double eps,
+                  int from_logits, double grad_scale, const double *go, double *loss, double *grad) {
+    return fx_kernels()->bce_f64(x, t, n, w, pw, eps, from_logits, grad_scale, go, loss, grad);
+}
+void fx_softcap_row_f64(const double *x, int64_t n, double cap, double *out) {
+    fx_kernels()->softcap_f64(x, n, cap, out);
+}
+void fx_softcap_grad_row_f64(const double *capped, int64_t n, double cap, double *grad) {
+    fx_kernels()->softcap_grad_f64(capped, n, cap, grad);
 }
