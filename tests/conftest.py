@@ -67,6 +67,14 @@ def assert_close(actual, expected, dtype, *, scale=1.0, rtol=None, atol=None, er
                                rtol=rtol, atol=atol, equal_nan=True, err_msg=err_msg)
 
 
+def pytest_configure(config):
+    # Hypothesis' failure report imports a module that warns on import; with
+    # pyproject's filterwarnings=error that turns a falsifying example into an
+    # INTERNALERROR that hides the example.  Not fastxent's warning.
+    config.addinivalue_line("filterwarnings",
+                            "ignore:mypy_extensions.TypedDict is deprecated:DeprecationWarning")
+
+
 class Helpers:
     """Namespace handed to tests by the ``h`` fixture."""
 
