@@ -18,7 +18,7 @@ def check(h, logits, target, *, grad_output=1.0, scale=None, **kw):
 
     Returns (loss, grad) of cross_entropy_with_grad for further checks.
     """
-    dtype = np.asarray(logits).dtype
+    dtype = np.asarray(logits).dtype.newbyteorder("=")  # results come back in native order
     reduction = kw.get("reduction", "mean")
     axis = kw.get("axis", -1)
     inputs = [logits, target, kw.get("weight"), kw.get("sample_weight"), grad_output]
@@ -640,3 +640,28 @@ def test_ignore_index_outside_int64(labels, rng):
         assert np.all(loss[~live] == 0)
         np.testing.assert_allclose(loss[live], ref.cross_entropy(x[live], y[live].astype(np.int64),
                                                                  reduction="none"))
+
+
+@pytest.mark.xfail(strict=True, reason="bug in _validation.rows_view: logits with an empty class axis "
+                   "fail with numpy's 'cannot reshape array of size 0 into shape (0)' instead of a "
+                   "ValueError naming logits (or PyTorch's answer)")
+@pytest.mark.parametrize("target", [np.full(3, -100), np.empty((3, 0))])
+def test_empty_class_axis(target):
+    with pytest.raises(ValueError, match=r"logits|class"):
+        fx.cross_entropy(np.empty((3, 0)), target)
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_non_native_byte_order(reduction, rng, h):
+    x, y = _data(rng, (5, 9), np.float64, ignore_frac=0.2)
+    t = _probs(rng, x.shape)
+    check(h, x.astype(">f8"), y.astype(">i4"), reduction=reduction)
+    check(h, x.astype(">f4"), t.astype(">f8"), reduction=reduction, weight=(rng.random(9) + 1).astype(">f8"))
+
+
+def test_out_readonly_rejected(rng):
+    x, y = _data(rng, (4, 5), np.float64)
+    out = np.zeros_like(x)
+    out.flags.writeable = False
+    with pytest.raises(ValueError, match="out"):
+        fx.cross_entropy_with_grad(x, y, out=out)

@@ -135,3 +135,16 @@ def test_invalid_n_threads(config):
         fx.cross_entropy(x, np.zeros(3, dtype=int), n_threads=2.0)
     with pytest.raises(TypeError, match="n_threads"):
         fx.softmax(x, n_threads=True)
+
+
+@pytest.mark.parametrize("shape", [(200_000, 3), (70, 1000), (2, 70_000), (1, 300_000)])
+def test_odd_shapes_bit_identical(shape):
+    # Many tiny rows, few rows (fewer than threads x blocks), one long row.
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal(shape).astype(np.float32)
+    y = rng.integers(0, shape[1], shape[0])
+    ref_loss, ref_grad = fx.cross_entropy_with_grad(x, y, n_threads=1)
+    for nt in (2, 3, 8):
+        loss, grad = fx.cross_entropy_with_grad(x, y, n_threads=nt)
+        assert _bits(loss) == _bits(ref_loss) and _bits(grad) == _bits(ref_grad)
+        assert _bits(fx.logsumexp(x, n_threads=nt)) == _bits(fx.logsumexp(x, n_threads=1))
