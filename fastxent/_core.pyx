@@ -162,10 +162,11 @@ cdef double _ce_block(const real *x, const real *t, const int64_t *labels, int64
         row = x + i * c
         if t == NULL and labels[i] == ignore_index:
             loss = 0.0
+            # lse first: with inplace=True the gradient row is the logits row.
+            if lse_out != NULL:
+                lse_out[i] = <real>lse_row(row, c)
             if g != NULL:
                 memset(g, 0, c * sizeof(real))
-            if lse_out != NULL:
-                lse_out[i] = <real>lse_row(row, c) if clip == 0 else <real>0
         else:
             sw = sample_weight[i] if sample_weight != NULL else 1.0
             gs = grad_scale * sw

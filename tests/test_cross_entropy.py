@@ -240,10 +240,6 @@ def test_option_combinations(dtype, reduction, target_kind, use_weight, use_sw, 
     check(h, x, target, **kw)
 
 
-@pytest.mark.xfail(strict=True, reason="bug in _losses._prepare: weight is cast to the compute dtype "
-                   "(float32) before the float64 'mean' denominator is summed, so a class weight below "
-                   "float32's range (1e-50) becomes 0 and 'mean' returns NaN (empty) instead of the "
-                   "weighted mean")
 def test_tiny_class_weight_float32(rng):
     x, y = _data(rng, (4, 3), np.float32)
     w = np.array([1e-50, 1e-50, 1e-50])
@@ -328,9 +324,6 @@ def test_inplace(dtype, axis, reduction, target_kind, rng, h):
     h.assert_close(x, ref.cross_entropy_grad(original, target, **kw), dtype)
 
 
-@pytest.mark.xfail(strict=True, reason="bug in _core._ce_block: for an ignored row it memsets the "
-                   "gradient row before computing lse_row(x), and with inplace=True the gradient IS x, "
-                   "so return_lse gives log(C) (the lse of zeros) for ignored rows")
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_inplace_lse_of_ignored_rows(dtype, h):
     x = np.array([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]], dtype=dtype)
@@ -493,7 +486,6 @@ def _softcap_expected(x, y, c, **kw):
     return loss, grad
 
 
-@pytest.mark.xfail(strict=True, reason="not implemented yet", raises=NotImplementedError)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 @pytest.mark.parametrize("target_kind", ["labels", "probs"])
@@ -534,7 +526,6 @@ def _probability_input_expected(p, t, reduction, ignore_index=-100):
     return float(rows.sum() / n), grad / n
 
 
-@pytest.mark.xfail(strict=True, reason="not implemented yet", raises=NotImplementedError)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 @pytest.mark.parametrize("target_kind", ["labels", "probs"])
@@ -642,9 +633,6 @@ def test_ignore_index_outside_int64(labels, rng):
                                                                  reduction="none"))
 
 
-@pytest.mark.xfail(strict=True, reason="bug in _validation.rows_view: logits with an empty class axis "
-                   "fail with numpy's 'cannot reshape array of size 0 into shape (0)' instead of a "
-                   "ValueError naming logits (or PyTorch's answer)")
 @pytest.mark.parametrize("target", [np.full(3, -100), np.empty((3, 0))])
 def test_empty_class_axis(target):
     with pytest.raises(ValueError, match=r"logits|class"):
@@ -689,10 +677,6 @@ def test_failed_calls_write_nothing(rng):
         np.testing.assert_array_equal(logits, x, err_msg=str(kw))
 
 
-@pytest.mark.xfail(strict=True, raises=RuntimeWarning,
-                   reason="bug in _losses/_softmax: float16 results beyond float16's range (65504) are "
-                          "cast with astype/copyto outside np.errstate, so 'overflow encountered in cast' "
-                          "RuntimeWarnings escape (the values, +-inf, are right)")
 @pytest.mark.parametrize("call", ["cross_entropy", "with_grad_sum", "log_softmax", "log_softmax_out"])
 def test_float16_overflow_no_warning(call):
     x = np.array([[60000.0, -60000.0, 0.0], [1.0, 0.0, 0.0]], dtype=np.float16)

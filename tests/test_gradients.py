@@ -122,7 +122,6 @@ def test_log_softmax_consistent_with_logsumexp(rng):
     np.testing.assert_allclose(fx.softmax(x), np.exp(fx.log_softmax(x)), rtol=1e-13, atol=1e-16)
 
 
-@pytest.mark.xfail(strict=True, reason="not implemented yet", raises=NotImplementedError)
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 @pytest.mark.parametrize("target_kind", ["labels", "probs"])
 def test_softcap_grad_matches_finite_differences(reduction, target_kind, rng):
@@ -135,7 +134,6 @@ def test_softcap_grad_matches_finite_differences(reduction, target_kind, rng):
     np.testing.assert_allclose(grad, numeric, rtol=RTOL, atol=ATOL)
 
 
-@pytest.mark.xfail(strict=True, reason="not implemented yet", raises=NotImplementedError)
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 @pytest.mark.parametrize("target_kind", ["labels", "probs"])
 def test_from_logits_false_grad_matches_finite_differences(reduction, target_kind, rng):
@@ -146,4 +144,6 @@ def test_from_logits_false_grad_matches_finite_differences(reduction, target_kin
     go = rng.standard_normal(6) if reduction == "none" else 1.0
     _, grad = fx.cross_entropy_with_grad(p, t, grad_output=go, **kw)
     numeric = numerical_grad(lambda z: scalar_loss(z, t, go, kw), p)
-    np.testing.assert_allclose(grad, numeric, rtol=RTOL, atol=ATOL)
+    # log p has large higher derivatives where p is small: the 4-point
+    # difference's truncation error reaches ~2e-7 relative there.
+    np.testing.assert_allclose(grad, numeric, rtol=1e-6, atol=ATOL)
