@@ -24,7 +24,8 @@ from setuptools.command.build_py import build_py
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SRC_C = os.path.join("src_c")
-C_FILES = ["fastxent.h", "fx_kernels.c", "fx_vecmath.h", "fx_rows_impl.h", "fx_isa_impl.h", "fx_omp.h"]
+# Every kernel source and header: rebuild triggers, and installed with the package.
+C_FILES = sorted(f for f in os.listdir(os.path.join(HERE, SRC_C)) if f.endswith((".h", ".c")))
 
 
 def _compiler_accepts(compiler, flags, source, link=True):

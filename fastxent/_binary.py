@@ -16,7 +16,9 @@ def _prepare(x, target, weight, pos_weight, reduction, label_smoothing, from_log
     eps = v.real_scalar("label_smoothing", label_smoothing, 0.0, 1.0)
     from_logits = v.boolean("from_logits", from_logits)
     nt = v.n_threads(n_threads)
-    rows = np.ascontiguousarray(arr, dtype=compute).reshape(-1, arr.shape[-1] if arr.ndim else 1)
+    n_last = arr.shape[-1] if arr.ndim else 1
+    n_rows = int(np.prod(arr.shape[:-1], dtype=np.int64)) if arr.ndim else 1
+    rows = np.ascontiguousarray(arr, dtype=compute).reshape(n_rows, n_last)
     t_rows = np.ascontiguousarray(tgt, dtype=compute).reshape(rows.shape)
     if tgt.size and (not np.all(np.isfinite(t_rows)) or t_rows.min() < 0 or t_rows.max() > 1):
         raise ValueError("target must hold values in [0, 1] (labels or probabilities)")
@@ -39,7 +41,6 @@ def _prepare(x, target, weight, pos_weight, reduction, label_smoothing, from_log
         if not from_logits:
             raise ValueError("pos_weight needs from_logits=True (as in PyTorch)")
         pw = np.asarray(pos_weight)
-        n_last = arr.shape[-1] if arr.ndim else 1
         if pw.dtype.kind not in "fiu":
             raise TypeError(f"pos_weight must be a real array, got dtype {pw.dtype}")
         if pw.ndim > 1 or pw.size not in (1, n_last):

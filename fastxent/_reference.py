@@ -160,8 +160,9 @@ def binary_cross_entropy(x, target, *, weight=None, pos_weight=None, reduction="
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         if from_logits:
             pw = 1.0 if pos_weight is None else _f64(pos_weight)
-            softplus = np.maximum(x, 0) + np.log1p(np.exp(-np.abs(x)))
-            loss = w * (pw * t * (softplus - x) + (1 - t) * softplus)
+            # PyTorch's grouping: (1 - t) x + ((pw - 1) t + 1) softplus(-x).
+            softplus_neg = np.maximum(-x, 0) + np.log1p(np.exp(-np.abs(x)))
+            loss = w * ((1 - t) * x + ((pw - 1) * t + 1) * softplus_neg)
         else:
             loss = -w * (t * np.maximum(np.log(x), -100) + (1 - t) * np.maximum(np.log1p(-x), -100))
     loss = np.broadcast_to(loss, x.shape)

@@ -63,19 +63,28 @@ static double FXR(fx_nll_prob_row)(const FX_T *p, const FX_T *t, int64_t n, int6
     return loss;
 }
 
-/* Entropy of the row normalised to sum 1: log S - (sum p log p) / S, with
- * 0 log 0 = 0.  Negative entries give NaN. */
+/* Largest element of a non-negative row (NaN skipped), or 1 when it is not
+ * a usable positive scale: the entropy and KL kernels divide by it first so
+ * that p log p can neither overflow (counts near the dtype's max) nor lose
+ * precision (subnormal counts). */
+FX_ALWAYS_INLINE double FXR(fx_scale_of)(const FX_T *p, int64_t n) {
+    const FX_T m = n > 0 ? FXR(fx_block_max)(p, n) : (FX_T)0;
+    return (m > 0 && isfinite((double)m)) ? (double)m : 1.0;
+}
+
+/* Entropy of the row normalised to sum 1, 0 log 0 = 0.  With u = p / max p:
+ * H = log S - (sum u log u) / S, S = sum u.  Negative entries give NaN. */
 static double FXR(fx_entropy_row)(const FX_T *p, int64_t n) {
+    const FX_V zero = FX_BC(0), scale = FX_BC((FX_T)FXR(fx_scale_of)(p, n));
     double s = 0.0, a = 0.0;
-    const FX_V zero = FX_BC(0);
     for (int64_t b = 0; b < n; b += FX_BLOCK) {
         const int64_t len = (n - b) < FX_BLOCK ? (n - b) : FX_BLOCK;
         FX_V vs = zero, va = zero;
         for (int64_t i = 0; i < len; i += FX_L) {
             const int64_t k = (len - i) < FX_L ? (len - i) : FX_L;
-            FX_V pv = FXR(fx_load_part)(p + b + i, k, 0);
-            vs += pv;
-            va += FX_SEL(pv == zero, zero, pv * FX_LOG(pv));
+            FX_V u = FXR(fx_load_part)(p + b + i, k, 0) / scale;
+            vs += u;
+            va += FX_SEL(u == zero, zero, u * FX_LOG(u));
         }
         s += FXR(fx_hsum)(vs);
         a += FXR(fx_hsum)(va);
@@ -83,34 +92,35 @@ static double FXR(fx_entropy_row)(const FX_T *p, int64_t n) {
     return log(s) - a / s;
 }
 
-/* KL divergence of the rows normalised to sum 1:
- * sum p log(p / q) / P + log(Q / P), with 0 log(0 / q) = 0 and
- * p log(p / 0) = inf for p > 0. */
+/* KL divergence of the rows normalised to sum 1, with 0 log(0 / q) = 0 and
+ * p log(p / 0) = inf for p > 0.  With u = p / max p, v = q / max q (the
+ * scales cancel): D = sum u log(u / v) / U + log(V / U). */
 static double FXR(fx_kl_row)(const FX_T *p, const FX_T *q, int64_t n) {
-    double sp = 0.0, sq = 0.0, d = 0.0;
     const FX_V zero = FX_BC(0);
+    const FX_V sp = FX_BC((FX_T)FXR(fx_scale_of)(p, n)), sq = FX_BC((FX_T)FXR(fx_scale_of)(q, n));
+    double su = 0.0, sv = 0.0, d = 0.0;
     for (int64_t b = 0; b < n; b += FX_BLOCK) {
         const int64_t len = (n - b) < FX_BLOCK ? (n - b) : FX_BLOCK;
-        FX_V vp = zero, vq = zero, vd = zero;
+        FX_V vu = zero, vv = zero, vd = zero;
         for (int64_t i = 0; i < len; i += FX_L) {
             const int64_t k = (len - i) < FX_L ? (len - i) : FX_L;
-            FX_V pv = FXR(fx_load_part)(p + b + i, k, 0);
-            FX_V qv = FXR(fx_load_part)(q + b + i, k, 1);
-            vp += pv;
-            vq += qv;
-            vd += FX_SEL(pv == zero, zero, pv * FX_LOG(pv / qv));
+            FX_V u = FXR(fx_load_part)(p + b + i, k, 0) / sp;
+            FX_V v = FXR(fx_load_part)(q + b + i, k, 0) / sq;
+            vu += u;
+            vv += v;
+            vd += FX_SEL(u == zero, zero, u * FX_LOG(u / v)); /* padding: u = 0 */
         }
-        sp += FXR(fx_hsum)(vp);
-        /* padding lanes of q hold 1: remove them from Q */
-        sq += FXR(fx_hsum)(vq) - (double)((FX_L - len % FX_L) % FX_L);
+        su += FXR(fx_hsum)(vu);
+        sv += FXR(fx_hsum)(vv);
         d += FXR(fx_hsum)(vd);
     }
-    return d / sp + log(sq / sp);
+    return d / su + log(sv / su);
 }
 
 /*
  * Binary cross-entropy of n elements (t smoothed to t (1 - eps) + eps / 2):
  *   from logits:  w [pw t softplus(-x) + (1 - t) softplus(x)]
+ *                 = w [(1 - t) x + ((pw - 1) t + 1) softplus(-x)] (PyTorch's form)
  *   else:         -w [t max(log x, -100) + (1 - t) max(log(1 - x), -100)]
  * w and pw hold n values (or NULL).  loss (n values) and grad are optional;
  * the gradient of element i is scaled by gs (times go[i] when go is given).
@@ -139,8 +149,10 @@ static double FXR(fx_bce)(const FX_T *x, const FX_T *t, int64_t n, const FX_T *w
                 FX_V e = FX_EXP(-ax); /* in (0, 1] */
                 FX_V u = one + e;
                 FX_V log1p_e = FX_LOG(u) - ((u - one) - e) / u; /* log1p(e), to ~1 ulp */
-                FX_V sp = FX_SEL(xv > zero, xv, zero) + log1p_e; /* softplus(x) */
-                l = wv * (pwv * tv * (sp - xv) + (one - tv) * sp);
+                /* PyTorch's grouping (1 - t) x + lw softplus(-x), lw = (pw - 1) t + 1:
+                 * the same value, and the same inf/NaN at infinite logits. */
+                FX_V sp_neg = FX_SEL(xv < zero, -xv, zero) + log1p_e; /* softplus(-x) */
+                l = wv * ((one - tv) * xv + ((pwv - one) * tv + one) * sp_neg);
                 FX_V sig = FX_SEL(xv < zero, e / u, one / u);
                 g = wv * (sig * (one - tv + pwv * tv) - pwv * tv);
             } else {

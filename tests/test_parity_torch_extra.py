@@ -114,9 +114,6 @@ def test_bce_with_infinite_logits_gradient_matches_torch(dtype, pos_weight):
     _assert_matches(grad, exp_grad, dtype)
 
 
-@pytest.mark.xfail(strict=True, reason="divergence from PyTorch (API.md: follow PyTorch where silent): "
-                                       "binary_cross_entropy at x=+inf gives NaN for t=0 and t=0.5 where "
-                                       "PyTorch gives inf (and inf at x=-inf, t=1 or 0.5 where PyTorch gives NaN)")
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_bce_with_infinite_logits_loss_matches_torch(dtype):
     x, t = _extremes([np.inf, -np.inf], dtype)
