@@ -78,6 +78,13 @@ cdef extern from "fastxent.h" nogil:
     void fx_softcap_grad_row_f64(const double *capped, int64_t n, double cap, double *grad)
 
     int FX_NARROW_MAX
+    void fx_lse_scan_row_f32(const float *x, int64_t n, double *m, double *s)
+    void fx_lse_scan_row_f64(const double *x, int64_t n, double *m, double *s)
+    void fx_write_row_f32(const float *x, int64_t n, int take_log, double shift, double k, int flags,
+                          float *out)
+    void fx_write_row_f64(const double *x, int64_t n, int take_log, double shift, double k, int flags,
+                          double *out)
+    void fx_lse_merge(double *m, double *s, double m2, double s2)
     void fx_narrow_logsumexp_f32(const float *x, int64_t n_rows, int64_t n, double *lse)
     void fx_narrow_logsumexp_f64(const double *x, int64_t n_rows, int64_t n, double *lse)
     void fx_narrow_softmax_f32(const float *x, int64_t n_rows, int64_t n, float *out, int take_log)
@@ -219,3 +226,18 @@ cdef inline double narrow_ce(const real *x, int64_t n_rows, int64_t n, const int
         return fx_narrow_ce_f32(x, n_rows, n, labels, w, gs, loss, grad, lse)
     else:
         return fx_narrow_ce_f64(x, n_rows, n, labels, w, gs, loss, grad, lse)
+
+
+cdef inline void lse_scan_row(const real *x, int64_t n, double *m, double *s) noexcept nogil:
+    if real is float:
+        fx_lse_scan_row_f32(x, n, m, s)
+    else:
+        fx_lse_scan_row_f64(x, n, m, s)
+
+
+cdef inline void write_row(const real *x, int64_t n, bint take_log, double shift, double k, int flags,
+                           real *out) noexcept nogil:
+    if real is float:
+        fx_write_row_f32(x, n, take_log, shift, k, flags, out)
+    else:
+        fx_write_row_f64(x, n, take_log, shift, k, flags, out)

@@ -12,10 +12,11 @@ from cython.parallel cimport prange, threadid
 from libc.stdint cimport int64_t
 from libc.stdlib cimport malloc, free
 from libc.string cimport memset
+from libc.math cimport log, NAN
 
 from fastxent._core cimport (
     real, fx_ce_options, FX_STREAM_STORES, lse_row, softmax_row, ce_label_row, ce_prob_row,
-    FX_NARROW_MAX, narrow_lse, narrow_softmax, narrow_ce,
+    FX_NARROW_MAX, narrow_lse, narrow_softmax, narrow_ce, lse_scan_row, write_row, fx_lse_merge,
     lse_cols, softmax_in_cols, ce_cols, nll_prob_row, entropy_row, kl_row, bce, softcap_row,
     softcap_grad_row,
     fx_simd_path, fx_simd_name, fx_simd_supported, fx_simd_set,
@@ -40,6 +41,12 @@ cdef enum:
     COLS_UNIT = 512
     # Rows per work unit of the narrow-row kernels (n_classes <= FX_NARROW_MAX).
     NARROW_UNIT = 512
+    # Rows of at least SPLIT_MIN classes are cut into slices of SPLIT_SLICE
+    # that threads share, so a single huge row runs on every thread.  Both
+    # depend on the shape only: the merge order, and so every bit of the
+    # result, is the same for any thread count.
+    SPLIT_MIN = 1 << 20
+    SPLIT_SLICE = 1 << 16
 
 
 def openmp_enabled():
@@ -106,6 +113,9 @@ def logsumexp_rows(const real[:, ::1] x, real[::1] out, int n_threads):
         return
     cdef const real *xp = &x[0, 0]
     cdef real *op = &out[0]
+    if c >= SPLIT_MIN:
+        split_rows(x, None, 0, 0, 0.0, None, out, None, None, n_threads)
+        return
     if 0 < c <= FX_NARROW_MAX:
         units = (n + NARROW_UNIT - 1) // NARROW_UNIT
         nt = _threads(n * c, units, n_threads)
@@ -131,6 +141,9 @@ def softmax_rows(const real[:, ::1] x, real[:, ::1] out, bint log, int n_threads
     cdef real *op = &out[0, 0]
     cdef int flags = _store_flags(n * c * <int64_t>sizeof(real))
     cdef int64_t u, units
+    if c >= SPLIT_MIN:
+        split_rows(x, None, 0, 2 if log else 1, 0.0, None, None, out, None, n_threads)
+        return
     if c <= FX_NARROW_MAX:
         units = (n + NARROW_UNIT - 1) // NARROW_UNIT
         nt = _threads(n * c, units, n_threads)
@@ -265,6 +278,10 @@ def cross_entropy_rows(const real[:, ::1] x, const real[:, ::1] target, const in
     cdef int64_t n = x.shape[0], c = x.shape[1]
     if n == 0:
         return 0.0
+    if (c >= SPLIT_MIN and target is None and weight is None and sample_weight is None
+            and label_smoothing == 0 and z_loss == 0 and softcap == 0 and clip == 0):
+        return split_rows(x, labels, ignore_index, 3, grad_scale, grad_row_scale, loss_out, grad,
+                          lse_out, n_threads)
     cdef fx_ce_options opt
     opt.weight = &weight[0] if weight is not None else NULL
     opt.label_smoothing = label_smoothing
@@ -603,3 +620,87 @@ def cross_entropy_small(x, labels, int64_t ignore_index, bint mean, bint empty_n
     if live == 0:
         return float("nan") if empty_nan else 0.0
     return total / live
+
+
+# ---------------------------------------------------------------------------
+# rows of at least SPLIT_MIN classes, split across threads
+
+
+cdef inline double _shift(double m) noexcept nogil:
+    return m if m - m == 0 else 0.0
+
+
+def split_rows(const real[:, ::1] x, const int64_t[::1] labels, int64_t ignore_index, int mode,
+               double grad_scale, const double[::1] grad_row_scale, real[::1] row_out,
+               real[:, ::1] out, real[::1] lse_out, int n_threads):
+    """logsumexp (mode 0), softmax (1), log-softmax (2) or plain cross-entropy
+    (3, labels; out is the gradient when given) of rows of >= SPLIT_MIN classes.
+
+    Slices of every row are scanned in parallel, merged per row in slice
+    order, then written in parallel.  row_out receives the per-row lse (0-2)
+    or loss (3).  Returns the loss sum (mode 3).
+    """
+    cdef int64_t n = x.shape[0], c = x.shape[1]
+    cdef int64_t per = (c + SPLIT_SLICE - 1) // SPLIT_SLICE, units = n * per, u, i, k, y
+    cdef int nt = _threads(n * c, units, n_threads)
+    cdef const real *xp = &x[0, 0]
+    cdef real *op = &out[0, 0] if out is not None else NULL
+    cdef int flags = _store_flags(n * c * <int64_t>sizeof(real))
+    cdef double *ms = <double *>malloc(2 * units * sizeof(double))
+    cdef double *kr = <double *>malloc(2 * n * sizeof(double))
+    if ms == NULL or kr == NULL:
+        free(ms)
+        free(kr)
+        raise MemoryError()
+    cdef double m, s, lse, loss, total = 0.0, gs
+    try:
+        with nogil:
+            for u in prange(units, schedule='static', num_threads=nt):
+                lse_scan_row(xp + (u // per) * c + (u % per) * SPLIT_SLICE,
+                             min(<int64_t>SPLIT_SLICE, c - (u % per) * SPLIT_SLICE), &ms[2 * u], &ms[2 * u + 1])
+            for i in range(n):
+                m = ms[2 * i * per]
+                s = ms[2 * i * per + 1]
+                for k in range(1, per):
+                    fx_lse_merge(&m, &s, ms[2 * (i * per + k)], ms[2 * (i * per + k) + 1])
+                lse = _shift(m) + log(s)
+                kr[2 * i] = _shift(m)
+                if mode == 0:
+                    row_out[i] = <real>lse
+                    continue
+                if mode == 1:
+                    kr[2 * i + 1] = 1.0 / s if lse - lse == 0 else NAN
+                elif mode == 2:
+                    kr[2 * i + 1] = log(s) if lse - lse == 0 else NAN
+                else:
+                    if lse_out is not None:
+                        lse_out[i] = <real>lse
+                    y = labels[i]
+                    if y == ignore_index:
+                        loss = 0.0
+                        kr[2 * i + 1] = 0.0
+                    else:
+                        loss = lse - xp[i * c + y] if lse - lse == 0 else NAN
+                        gs = grad_scale * (grad_row_scale[i] if grad_row_scale is not None else 1.0)
+                        kr[2 * i + 1] = gs / s if lse - lse == 0 else NAN
+                    if row_out is not None:
+                        row_out[i] = <real>loss
+                    total += loss
+            if op != NULL:
+                for u in prange(units, schedule='static', num_threads=nt):
+                    i = u // per
+                    k = (u % per) * SPLIT_SLICE
+                    write_row(xp + i * c + k, min(<int64_t>SPLIT_SLICE, c - k), mode == 2,
+                              kr[2 * i], kr[2 * i + 1], flags, op + i * c + k)
+                if mode == 3:
+                    for i in range(n):
+                        y = labels[i]
+                        if y == ignore_index:
+                            memset(op + i * c, 0, c * sizeof(real))
+                        elif kr[2 * i + 1] == kr[2 * i + 1]:
+                            gs = grad_scale * (grad_row_scale[i] if grad_row_scale is not None else 1.0)
+                            op[i * c + y] = <real>(op[i * c + y] - gs)
+    finally:
+        free(ms)
+        free(kr)
+    return total

@@ -27,7 +27,7 @@
 extern "C" {
 #endif
 
-#define FASTXENT_C_API_VERSION 1
+#define FASTXENT_C_API_VERSION 2
 
 /* Instruction-set paths, lowest first. */
 enum fx_simd_path { FX_SIMD_BASELINE = 0, FX_SIMD_AVX2 = 1, FX_SIMD_AVX512 = 2 };
@@ -68,6 +68,22 @@ double fx_softmax_row_f64(const double *x, int64_t n, double *out, int flags);
 /* out[c] = x[c] - lse(x).  out may alias x.  Returns the lse. */
 double fx_log_softmax_row_f32(const float *x, int64_t n, float *out, int flags);
 double fx_log_softmax_row_f64(const double *x, int64_t n, double *out, int flags);
+
+/*
+ * A row too long for one thread, in slices: fx_lse_scan_row gives a slice's
+ * running max m and sum s of exp(x - shift(m)) (shift(m) = m if finite,
+ * else 0); the caller merges slices in a fixed order (fx_lse_merge) and
+ * then writes each slice with fx_write_row:
+ *     out = take_log ? (x - shift) - k : exp(x - shift) * k.
+ */
+void fx_lse_scan_row_f32(const float *x, int64_t n, double *m, double *s);
+void fx_lse_scan_row_f64(const double *x, int64_t n, double *m, double *s);
+void fx_write_row_f32(const float *x, int64_t n, int take_log, double shift, double k, int flags,
+                      float *out);
+void fx_write_row_f64(const double *x, int64_t n, int take_log, double shift, double k, int flags,
+                      double *out);
+/* (m, s) <- the state of the concatenation of (m, s) and (m2, s2). */
+void fx_lse_merge(double *m, double *s, double m2, double s2);
 
 /*
  * Cross-entropy of one row against the class `label` (0 <= label < n; the

@@ -117,6 +117,10 @@ typedef struct {
                             const double *, double *, float *, double *);
     double (*narrow_ce_f64)(const double *, int64_t, int64_t, const int64_t *, const double *,
                             const double *, double *, double *, double *);
+    void (*lse_scan_f32)(const float *, int64_t, double *, double *);
+    void (*lse_scan_f64)(const double *, int64_t, double *, double *);
+    void (*write_f32)(const float *, int64_t, int, double, double, int, float *);
+    void (*write_f64)(const double *, int64_t, int, double, double, int, double *);
 } fx_table;
 
 #define FX_TABLE(isa)                                                                        \
@@ -132,7 +136,8 @@ typedef struct {
             fx_softcap_row_f32##isa, fx_softcap_row_f64##isa, fx_softcap_grad_row_f32##isa,  \
             fx_softcap_grad_row_f64##isa, fx_narrow_lse_f32##isa, fx_narrow_lse_f64##isa,    \
             fx_narrow_softmax_f32##isa, fx_narrow_softmax_f64##isa, fx_narrow_ce_f32##isa,   \
-            fx_narrow_ce_f64##isa                                                            \
+            fx_narrow_ce_f64##isa, fx_lse_scan_row_f32##isa, fx_lse_scan_row_f64##isa,       \
+            fx_write_row_f32##isa, fx_write_row_f64##isa                                     \
     }
 
 static const fx_table fx_tables[3] = {
@@ -313,4 +318,35 @@ void fx_narrow_softmax_f64(const double *x, int64_t n_rows, int64_t n, double *o
 double fx_narrow_ce_f64(const double *x, int64_t n_rows, int64_t n, const int64_t *labels, const double *w,
                         const double *gs, double *loss, double *grad, double *lse) {
     return fx_kernels()->narrow_ce_f64(x, n_rows, n, labels, w, gs, loss, grad, lse);
+}
+
+void fx_lse_scan_row_f32(const float *x, int64_t n, double *m, double *s) {
+    fx_kernels()->lse_scan_f32(x, n, m, s);
+}
+void fx_write_row_f32(const float *x, int64_t n, int take_log, double shift, double k, int flags,
+                      float *out) {
+    fx_kernels()->write_f32(x, n, take_log, shift, k, flags, out);
+}
+
+void fx_lse_scan_row_f64(const double *x, int64_t n, double *m, double *s) {
+    fx_kernels()->lse_scan_f64(x, n, m, s);
+}
+void fx_write_row_f64(const double *x, int64_t n, int take_log, double shift, double k, int flags,
+                      double *out) {
+    fx_kernels()->write_f64(x, n, take_log, shift, k, flags, out);
+}
+
+static double fx_shift_of(double m) { return isfinite(m) ? m : 0.0; }
+
+void fx_lse_merge(double *m, double *s, double m2, double s2) {
+    /* Rescale whichever side has the smaller max; a side whose max is -inf
+     * holds 0 (or NaN, which must stay NaN) and is not rescaled. */
+    if (m2 > *m) {
+        if (*m != -INFINITY) *s *= exp(fx_shift_of(*m) - fx_shift_of(m2));
+        *m = m2;
+        *s += s2;
+    } else {
+        if (m2 != -INFINITY) s2 *= exp(fx_shift_of(m2) - fx_shift_of(*m));
+        *s += s2;
+    }
 }

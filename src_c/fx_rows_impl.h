@@ -306,6 +306,20 @@ static double FXR(fx_ce_row)(const FX_T *x, const FX_T *t, int64_t n, int64_t y,
     return loss;
 }
 
+/* Pieces of a row split across threads: the (max, sum-exp) state of a slice,
+ * and the write pass of a slice given the whole row's shift and scale. */
+static void FXR(fx_lse_scan_row)(const FX_T *x, int64_t n, double *m, double *s) {
+    FXR(fx_scan_state) st;
+    FXR(fx_scan)(x, NULL, NULL, n, 0, &st);
+    *m = st.m;
+    *s = st.s;
+}
+
+static void FXR(fx_write_row)(const FX_T *x, int64_t n, int take_log, double shift, double k,
+                              int flags, FX_T *out) {
+    FXR(fx_write)(x, NULL, NULL, n, take_log, (FX_T)shift, (FX_T)k, 0, 0, flags & FX_STREAM_STORES, out);
+}
+
 static double FXR(fx_ce_label_row)(const FX_T *x, int64_t n, int64_t y, const fx_ce_options *opt,
                                    double gs, FX_T *grad, double *lse_out) {
     return FXR(fx_ce_row)(x, NULL, n, y, opt, gs, grad, lse_out);
