@@ -1,10 +1,13 @@
 """fastxent.torch against torch.nn.functional.cross_entropy (loss and gradient)."""
 import itertools
+import os
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+
+import fastxent
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
@@ -249,4 +252,12 @@ def test_double_backward_is_refused():
 
 def test_import_fastxent_does_not_import_torch():
     code = "import sys, fastxent; assert 'torch' not in sys.modules, 'torch was imported'"
-    subprocess.run([sys.executable, "-c", code], check=True)
+    subprocess.run([sys.executable, "-c", code], env=_env_with_fastxent(), check=True)
+
+
+def _env_with_fastxent():
+    """The environment for a child interpreter that imports this fastxent."""
+    env = dict(os.environ)
+    parent = os.path.dirname(os.path.dirname(os.path.abspath(fastxent.__file__)))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [parent, env.get("PYTHONPATH")]))
+    return env
