@@ -1,7 +1,7 @@
 """threadpoolctl sees fastxent's OpenMP runtime and its limits apply to fastxent."""
 import json
-import subprocess
 import os
+import subprocess
 import sys
 
 import numpy as np
