@@ -74,7 +74,7 @@ CYTHON_EXT = textwrap.dedent("""
     def log_softmax_rows(const double[:, ::1] x, double[:, ::1] out, int n_threads):
         cdef Py_ssize_t i
         for i in prange(x.shape[0], nogil=True, schedule='static', num_threads=n_threads):
-            softmax_row(&x[i, 0], x.shape[1], &out[i, 0], True)
+            softmax_row(&x[i, 0], x.shape[1], &out[i, 0], True, 0)
 
 
     def ce_label_rows(const double[:, ::1] x, const int64_t[::1] labels, double eps,
@@ -83,6 +83,7 @@ CYTHON_EXT = textwrap.dedent("""
         opt.weight = NULL
         opt.label_smoothing = eps
         opt.z_loss = 0.0
+        opt.flags = 0
         cdef Py_ssize_t i
         for i in prange(x.shape[0], nogil=True, schedule='static', num_threads=n_threads):
             loss[i] = ce_label_row(&x[i, 0], x.shape[1], labels[i], &opt, 1.0, &grad[i, 0], NULL)
@@ -94,6 +95,7 @@ CYTHON_EXT = textwrap.dedent("""
         opt.weight = &weight[0]
         opt.label_smoothing = 0.0
         opt.z_loss = 0.0
+        opt.flags = 0
         cdef Py_ssize_t i
         for i in prange(x.shape[0], nogil=True, schedule='static', num_threads=n_threads):
             loss[i] = ce_prob_row(&x[i, 0], &t[i, 0], x.shape[1], &opt, 1.0, NULL, NULL)
@@ -112,6 +114,7 @@ CAPI_EXT = textwrap.dedent("""
         opt.weight = &weight[0]
         opt.label_smoothing = 0.0
         opt.z_loss = 0.0
+        opt.flags = 0
         cdef Py_ssize_t i
         for i in prange(x.shape[0], nogil=True, schedule='static', num_threads=n_threads):
             loss[i] = capi_ce_label_row_f32(&x[i, 0], x.shape[1], labels[i], &opt, 0.5, &grad[i, 0], NULL)
@@ -120,7 +123,7 @@ CAPI_EXT = textwrap.dedent("""
     def softmax_rows(const double[:, ::1] x, double[:, ::1] out, int n_threads):
         cdef Py_ssize_t i
         for i in prange(x.shape[0], nogil=True, schedule='static', num_threads=n_threads):
-            capi_softmax_row_f64(&x[i, 0], x.shape[1], &out[i, 0])
+            capi_softmax_row_f64(&x[i, 0], x.shape[1], &out[i, 0], 0)
 """)
 
 SETUP_PY = textwrap.dedent("""
