@@ -10,9 +10,9 @@ Supported: CPU float32/float64 tensors of shape (C,), (N, C) or
 (N, C, d1, ...); class-index targets of any integer dtype (torch itself
 takes int64 and uint8) or class-probability targets; every argument of
 ``torch.nn.functional.cross_entropy`` (``size_average``/``reduce`` map to
-``reduction`` with torch's deprecation warning).  Tensors are shared with
-NumPy, not copied (inputs whose class axis is not last, i.e. ndim >= 3, are
-transposed by fastxent's batch layer).
+``reduction`` with torch's deprecation warning).  Contiguous tensors are
+shared with NumPy, not copied, and the (N, C, d1, ...) layout is read in
+place by fastxent's column kernels.
 
 Anything else raises (TypeError, ValueError or NotImplementedError naming the
 reason): CUDA or other non-CPU tensors, integer/half/complex/sparse logits, a
