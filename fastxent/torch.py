@@ -38,13 +38,16 @@ How the gradient flows
 - A second backward through a retained graph (``retain_graph=True``) finds
   the stored gradient already handed over and recomputes it the same way.
 """
+import sys
+import threading
+
 import numpy as np
 import torch
 from torch.autograd.function import once_differentiable
 
 import fastxent
 
-__all__ = ["CrossEntropyLoss", "cross_entropy"]
+__all__ = ["CrossEntropyLoss", "cross_entropy", "release_buffers"]
 
 _FLOAT_DTYPES = (torch.float32, torch.float64)
 
@@ -100,14 +103,65 @@ def _to_tensor(loss, dtype):
     return torch.tensor(loss, dtype=dtype)
 
 
-def _empty_like(input):
-    """A fresh C-contiguous tensor of the input's shape and dtype, allocated by NumPy.
+class _BufferPool:
+    """Gradient buffers handed to autograd, reused once nothing holds them.
 
-    NumPy asks Linux for transparent huge pages on large arrays and torch's
-    CPU allocator does not: the first write of a fresh 4096x32000 float32
-    buffer costs ~50 ms of page faults instead of ~250 ms.
+    A fresh N x C buffer costs page faults on its first write (for a
+    4096 x 32000 float32 gradient, about as long as the fused kernel itself),
+    and a training loop that sets ``.grad`` to None each step would pay them
+    every step.  The pool keeps the NumPy array behind each large gradient it
+    hands out (at most `max_buffers`, most recent first).  A tensor made by
+    ``torch.from_numpy`` (and every view or ``.numpy()`` of it) keeps a
+    reference to that array, so an array is reused only when its reference
+    count shows the pool as its sole owner: never while any tensor can still
+    see its memory.  Buffers are allocated by NumPy, which asks Linux for
+    transparent huge pages, so even a fresh one faults in several times
+    faster than from torch's CPU allocator.
     """
-    return torch.from_numpy(np.empty(tuple(input.shape), dtype=_array(input).dtype))
+
+    min_bytes = 1 << 20  # smaller buffers are recycled cheaply by malloc itself
+    max_buffers = 4
+
+    def __init__(self):
+        self._arrays = []
+        self._lock = threading.Lock()
+        # reference counts are what make reuse safe: CPython only
+        self._enabled = hasattr(sys, "getrefcount")
+
+    def empty(self, shape, dtype):
+        """A C-contiguous tensor of `shape` and NumPy `dtype`, contents undefined."""
+        shape, dtype = tuple(shape), np.dtype(dtype)
+        if not self._enabled or int(np.prod(shape)) * dtype.itemsize < self.min_bytes:
+            return torch.from_numpy(np.empty(shape, dtype))
+        with self._lock:
+            for i in range(len(self._arrays)):
+                # free: referenced by the pool's list and getrefcount's argument only
+                if sys.getrefcount(self._arrays[i]) == 2:
+                    arr = self._arrays[i]
+                    if arr.shape == shape and arr.dtype == dtype:
+                        del self._arrays[i]
+                        self._arrays.insert(0, arr)
+                        return torch.from_numpy(arr)
+            arr = np.empty(shape, dtype)
+            self._arrays.insert(0, arr)
+            del self._arrays[self.max_buffers:]
+            return torch.from_numpy(arr)
+
+    def clear(self):
+        with self._lock:
+            self._arrays.clear()
+
+
+_pool = _BufferPool()
+
+
+def release_buffers():
+    """Drop the gradient buffers kept for reuse (memory no tensor uses is freed now)."""
+    _pool.clear()
+
+
+def _empty_like(input):
+    return _pool.empty(input.shape, _array(input).dtype)
 
 
 class _CrossEntropy(torch.autograd.Function):

@@ -261,3 +261,46 @@ def _env_with_fastxent():
     parent = os.path.dirname(os.path.dirname(os.path.abspath(fastxent.__file__)))
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [parent, env.get("PYTHONPATH")]))
     return env
+
+
+# ---------------------------------------------------------------------------
+# gradient buffers reused across calls
+
+
+def _step(x, y):
+    x.grad = None
+    fxt.cross_entropy(x, y).backward()
+    return x.grad
+
+
+def test_gradient_buffer_is_reused_only_once_released():
+    fxt.release_buffers()
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(300, 1000, generator=g, requires_grad=True)  # above the pool's 1 MiB floor
+    y = torch.randint(0, 1000, (300,), generator=g)
+    first = _step(x, y).data_ptr()
+    assert _step(x, y).data_ptr() == first, "a released buffer was not reused"
+
+    # whatever still sees a gradient keeps its memory out of the pool
+    for keep in (lambda t: t, lambda t: t.view(-1)[5:], lambda t: t.numpy(), lambda t: [t.t()]):
+        held = _step(x, y)
+        expected = held.clone()
+        ref = keep(held)
+        del held
+        for seed in range(3):
+            x.data.normal_(generator=torch.Generator().manual_seed(seed))
+            _step(x, y)
+        x.grad = None
+        torch.testing.assert_close(keep_value(ref), keep_value(keep(expected)), rtol=0, atol=0)
+        del ref
+
+    fxt.release_buffers()
+    fresh = torch.randn(300, 1000, requires_grad=True)
+    assert _step(fresh, y).shape == (300, 1000)
+
+
+def keep_value(ref):
+    """The values a kept reference (tensor, view, ndarray, list) sees, as a tensor."""
+    if isinstance(ref, list):
+        ref = ref[0]
+    return torch.from_numpy(ref.copy()) if isinstance(ref, np.ndarray) else ref.clone()
