@@ -304,3 +304,26 @@ def keep_value(ref):
     if isinstance(ref, list):
         ref = ref[0]
     return torch.from_numpy(ref.copy()) if isinstance(ref, np.ndarray) else ref.clone()
+
+
+# ---------------------------------------------------------------------------
+# empty inputs
+
+
+def _compare_empty(x, t):
+    for reduction in ("mean", "sum", "none"):
+        (ours, our_grad), (theirs, their_grad) = _both(
+            x, t, dict(reduction=reduction), lambda loss: torch.ones_like(loss))
+        torch.testing.assert_close(ours, theirs, equal_nan=True)
+        torch.testing.assert_close(our_grad, their_grad)
+
+
+def test_empty_batch():
+    _compare_empty(torch.randn(0, C), torch.zeros(0, dtype=torch.long))
+    _compare_empty(torch.randn(0, C), torch.zeros(0, C))
+
+
+@pytest.mark.xfail(strict=True, raises=ValueError,
+                   reason="fastxent bug: _validation.class_view reshapes an (N, C, 0) array with -1")
+def test_empty_spatial_dimension():
+    _compare_empty(torch.randn(2, C, 0), torch.zeros(2, 0, dtype=torch.long))
