@@ -40,8 +40,8 @@ def _env():
     return env
 
 
-def _run(cmd, cwd, what):
-    proc = subprocess.run(cmd, cwd=cwd, env=_env(), capture_output=True, text=True)
+def _run(cmd, cwd, what, env=None):
+    proc = subprocess.run(cmd, cwd=cwd, env={**_env(), **(env or {})}, capture_output=True, text=True)
     if proc.returncode != 0:
         pytest.fail(f"{what} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     return proc.stdout
@@ -135,9 +135,10 @@ SETUP_PY = textwrap.dedent("""
     inc = fastxent.get_include()
     omp = dict(extra_compile_args=["-O2", "-fopenmp"], extra_link_args=["-fopenmp"])
     exts = [
-        # the fused helpers call the C symbols: compile the kernels in
-        Extension("fx_user_ext", sources=["fx_user_ext.pyx", os.path.join(inc, "fx_kernels.c")],
-                  include_dirs=[inc], **omp),
+        # the fused helpers call the C symbols: build the kernels in, here from
+        # fx_kernels.c compiled once by the test (sources=[..., fx_kernels.c] works too)
+        Extension("fx_user_ext", sources=["fx_user_ext.pyx"], include_dirs=[inc],
+                  extra_objects=[os.environ["FX_KERNELS_OBJECT"]], **omp),
         # the capi_* functions come from fastxent._core at import: nothing to link
         Extension("fx_capi_ext", sources=["fx_capi_ext.pyx"], include_dirs=[inc], **omp),
     ]
@@ -146,15 +147,29 @@ SETUP_PY = textwrap.dedent("""
 
 
 @pytest.fixture(scope="module")
-def built_exts(tmp_path_factory):
+def kernels_object(tmp_path_factory):
+    """fx_kernels.c from get_include(), compiled once (-O0: the quickest build;
+    the kernels are also correct unoptimised) for the C program and the extension."""
+    cc = _c_compiler()
+    if cc is None:
+        pytest.skip("no C compiler found (CC / sysconfig CC)")
+    build = tmp_path_factory.mktemp("kernels")
+    inc = fastxent.get_include()
+    obj = str(build / "fx_kernels.o")
+    _run(cc + ["-O0", "-fPIC", "-I", inc, "-c", os.path.join(inc, "fx_kernels.c"), "-o", obj],
+         build, "compiling fx_kernels.c")
+    return obj
+
+
+@pytest.fixture(scope="module")
+def built_exts(tmp_path_factory, kernels_object):
     pytest.importorskip("Cython", reason="Cython is needed to build an extension that cimports fastxent")
-    if _c_compiler() is None:
-        pytest.skip("no C compiler found (CC / sysconfig CC): cannot build a Cython extension")
     build = tmp_path_factory.mktemp("cython_ext")
     (build / "fx_user_ext.pyx").write_text(CYTHON_EXT)
     (build / "fx_capi_ext.pyx").write_text(CAPI_EXT)
     (build / "setup.py").write_text(SETUP_PY)
-    _run([sys.executable, "setup.py", "-q", "build_ext", "--inplace", "-j", "2"], build, "building the Cython extensions")
+    _run([sys.executable, "setup.py", "-q", "build_ext", "--inplace"], build, "building the Cython extensions",
+         env={"FX_KERNELS_OBJECT": kernels_object})
     sys.path.insert(0, str(build))
     try:
         yield {name: importlib.import_module(name) for name in ("fx_user_ext", "fx_capi_ext")}
@@ -261,16 +276,12 @@ C_PROGRAM = textwrap.dedent("""
 """)
 
 
-def test_c_program_uses_the_headers(tmp_path):
+def test_c_program_uses_the_headers(tmp_path, kernels_object):
     cc = _c_compiler()
-    if cc is None:
-        pytest.skip("no C compiler found (CC / sysconfig CC)")
     inc = fastxent.get_include()
     (tmp_path / "prog.c").write_text(C_PROGRAM)
     exe = str(tmp_path / "prog")
-    # -O0: the quickest build (the kernels are also correct unoptimised)
-    _run(cc + ["-O0", "-I", inc, "prog.c", os.path.join(inc, "fx_kernels.c"), "-lm", "-o", exe],
-         tmp_path, "compiling the C program")
+    _run(cc + ["-O2", "-I", inc, "prog.c", kernels_object, "-lm", "-o", exe], tmp_path, "compiling the C program")
     n, c = 9, 300
     lines = _run([exe, str(n), str(c)], tmp_path, "running the C program").splitlines()
     assert lines[0].split()[1] in ("baseline", "avx2", "avx512")
