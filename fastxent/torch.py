@@ -175,9 +175,10 @@ class _CrossEntropy(torch.autograd.Function):
     def forward(ctx, input, target, kwargs):
         x = _array(input)
         t = _array(target)
-        ctx.target = t
         ctx.kwargs = kwargs
-        ctx.save_for_backward(input)
+        # kept for a recomputation in backward; torch's version counters then
+        # catch an in-place change of either since the forward
+        ctx.save_for_backward(input, target)
         if kwargs["reduction"] == "none":
             ctx.grad = None
             return _to_tensor(fastxent.cross_entropy(x, t, **kwargs), input.dtype)
@@ -204,11 +205,11 @@ class _CrossEntropy(torch.autograd.Function):
     def _backward(ctx, grad_output):
         grad, ctx.grad = ctx.grad, None  # drop our reference so autograd can keep it without a copy
         if grad is None:
-            (input,) = ctx.saved_tensors
+            input, target = ctx.saved_tensors
             grad = _empty_like(input)
             go = _array(grad_output.to(input.dtype))
             fastxent.cross_entropy_with_grad(
-                _array(input), ctx.target, grad_output=go if go.ndim else go.item(),
+                _array(input), _array(target), grad_output=go if go.ndim else go.item(),
                 out=grad.numpy(), **ctx.kwargs,
             )
         else:

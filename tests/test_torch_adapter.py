@@ -327,3 +327,12 @@ def test_empty_batch():
                    reason="fastxent bug: _validation.class_view reshapes an (N, C, 0) array with -1")
 def test_empty_spatial_dimension():
     _compare_empty(torch.randn(2, C, 0), torch.zeros(2, 0, dtype=torch.long))
+
+
+def test_in_place_change_before_a_recomputing_backward_is_caught():
+    x = torch.randn(4, C, requires_grad=True)
+    t = torch.tensor([0, 1, 2, 3])
+    loss = fxt.cross_entropy(x * 1.0, t, reduction="none")  # 'none': backward recomputes
+    t[0] = 4
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        loss.sum().backward()
