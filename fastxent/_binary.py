@@ -146,7 +146,7 @@ def _bce(x, target, weight, pos_weight, reduction, label_smoothing, from_logits,
     total = _core.bce_rows(rows, t_rows, w_rows, pw, eps, from_logits, grad_scale, go_rows,
                            loss_rows, grad, nt)
     if reduction == "none":
-        loss = loss_rows.reshape(arr.shape).astype(arr.dtype, copy=False)
+        loss = v.cast_result(loss_rows.reshape(arr.shape), arr.dtype)
     elif reduction == "sum":
         loss = float(total)
     else:
@@ -156,9 +156,8 @@ def _bce(x, target, weight, pos_weight, reduction, label_smoothing, from_logits,
     if grad.dtype != arr.dtype:
         target_buf = out if out is not None else (x if inplace else None)
         if target_buf is not None:
-            np.copyto(target_buf, grad.reshape(arr.shape), casting="unsafe")
-            return loss, target_buf
-        return loss, grad.reshape(arr.shape).astype(arr.dtype)
+            return loss, v.copy_result(target_buf, grad.reshape(arr.shape))
+        return loss, v.cast_result(grad.reshape(arr.shape), arr.dtype)
     if out is not None:
         return loss, out
     if inplace:

@@ -162,10 +162,11 @@ cdef double _ce_block(const real *x, const real *t, const int64_t *labels, int64
         row = x + i * c
         if t == NULL and labels[i] == ignore_index:
             loss = 0.0
+            # lse first: with inplace=True the gradient row is the logits row.
+            if lse_out != NULL:
+                lse_out[i] = <real>lse_row(row, c)
             if g != NULL:
                 memset(g, 0, c * sizeof(real))
-            if lse_out != NULL:
-                lse_out[i] = <real>lse_row(row, c) if clip == 0 else <real>0
         else:
             sw = sample_weight[i] if sample_weight != NULL else 1.0
             gs = grad_scale * sw
@@ -462,6 +463,74 @@ def bce_rows(const real[:, ::1] x, const real[:, ::1] target, const real[:, ::1]
     finally:
         free(partial)
     return total
+
+
+# ---------------------------------------------------------------------------
+# the small-call fast path
+
+
+cdef double _ce_plain_rows(const real *x, const int64_t *labels, int64_t n, int64_t c,
+                           int64_t ignore_index, int *bad) noexcept nogil:
+    """Sum of lse - x_y over live rows of a small batch, in row order."""
+    cdef double acc = 0.0
+    cdef int64_t i, y
+    for i in range(n):
+        y = labels[i]
+        if y == ignore_index:
+            continue
+        if y < 0 or y >= c:
+            bad[0] = 1
+            return 0.0
+        acc += ce_label_row(x + i * c, c, y, NULL, 0.0, NULL, NULL)
+    return acc
+
+
+def cross_entropy_small(x, labels, int64_t ignore_index, bint mean, bint empty_nan):
+    """Plain cross-entropy of a small C-contiguous (N, C) batch with int64 labels.
+
+    The whole call stays in C: no option handling, no parallel region.
+    Returns None when the input is not of that kind (or holds a bad label),
+    and the caller takes the general path, which validates and reports.
+    """
+    cdef const float[:, ::1] xf
+    cdef const double[:, ::1] xd
+    cdef const int64_t[::1] lab
+    cdef int64_t n, c, i, live = 0
+    cdef int bad = 0
+    cdef double total
+    try:
+        lab = labels
+    except (ValueError, TypeError):
+        return None
+    n = lab.shape[0]
+    if n == 0:
+        return None
+    try:
+        xf = x
+        if xf.shape[0] != n or xf.shape[1] == 0:
+            return None
+        c = xf.shape[1]
+        with nogil:
+            total = _ce_plain_rows(&xf[0, 0], &lab[0], n, c, ignore_index, &bad)
+    except (ValueError, TypeError):
+        try:
+            xd = x
+        except (ValueError, TypeError):
+            return None
+        if xd.shape[0] != n or xd.shape[1] == 0:
+            return None
+        c = xd.shape[1]
+        with nogil:
+            total = _ce_plain_rows(&xd[0, 0], &lab[0], n, c, ignore_index, &bad)
+    if bad:
+        return None
+    if not mean:
+        return total
+    for i in range(n):
+        live += lab[i] != ignore_index
+    if live == 0:
+        return float("nan") if empty_nan else 0.0
+    return total / live
 
 
 # ---------------------------------------------------------------------------

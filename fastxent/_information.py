@@ -47,7 +47,7 @@ def entropy(p, axis=-1, *, base=None, n_threads=None):
     out = np.empty(rows.shape[0])
     _core.entropy_rows(rows, out, v.n_threads(n_threads))
     shape = arr.shape[:axis] + arr.shape[axis + 1:]
-    return (out / div).reshape(shape).astype(arr.dtype)
+    return v.cast_result((out / div).reshape(shape), arr.dtype)
 
 
 def kl_divergence(p, q, axis=-1, *, base=None, n_threads=None):
@@ -79,4 +79,4 @@ def kl_divergence(p, q, axis=-1, *, base=None, n_threads=None):
     out = np.empty(p_rows.shape[0])
     _core.kl_rows(p_rows, q_rows, out, v.n_threads(n_threads))
     shape = p_arr.shape[:axis] + p_arr.shape[axis + 1:]
-    return (out / div).reshape(shape).astype(np.promote_types(p_arr.dtype, q_arr.dtype))
+    return v.cast_result((out / div).reshape(shape), np.promote_types(p_arr.dtype, q_arr.dtype))

@@ -20,6 +20,8 @@ def _prepare(logits, target, *, axis, weight, sample_weight, ignore_index, reduc
     p.arr = arr
     p.axis = v.normalize_axis(axis, arr.ndim)
     p.n_classes = arr.shape[p.axis]
+    if p.n_classes == 0:
+        raise ValueError(f"logits must have at least one class: axis {p.axis} of shape {arr.shape} is empty")
     p.target_shape = arr.shape[:p.axis] + arr.shape[p.axis + 1:]
     p.reduction = v.reduction(reduction)
     p.empty = v.choice("empty", empty, _EMPTY)
@@ -54,7 +56,16 @@ def _prepare(logits, target, *, axis, weight, sample_weight, ignore_index, reduc
             f"target must be an integer array of class labels or a floating array of "
             f"class probabilities, got dtype {tgt.dtype}"
         )
-    p.weight = None if weight is None else v.weights_array("weight", weight, (p.n_classes,), p.compute)
+    # Class weights reach the kernels divided by their maximum (and the
+    # results are multiplied back in double), so weights outside the compute
+    # dtype's range (1e-50 in float32) still give the right weighted mean.
+    p.weight64 = None if weight is None else v.weights_array("weight", weight, (p.n_classes,), np.float64)
+    p.weight_scale = 1.0
+    p.weight = None
+    if p.weight64 is not None:
+        top = float(p.weight64.max()) if p.weight64.size else 0.0
+        p.weight_scale = top if top > 0 else 1.0
+        p.weight = (p.weight64 / p.weight_scale).astype(p.compute)
     p.sample_weight = (None if sample_weight is None
                        else v.weights_array("sample_weight", sample_weight, p.target_shape, np.float64)
                        .reshape(-1))
@@ -74,11 +85,11 @@ def _sum_row_weights(p):
             return float(p.sample_weight.sum())
         return float(np.prod(p.target_shape, dtype=np.int64))
     live = p.labels != p.ignore_index
-    if p.weight is None and p.sample_weight is None:
+    if p.weight64 is None and p.sample_weight is None:
         return float(np.count_nonzero(live))
     row_weight = np.ones(p.labels.shape[0])
-    if p.weight is not None:
-        row_weight[live] = p.weight[p.labels[live]]
+    if p.weight64 is not None:
+        row_weight[live] = p.weight64[p.labels[live]]
     if p.sample_weight is not None:
         row_weight *= p.sample_weight
     return float(row_weight[live].sum())
@@ -123,15 +134,19 @@ def _run(p, grad=None, grad_scale=1.0, grad_rows=None, return_lse=False):
     per_pos = (lambda a: None if a is None else a.reshape(pos_shape))
     loss_rows = np.empty(pos_shape, dtype=p.compute) if p.reduction == "none" else None
     lse = np.empty(pos_shape, dtype=p.compute) if return_lse else None
+    ws = p.weight_scale
     args = (x, p.probs_view, per_pos(p.labels), p.ignore_index, p.weight, per_pos(p.sample_weight),
-            p.label_smoothing, p.z_loss, grad_scale, per_pos(grad_rows), loss_rows,
+            p.label_smoothing, p.z_loss / ws, grad_scale * ws, per_pos(grad_rows), loss_rows,
             None if grad is None else grad.reshape(x.shape), lse, p.n_threads)
     if x.ndim == 3:
         total = _core.cross_entropy_cols(*args)
     else:
         total = _core.cross_entropy_rows(*args, softcap=p.softcap, clip=p.clip)
+    total *= ws
     if p.reduction == "none":
-        loss = loss_rows.reshape(p.target_shape).astype(p.arr.dtype, copy=False)
+        if ws != 1.0:
+            loss_rows = loss_rows * ws
+        loss = v.cast_result(loss_rows.reshape(p.target_shape), p.arr.dtype)
     elif p.reduction == "sum":
         loss = float(total)
     else:
@@ -141,7 +156,7 @@ def _run(p, grad=None, grad_scale=1.0, grad_rows=None, return_lse=False):
         else:
             loss = float(total / denom)
     if lse is not None:
-        lse = lse.reshape(p.target_shape).astype(p.arr.dtype, copy=False)
+        lse = v.cast_result(lse.reshape(p.target_shape), p.arr.dtype)
     return loss, lse
 
 
@@ -266,12 +281,11 @@ def cross_entropy_with_grad(logits, target, *, axis=-1, weight=None, sample_weig
     if moved:
         dest = np.moveaxis(dest, -1, p.axis)
         if not (out is not None or inplace):
-            dest = np.ascontiguousarray(dest, dtype=p.arr.dtype)
+            dest = np.ascontiguousarray(dest)
     if not same_dtype or moved:
         target = out if out is not None else (logits if inplace else None)
         if target is not None:
-            np.copyto(target, dest, casting="unsafe")
-            dest = target
+            dest = v.copy_result(target, dest)
         elif dest.dtype != p.arr.dtype:
-            dest = dest.astype(p.arr.dtype)
+            dest = v.cast_result(dest, p.arr.dtype)
     return (loss, dest, lse) if return_lse else (loss, dest)

@@ -26,10 +26,12 @@ def logsumexp(x, axis=-1):
 
 
 def log_softmax(x, axis=-1):
+    """(x - m) - log(sum exp(x - m)): subtracting m first keeps huge ties exact."""
     x = _f64(x)
     lse = np.expand_dims(logsumexp(x, axis), axis)
-    with np.errstate(invalid="ignore"):
-        out = x - lse
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        m = _shift(np.max(x, axis=axis, keepdims=True)) if x.shape[axis] else np.zeros_like(lse)
+        out = (x - m) - np.log(np.sum(np.exp(x - m), axis=axis, keepdims=True))
     return np.where(np.isfinite(lse), out, np.nan)
 
 

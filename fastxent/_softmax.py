@@ -52,9 +52,8 @@ def logsumexp(x, axis=-1, *, out=None, n_threads=None):
     if direct:
         return out
     if out is not None:
-        np.copyto(out, result, casting="unsafe")
-        return out
-    return result.astype(arr.dtype, copy=False)
+        return v.copy_result(out, result)
+    return v.cast_result(result, arr.dtype)
 
 
 def _softmax_like(x, axis, out, n_threads, log):
@@ -71,9 +70,8 @@ def _softmax_like(x, axis, out, n_threads, log):
     if direct:
         return out
     if out is not None:
-        np.copyto(out, result, casting="unsafe")
-        return out
-    return result.astype(arr.dtype, copy=False)
+        return v.copy_result(out, result)
+    return v.cast_result(result, arr.dtype)
 
 
 def softmax(x, axis=-1, *, out=None, n_threads=None):

@@ -168,7 +168,22 @@ def class_view(arr, axis, dtype, rows=False):
         axis = arr.ndim - 1
     arr = np.ascontiguousarray(arr, dtype=dtype)
     n_classes = arr.shape[axis]
+    outer = int(np.prod(arr.shape[:axis], dtype=np.int64))
     inner = int(np.prod(arr.shape[axis + 1:], dtype=np.int64))
     if inner == 1:
-        return arr.reshape(-1, n_classes)
-    return arr.reshape(-1, n_classes, inner)
+        return arr.reshape(outer, n_classes)
+    return arr.reshape(outer, n_classes, inner)
+
+
+def cast_result(values, dtype):
+    """`values` in the caller's dtype.  A float16 result beyond float16's
+    range is +-inf, the right answer there: no overflow warning."""
+    with np.errstate(over="ignore"):
+        return values.astype(dtype, copy=False)
+
+
+def copy_result(dest, values):
+    """Copy a result computed in the compute dtype into the caller's array."""
+    with np.errstate(over="ignore"):
+        np.copyto(dest, values, casting="unsafe")
+    return dest

@@ -14,6 +14,8 @@
 #define FX_SEL FXV(fx_sel_f32)
 #define FX_BC FXV(fx_bcast_f32)
 #define FX_SFX _f32
+#define FX_LOADP FXV(fx_loadp_f32)
+#define FX_STOREP FXV(fx_storep_f32)
 #define FX_STREAM FX_STREAM_F32
 #include "fx_rows_impl.h"
 #include "fx_cols_impl.h"
@@ -28,6 +30,8 @@
 #undef FX_SEL
 #undef FX_BC
 #undef FX_SFX
+#undef FX_LOADP
+#undef FX_STOREP
 #undef FX_STREAM
 
 #define FX_T double
@@ -40,6 +44,8 @@
 #define FX_SEL FXV(fx_sel_f64)
 #define FX_BC FXV(fx_bcast_f64)
 #define FX_SFX _f64
+#define FX_LOADP FXV(fx_loadp_f64)
+#define FX_STOREP FXV(fx_storep_f64)
 #define FX_STREAM FX_STREAM_F64
 #include "fx_rows_impl.h"
 #include "fx_cols_impl.h"
@@ -54,6 +60,8 @@
 #undef FX_SEL
 #undef FX_BC
 #undef FX_SFX
+#undef FX_LOADP
+#undef FX_STOREP
 #undef FX_STREAM
 #undef FXV
 #undef FX_STREAM_F32

@@ -47,10 +47,7 @@ FX_ALWAYS_INLINE double FXR(fx_shift)(double m) { return isfinite(m) ? m : 0.0; 
 FX_ALWAYS_INLINE FX_V FXR(fx_load)(const FX_T *p) { return *(const FX_VMEM *)p; }
 /* The first len (< FX_L) elements, the other lanes set to fill. */
 FX_ALWAYS_INLINE FX_V FXR(fx_load_part)(const FX_T *p, int64_t len, FX_T fill) {
-    FX_T buf[FX_L];
-    for (int i = 0; i < FX_L; i++) buf[i] = fill;
-    memcpy(buf, p, (size_t)len * sizeof(FX_T));
-    return FXR(fx_load)(buf);
+    return FX_LOADP(p, len, fill);
 }
 /* 1 in the first len lanes, 0 in the others. */
 FX_ALWAYS_INLINE FX_V FXR(fx_ones_part)(int64_t len) {
@@ -59,15 +56,14 @@ FX_ALWAYS_INLINE FX_V FXR(fx_ones_part)(int64_t len) {
     return v;
 }
 FX_ALWAYS_INLINE void FXR(fx_store)(FX_T *p, FX_V v) { *(FX_VMEM *)p = v; }
-FX_ALWAYS_INLINE void FXR(fx_store_part)(FX_T *p, FX_V v, int64_t len) {
-    FX_T buf[FX_L];
-    memcpy(buf, &v, sizeof(v));
-    memcpy(p, buf, (size_t)len * sizeof(FX_T));
-}
+FX_ALWAYS_INLINE void FXR(fx_store_part)(FX_T *p, FX_V v, int64_t len) { FX_STOREP(p, v, len); }
+/* Sum of the lanes in double, as a tree (log2(lanes) dependent additions). */
 FX_ALWAYS_INLINE double FXR(fx_hsum)(FX_V v) {
-    double acc = 0.0;
-    for (int i = 0; i < FX_L; i++) acc += (double)v[i];
-    return acc;
+    double buf[FX_L];
+    for (int i = 0; i < FX_L; i++) buf[i] = (double)v[i];
+    for (int w = FX_L / 2; w >= 1; w /= 2)
+        for (int i = 0; i < w; i++) buf[i] += buf[i + w];
+    return buf[0];
 }
 
 /* Maximum of a block; NaN lanes are skipped (x > acc is false for NaN). */

@@ -74,6 +74,43 @@ FX_ALWAYS_INLINE fx_vf64 FXV(fx_bcast_f64)(double s) {
     for (int i = 0; i < FX_LANES_F64; i++) v[i] = s;
     return v;
 }
+/*
+ * The first len (< lanes) elements of p, the other lanes set to fill, and
+ * the matching partial store: masked moves where the ISA has them (no
+ * access past the row, no store-forwarding stall), a stack copy otherwise.
+ */
+#if (defined(__x86_64__) || defined(__i386__)) && FX_VBYTES == 64
+FX_ALWAYS_INLINE fx_vf32 FXV(fx_loadp_f32)(const float *p, int64_t len, float fill) {
+    return (fx_vf32)_mm512_mask_loadu_ps(_mm512_set1_ps(fill), (__mmask16)((1u << len) - 1), p);
+}
+FX_ALWAYS_INLINE fx_vf64 FXV(fx_loadp_f64)(const double *p, int64_t len, double fill) {
+    return (fx_vf64)_mm512_mask_loadu_pd(_mm512_set1_pd(fill), (__mmask8)((1u << len) - 1), p);
+}
+FX_ALWAYS_INLINE void FXV(fx_storep_f32)(float *p, fx_vf32 v, int64_t len) {
+    _mm512_mask_storeu_ps(p, (__mmask16)((1u << len) - 1), (__m512)v);
+}
+FX_ALWAYS_INLINE void FXV(fx_storep_f64)(double *p, fx_vf64 v, int64_t len) {
+    _mm512_mask_storeu_pd(p, (__mmask8)((1u << len) - 1), (__m512d)v);
+}
+#else
+FX_ALWAYS_INLINE fx_vf32 FXV(fx_loadp_f32)(const float *p, int64_t len, float fill) {
+    float buf[FX_LANES_F32];
+    for (int i = 0; i < FX_LANES_F32; i++) buf[i] = i < len ? p[i] : fill;
+    return *(const fx_vf32_mem *)buf;
+}
+FX_ALWAYS_INLINE fx_vf64 FXV(fx_loadp_f64)(const double *p, int64_t len, double fill) {
+    double buf[FX_LANES_F64];
+    for (int i = 0; i < FX_LANES_F64; i++) buf[i] = i < len ? p[i] : fill;
+    return *(const fx_vf64_mem *)buf;
+}
+FX_ALWAYS_INLINE void FXV(fx_storep_f32)(float *p, fx_vf32 v, int64_t len) {
+    for (int i = 0; i < len; i++) p[i] = v[i];
+}
+FX_ALWAYS_INLINE void FXV(fx_storep_f64)(double *p, fx_vf64 v, int64_t len) {
+    for (int i = 0; i < len; i++) p[i] = v[i];
+}
+#endif
+
 FX_ALWAYS_INLINE fx_vf32 FXV(fx_sel_f32)(fx_vi32 mask, fx_vf32 a, fx_vf32 b) {
     return (fx_vf32)(((fx_vi32)a & mask) | ((fx_vi32)b & ~mask));
 }
