@@ -25,7 +25,7 @@ from setuptools.command.build_py import build_py
 HERE = os.path.dirname(os.path.abspath(__file__))
 SRC_C = os.path.join("src_c")
 C_FILES = ["fastxent.h", "fx_kernels.c", "fx_vecmath.h", "fx_rows_impl.h", "fx_isa_impl.h", "fx_omp.h",
-           "fx_cols_impl.h", "fx_prob_impl.h"]
+           "fx_cols_impl.h", "fx_prob_impl.h", "fx_narrow_impl.h"]
 
 
 def _compiler_accepts(compiler, flags, source, link=True):

@@ -77,6 +77,16 @@ cdef extern from "fastxent.h" nogil:
     void fx_softcap_grad_row_f32(const float *capped, int64_t n, double cap, float *grad)
     void fx_softcap_grad_row_f64(const double *capped, int64_t n, double cap, double *grad)
 
+    int FX_NARROW_MAX
+    void fx_narrow_logsumexp_f32(const float *x, int64_t n_rows, int64_t n, double *lse)
+    void fx_narrow_logsumexp_f64(const double *x, int64_t n_rows, int64_t n, double *lse)
+    void fx_narrow_softmax_f32(const float *x, int64_t n_rows, int64_t n, float *out, int take_log)
+    void fx_narrow_softmax_f64(const double *x, int64_t n_rows, int64_t n, double *out, int take_log)
+    double fx_narrow_ce_f32(const float *x, int64_t n_rows, int64_t n, const int64_t *labels,
+                            const float *w, const double *gs, double *loss, float *grad, double *lse)
+    double fx_narrow_ce_f64(const double *x, int64_t n_rows, int64_t n, const int64_t *labels,
+                            const double *w, const double *gs, double *loss, double *grad, double *lse)
+
 ctypedef fused real:
     float
     double
@@ -185,6 +195,30 @@ cdef inline void softcap_grad_row(const real *capped, int64_t n, double cap, rea
         fx_softcap_grad_row_f32(capped, n, cap, grad)
     else:
         fx_softcap_grad_row_f64(capped, n, cap, grad)
+
+
+cdef inline void narrow_lse(const real *x, int64_t n_rows, int64_t n, double *lse) noexcept nogil:
+    if real is float:
+        fx_narrow_logsumexp_f32(x, n_rows, n, lse)
+    else:
+        fx_narrow_logsumexp_f64(x, n_rows, n, lse)
+
+
+cdef inline void narrow_softmax(const real *x, int64_t n_rows, int64_t n, real *out,
+                                bint log) noexcept nogil:
+    if real is float:
+        fx_narrow_softmax_f32(x, n_rows, n, out, log)
+    else:
+        fx_narrow_softmax_f64(x, n_rows, n, out, log)
+
+
+cdef inline double narrow_ce(const real *x, int64_t n_rows, int64_t n, const int64_t *labels,
+                             const real *w, const double *gs, double *loss, real *grad,
+                             double *lse) noexcept nogil:
+    if real is float:
+        return fx_narrow_ce_f32(x, n_rows, n, labels, w, gs, loss, grad, lse)
+    else:
+        return fx_narrow_ce_f64(x, n_rows, n, labels, w, gs, loss, grad, lse)
 
 
 # ---------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from libc.string cimport memset
 
 from fastxent._core cimport (
     real, fx_ce_options, FX_STREAM_STORES, lse_row, softmax_row, ce_label_row, ce_prob_row,
+    FX_NARROW_MAX, narrow_lse, narrow_softmax, narrow_ce,
     lse_cols, softmax_in_cols, ce_cols, nll_prob_row, entropy_row, kl_row, bce, softcap_row,
     softcap_grad_row,
     fx_simd_path, fx_simd_name, fx_simd_supported, fx_simd_set,
@@ -37,6 +38,8 @@ cdef enum:
     STREAM_BYTES = 16 << 20
     # Positions per work unit of the column (class axis strided) kernels.
     COLS_UNIT = 512
+    # Rows per work unit of the narrow-row kernels (n_classes <= FX_NARROW_MAX).
+    NARROW_UNIT = 512
 
 
 def openmp_enabled():
@@ -88,13 +91,28 @@ cdef inline int64_t _rows_per_block(int64_t c) noexcept nogil:
 # log-sum-exp, softmax, log-softmax
 
 
+cdef void _narrow_lse_unit(const real *x, int64_t u, int64_t n, int64_t c, real *out) noexcept nogil:
+    cdef double buf[NARROW_UNIT]
+    cdef int64_t first = u * NARROW_UNIT, rows = min(<int64_t>NARROW_UNIT, n - u * NARROW_UNIT), j
+    narrow_lse(x + first * c, rows, c, buf)
+    for j in range(rows):
+        out[first + j] = <real>buf[j]
+
+
 def logsumexp_rows(const real[:, ::1] x, real[::1] out, int n_threads):
-    cdef int64_t n = x.shape[0], c = x.shape[1], i
+    cdef int64_t n = x.shape[0], c = x.shape[1], i, u, units
     cdef int nt = _threads(n * c, n, n_threads)
     if n == 0:
         return
     cdef const real *xp = &x[0, 0]
     cdef real *op = &out[0]
+    if 0 < c <= FX_NARROW_MAX:
+        units = (n + NARROW_UNIT - 1) // NARROW_UNIT
+        nt = _threads(n * c, units, n_threads)
+        with nogil:
+            for u in prange(units, schedule='static', num_threads=nt):
+                _narrow_lse_unit(xp, u, n, c, op)
+        return
     with nogil:
         if nt > 1:
             for i in prange(n, schedule='static', num_threads=nt):
@@ -112,6 +130,15 @@ def softmax_rows(const real[:, ::1] x, real[:, ::1] out, bint log, int n_threads
     cdef const real *xp = &x[0, 0]
     cdef real *op = &out[0, 0]
     cdef int flags = _store_flags(n * c * <int64_t>sizeof(real))
+    cdef int64_t u, units
+    if c <= FX_NARROW_MAX:
+        units = (n + NARROW_UNIT - 1) // NARROW_UNIT
+        nt = _threads(n * c, units, n_threads)
+        with nogil:
+            for u in prange(units, schedule='static', num_threads=nt):
+                narrow_softmax(xp + u * NARROW_UNIT * c, min(<int64_t>NARROW_UNIT, n - u * NARROW_UNIT), c,
+                               op + u * NARROW_UNIT * c, log)
+        return
     with nogil:
         if nt > 1:
             for i in prange(n, schedule='static', num_threads=nt):
@@ -193,6 +220,36 @@ cdef double _ce_block(const real *x, const real *t, const int64_t *labels, int64
     return acc
 
 
+cdef double _ce_narrow_unit(const real *x, const int64_t *labels, int64_t ignore_index, int64_t u,
+                           int64_t n, int64_t c, const real *w, const double *sample_weight,
+                           double grad_scale, const double *grad_row_scale, real *loss_out, real *grad,
+                           real *lse_out) noexcept nogil:
+    """Plain (label, optional class weight) cross-entropy of one unit of narrow rows."""
+    cdef int64_t first = u * NARROW_UNIT, rows = min(<int64_t>NARROW_UNIT, n - u * NARROW_UNIT), j, i
+    cdef int64_t lab[NARROW_UNIT]
+    cdef double gs[NARROW_UNIT]
+    cdef double loss[NARROW_UNIT]
+    cdef double lse[NARROW_UNIT]
+    cdef double acc = 0.0, sw
+    for j in range(rows):
+        i = first + j
+        lab[j] = -1 if labels[i] == ignore_index else labels[i]
+        sw = sample_weight[i] if sample_weight != NULL else 1.0
+        gs[j] = grad_scale * sw * (grad_row_scale[i] if grad_row_scale != NULL else 1.0)
+    narrow_ce(x + first * c, rows, c, lab, w, gs, loss, grad + first * c if grad != NULL else NULL,
+              lse if lse_out != NULL else NULL)
+    for j in range(rows):
+        i = first + j
+        sw = sample_weight[i] if sample_weight != NULL else 1.0
+        loss[j] = sw * loss[j] if lab[j] >= 0 else 0.0
+        acc += loss[j]
+        if loss_out != NULL:
+            loss_out[i] = <real>loss[j]
+        if lse_out != NULL:
+            lse_out[i] = <real>lse[j]
+    return acc
+
+
 def cross_entropy_rows(const real[:, ::1] x, const real[:, ::1] target, const int64_t[::1] labels,
                        int64_t ignore_index, const real[::1] weight, const double[::1] sample_weight,
                        double label_smoothing, double z_loss, double grad_scale,
@@ -226,6 +283,12 @@ def cross_entropy_rows(const real[:, ::1] x, const real[:, ::1] target, const in
     cdef int64_t rpb = _rows_per_block(c)
     cdef int64_t nblocks = (n + rpb - 1) // rpb, b
     cdef int nt = _threads(n * c, nblocks, n_threads)
+    cdef bint narrow = (0 < c <= FX_NARROW_MAX and tp == NULL and label_smoothing == 0
+                        and z_loss == 0 and softcap == 0 and clip == 0)
+    cdef const real *wp = &weight[0] if weight is not None else NULL
+    if narrow:
+        nblocks = (n + NARROW_UNIT - 1) // NARROW_UNIT
+        nt = _threads(n * c, nblocks, n_threads)
     cdef double *partial = <double *>malloc(nblocks * sizeof(double))
     # One softcap scratch row per thread, indexed by threadid().
     cdef real *scratch = <real *>malloc(nt * max(c, <int64_t>1) * sizeof(real)) if softcap > 0 else NULL
@@ -236,7 +299,11 @@ def cross_entropy_rows(const real[:, ::1] x, const real[:, ::1] target, const in
     cdef double total = 0.0
     try:
         with nogil:
-            if nt > 1:
+            if narrow:
+                for b in prange(nblocks, schedule='static', num_threads=nt):
+                    partial[b] = _ce_narrow_unit(xp, lp, ignore_index, b, n, c, wp, swp, grad_scale,
+                                                 grp, lop, gp, lsp)
+            elif nt > 1:
                 for b in prange(nblocks, schedule='static', num_threads=nt):
                     partial[b] = _ce_block(xp, tp, lp, ignore_index, b * rpb, min(n, (b + 1) * rpb),
                                            c, &opt, swp, grad_scale, grp, softcap, clip,
@@ -481,7 +548,12 @@ cdef double _ce_plain_rows(const real *x, const int64_t *labels, int64_t n, int6
         if y < 0 or y >= c:
             bad[0] = 1
             return 0.0
-        acc += ce_label_row(x + i * c, c, y, NULL, 0.0, NULL, NULL)
+        if c > FX_NARROW_MAX:
+            acc += ce_label_row(x + i * c, c, y, NULL, 0.0, NULL, NULL)
+    if c <= FX_NARROW_MAX:
+        for i in range((n + NARROW_UNIT - 1) // NARROW_UNIT):
+            acc += _ce_narrow_unit(x, labels, ignore_index, i, n, c, NULL, NULL, 0.0, NULL, NULL,
+                                   NULL, NULL)
     return acc
 
 

@@ -5,6 +5,9 @@ from fastxent import _core
 from fastxent import _validation as v
 
 _EMPTY = ("nan", "zero")
+# Work (elements) up to which a plain cross_entropy call takes the C fast path:
+# the size under which the kernels run on the calling thread anyway.
+_SMALL_CALL = 65536
 
 
 class _Problem:
@@ -211,6 +214,19 @@ def cross_entropy(logits, target, *, axis=-1, weight=None, sample_weight=None, i
     -------
     float or ndarray
     """
+    # Small plain calls stay in C (their fixed cost is what users see);
+    # anything unusual, including a bad label, takes the general path below.
+    if (type(logits) is np.ndarray and type(target) is np.ndarray and logits.ndim == 2
+            and logits.size <= _SMALL_CALL and (axis == -1 or axis == 1) and weight is None
+            and sample_weight is None and label_smoothing == 0.0 and z_loss == 0.0
+            and softcap is None and from_logits is True and type(ignore_index) is int
+            and (reduction == "mean" or reduction == "sum") and (empty == "nan" or empty == "zero")
+            and target.dtype == np.int64
+            and (n_threads is None or (type(n_threads) is int and n_threads > 0))):
+        result = _core.cross_entropy_small(logits, target, ignore_index, reduction == "mean",
+                                           empty == "nan")
+        if result is not None:
+            return result
     p = _prepare(logits, target, axis=axis, weight=weight, sample_weight=sample_weight,
                  ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing,
                  z_loss=z_loss, softcap=softcap, from_logits=from_logits, empty=empty,

@@ -15,11 +15,13 @@
 #define FX_BC FXV(fx_bcast_f32)
 #define FX_SFX _f32
 #define FX_LOADP FXV(fx_loadp_f32)
+#define FX_GATHER FXV(fx_gather_f32)
 #define FX_STOREP FXV(fx_storep_f32)
 #define FX_STREAM FX_STREAM_F32
 #include "fx_rows_impl.h"
 #include "fx_cols_impl.h"
 #include "fx_prob_impl.h"
+#include "fx_narrow_impl.h"
 #undef FX_T
 #undef FX_V
 #undef FX_VMEM
@@ -31,6 +33,7 @@
 #undef FX_BC
 #undef FX_SFX
 #undef FX_LOADP
+#undef FX_GATHER
 #undef FX_STOREP
 #undef FX_STREAM
 
@@ -45,11 +48,13 @@
 #define FX_BC FXV(fx_bcast_f64)
 #define FX_SFX _f64
 #define FX_LOADP FXV(fx_loadp_f64)
+#define FX_GATHER FXV(fx_gather_f64)
 #define FX_STOREP FXV(fx_storep_f64)
 #define FX_STREAM FX_STREAM_F64
 #include "fx_rows_impl.h"
 #include "fx_cols_impl.h"
 #include "fx_prob_impl.h"
+#include "fx_narrow_impl.h"
 #undef FX_T
 #undef FX_V
 #undef FX_VMEM
@@ -61,6 +66,7 @@
 #undef FX_BC
 #undef FX_SFX
 #undef FX_LOADP
+#undef FX_GATHER
 #undef FX_STOREP
 #undef FX_STREAM
 #undef FXV

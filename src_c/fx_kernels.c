@@ -109,6 +109,14 @@ typedef struct {
     void (*softcap_f64)(const double *, int64_t, double, double *);
     void (*softcap_grad_f32)(const float *, int64_t, double, float *);
     void (*softcap_grad_f64)(const double *, int64_t, double, double *);
+    void (*narrow_lse_f32)(const float *, int64_t, int64_t, double *);
+    void (*narrow_lse_f64)(const double *, int64_t, int64_t, double *);
+    void (*narrow_softmax_f32)(const float *, int64_t, int64_t, float *, int);
+    void (*narrow_softmax_f64)(const double *, int64_t, int64_t, double *, int);
+    double (*narrow_ce_f32)(const float *, int64_t, int64_t, const int64_t *, const float *,
+                            const double *, double *, float *, double *);
+    double (*narrow_ce_f64)(const double *, int64_t, int64_t, const int64_t *, const double *,
+                            const double *, double *, double *, double *);
 } fx_table;
 
 #define FX_TABLE(isa)                                                                        \
@@ -122,7 +130,9 @@ typedef struct {
             fx_nll_prob_row_f64##isa, fx_entropy_row_f32##isa, fx_entropy_row_f64##isa,      \
             fx_kl_row_f32##isa, fx_kl_row_f64##isa, fx_bce_f32##isa, fx_bce_f64##isa,        \
             fx_softcap_row_f32##isa, fx_softcap_row_f64##isa, fx_softcap_grad_row_f32##isa,  \
-            fx_softcap_grad_row_f64##isa                                                     \
+            fx_softcap_grad_row_f64##isa, fx_narrow_lse_f32##isa, fx_narrow_lse_f64##isa,    \
+            fx_narrow_softmax_f32##isa, fx_narrow_softmax_f64##isa, fx_narrow_ce_f32##isa,   \
+            fx_narrow_ce_f64##isa                                                            \
     }
 
 static const fx_table fx_tables[3] = {
@@ -281,4 +291,26 @@ void fx_softcap_row_f64(const double *x, int64_t n, double cap, double *out) {
 }
 void fx_softcap_grad_row_f64(const double *capped, int64_t n, double cap, double *grad) {
     fx_kernels()->softcap_grad_f64(capped, n, cap, grad);
+}
+
+void fx_narrow_logsumexp_f32(const float *x, int64_t n_rows, int64_t n, double *lse) {
+    fx_kernels()->narrow_lse_f32(x, n_rows, n, lse);
+}
+void fx_narrow_softmax_f32(const float *x, int64_t n_rows, int64_t n, float *out, int take_log) {
+    fx_kernels()->narrow_softmax_f32(x, n_rows, n, out, take_log);
+}
+double fx_narrow_ce_f32(const float *x, int64_t n_rows, int64_t n, const int64_t *labels, const float *w,
+                        const double *gs, double *loss, float *grad, double *lse) {
+    return fx_kernels()->narrow_ce_f32(x, n_rows, n, labels, w, gs, loss, grad, lse);
+}
+
+void fx_narrow_logsumexp_f64(const double *x, int64_t n_rows, int64_t n, double *lse) {
+    fx_kernels()->narrow_lse_f64(x, n_rows, n, lse);
+}
+void fx_narrow_softmax_f64(const double *x, int64_t n_rows, int64_t n, double *out, int take_log) {
+    fx_kernels()->narrow_softmax_f64(x, n_rows, n, out, take_log);
+}
+double fx_narrow_ce_f64(const double *x, int64_t n_rows, int64_t n, const int64_t *labels, const double *w,
+                        const double *gs, double *loss, double *grad, double *lse) {
+    return fx_kernels()->narrow_ce_f64(x, n_rows, n, labels, w, gs, loss, grad, lse);
 }

@@ -111,6 +111,44 @@ FX_ALWAYS_INLINE void FXV(fx_storep_f64)(double *p, fx_vf64 v, int64_t len) {
 }
 #endif
 
+/* Lanes l < rows get p[l * stride] (a column of a block of short rows),
+ * the others 0.  Hardware gathers where the ISA has them. */
+#if (defined(__x86_64__) || defined(__i386__)) && FX_VBYTES == 64
+FX_ALWAYS_INLINE fx_vf32 FXV(fx_gather_f32)(const float *p, int64_t stride, int64_t rows) {
+    __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                     _mm512_set1_epi32((int)stride));
+    return (fx_vf32)_mm512_mask_i32gather_ps(_mm512_setzero_ps(), (__mmask16)((1u << rows) - 1), idx, p, 4);
+}
+FX_ALWAYS_INLINE fx_vf64 FXV(fx_gather_f64)(const double *p, int64_t stride, int64_t rows) {
+    __m256i idx = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32((int)stride));
+    return (fx_vf64)_mm512_mask_i32gather_pd(_mm512_setzero_pd(), (__mmask8)((1u << rows) - 1), idx, p, 8);
+}
+#elif (defined(__x86_64__) || defined(__i386__)) && FX_VBYTES == 32
+FX_ALWAYS_INLINE fx_vf32 FXV(fx_gather_f32)(const float *p, int64_t stride, int64_t rows) {
+    __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    __m256i idx = _mm256_mullo_epi32(lanes, _mm256_set1_epi32((int)stride));
+    __m256 mask = _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32((int)rows), lanes));
+    return (fx_vf32)_mm256_mask_i32gather_ps(_mm256_setzero_ps(), p, idx, mask, 4);
+}
+FX_ALWAYS_INLINE fx_vf64 FXV(fx_gather_f64)(const double *p, int64_t stride, int64_t rows) {
+    __m128i lanes = _mm_setr_epi32(0, 1, 2, 3);
+    __m128i idx = _mm_mullo_epi32(lanes, _mm_set1_epi32((int)stride));
+    __m256d mask = _mm256_castsi256_pd(_mm256_cvtepi32_epi64(_mm_cmpgt_epi32(_mm_set1_epi32((int)rows), lanes)));
+    return (fx_vf64)_mm256_mask_i32gather_pd(_mm256_setzero_pd(), p, idx, mask, 8);
+}
+#else
+FX_ALWAYS_INLINE fx_vf32 FXV(fx_gather_f32)(const float *p, int64_t stride, int64_t rows) {
+    fx_vf32 v;
+    for (int i = 0; i < FX_LANES_F32; i++) v[i] = i < rows ? p[i * stride] : 0.0f;
+    return v;
+}
+FX_ALWAYS_INLINE fx_vf64 FXV(fx_gather_f64)(const double *p, int64_t stride, int64_t rows) {
+    fx_vf64 v;
+    for (int i = 0; i < FX_LANES_F64; i++) v[i] = i < rows ? p[i * stride] : 0.0;
+    return v;
+}
+#endif
+
 FX_ALWAYS_INLINE fx_vf32 FXV(fx_sel_f32)(fx_vi32 mask, fx_vf32 a, fx_vf32 b) {
     return (fx_vf32)(((fx_vi32)a & mask) | ((fx_vi32)b & ~mask));
 }

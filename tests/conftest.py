@@ -119,8 +119,11 @@ def rng(request):
 
 
 @pytest.fixture(scope="session")
-def repo_root():
-    return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+def import_root():
+    """The directory holding the fastxent under test (the checkout for an
+    in-place build, site-packages for an installed one): subprocesses run
+    there, with it first on PYTHONPATH, so they import the same build."""
+    return os.path.dirname(os.path.dirname(os.path.abspath(fx.__file__)))
 
 
 @pytest.fixture(scope="session")

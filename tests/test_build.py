@@ -15,10 +15,10 @@ KEYS = {"version", "openmp", "max_threads", "num_procs", "simd", "simd_supported
         "cflags", "platform", "cpu", "numpy", "python"}
 
 
-def _env(repo_root, **extra):
-    """A subprocess environment that imports this checkout's in-place build."""
+def _env(import_root, **extra):
+    """A subprocess environment that imports the fastxent under test."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = repo_root + os.pathsep + env.get("PYTHONPATH", "")
+    env["PYTHONPATH"] = import_root + os.pathsep + env.get("PYTHONPATH", "")
     env.update(extra)
     return env
 
@@ -65,13 +65,13 @@ _THREAD_PROBE = textwrap.dedent("""
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="needs Linux /proc")
-def test_two_threads_really_run(config, repo_root):
+def test_two_threads_really_run(config, import_root):
     # libgomp keeps its worker threads alive after a parallel region, so the
     # process gains at least one thread the first time n_threads=2 runs.
     if ALLOW_SERIAL and not config["openmp"]:
         pytest.skip("serial build allowed")
-    env = _env(repo_root, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="2", MKL_NUM_THREADS="1")
-    result = subprocess.run([sys.executable, "-c", _THREAD_PROBE], cwd=repo_root, env=env,
+    env = _env(import_root, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="2", MKL_NUM_THREADS="1")
+    result = subprocess.run([sys.executable, "-c", _THREAD_PROBE], cwd=import_root, env=env,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     before, after = map(int, result.stdout.split())
@@ -108,9 +108,9 @@ def test_get_cython_include():
 
 
 @pytest.mark.parametrize("as_json", [False, True])
-def test_cli_info(repo_root, as_json):
+def test_cli_info(import_root, as_json):
     cmd = [sys.executable, "-m", "fastxent", "info"] + (["--json"] if as_json else [])
-    result = subprocess.run(cmd, cwd=repo_root, env=_env(repo_root), capture_output=True, text=True,
+    result = subprocess.run(cmd, cwd=import_root, env=_env(import_root), capture_output=True, text=True,
                             timeout=120)
     assert result.returncode == 0, result.stderr
     if as_json:
@@ -122,16 +122,16 @@ def test_cli_info(repo_root, as_json):
             assert key in result.stdout
 
 
-def test_cli_demo(repo_root):
+def test_cli_demo(import_root):
     cmd = [sys.executable, "-m", "fastxent", "demo", "--rows", "64", "--classes", "100"]
-    result = subprocess.run(cmd, cwd=repo_root, env=_env(repo_root), capture_output=True, text=True,
+    result = subprocess.run(cmd, cwd=import_root, env=_env(import_root), capture_output=True, text=True,
                             timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_cli_bad_command(repo_root):
-    result = subprocess.run([sys.executable, "-m", "fastxent", "nonsense"], cwd=repo_root,
-                            env=_env(repo_root), capture_output=True, text=True, timeout=120)
+def test_cli_bad_command(import_root):
+    result = subprocess.run([sys.executable, "-m", "fastxent", "nonsense"], cwd=import_root,
+                            env=_env(import_root), capture_output=True, text=True, timeout=120)
     assert result.returncode != 0 and "invalid choice" in result.stderr
 
 

@@ -50,11 +50,11 @@ _CHILD = textwrap.dedent("""
 
 
 @pytest.mark.parametrize("path", ORDER)
-def test_forced_path_subprocess(path, repo_root):
+def test_forced_path_subprocess(path, import_root):
     env = dict(os.environ)
-    env["PYTHONPATH"] = repo_root + os.pathsep + env.get("PYTHONPATH", "")
+    env["PYTHONPATH"] = import_root + os.pathsep + env.get("PYTHONPATH", "")
     env["FASTXENT_SIMD"] = path
-    result = subprocess.run([sys.executable, "-c", _CHILD], cwd=repo_root, env=env, capture_output=True,
+    result = subprocess.run([sys.executable, "-c", _CHILD], cwd=import_root, env=env, capture_output=True,
                             text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     chosen, status = result.stdout.split()
@@ -65,11 +65,11 @@ def test_forced_path_subprocess(path, repo_root):
     assert status == "ok"
 
 
-def test_unknown_env_value_ignored(repo_root):
+def test_unknown_env_value_ignored(import_root):
     env = dict(os.environ, FASTXENT_SIMD="sse9000")
-    env["PYTHONPATH"] = repo_root + os.pathsep + env.get("PYTHONPATH", "")
+    env["PYTHONPATH"] = import_root + os.pathsep + env.get("PYTHONPATH", "")
     result = subprocess.run([sys.executable, "-c", "import fastxent as fx; print(fx.show_config()['simd'])"],
-                            cwd=repo_root, env=env, capture_output=True, text=True, timeout=120)
+                            cwd=import_root, env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == SUPPORTED[-1]
 
