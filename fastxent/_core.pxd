@@ -228,6 +228,7 @@ cdef inline double narrow_ce(const real *x, int64_t n_rows, int64_t n, const int
         return fx_narrow_ce_f64(x, n_rows, n, labels, w, gs, loss, grad, lse)
 
 
+<<<<<<< HEAD
 cdef inline void lse_scan_row(const real *x, int64_t n, double *m, double *s) noexcept nogil:
     if real is float:
         fx_lse_scan_row_f32(x, n, m, s)
@@ -241,3 +242,29 @@ cdef inline void write_row(const real *x, int64_t n, bint take_log, double shift
         fx_write_row_f32(x, n, take_log, shift, k, flags, out)
     else:
         fx_write_row_f64(x, n, take_log, shift, k, flags, out)
+=======
+# ---------------------------------------------------------------------------
+# The row kernels exported through Cython's C-API capsules
+# (fastxent._core.__pyx_capi__).  An extension that cimports these gets their
+# addresses when it imports fastxent._core: nothing to compile or link, the
+# kernels (and the SIMD path) are fastxent's own.  The fused helpers above
+# call the C symbols directly instead, so an extension that uses them must
+# compile fx_kernels.c (from fastxent.get_include()) into itself.
+#
+#     from fastxent._core cimport fx_ce_options, capi_ce_label_row_f32
+
+cdef double capi_logsumexp_row_f32(const float *x, int64_t n) noexcept nogil
+cdef double capi_logsumexp_row_f64(const double *x, int64_t n) noexcept nogil
+cdef double capi_softmax_row_f32(const float *x, int64_t n, float *out, int flags) noexcept nogil
+cdef double capi_softmax_row_f64(const double *x, int64_t n, double *out, int flags) noexcept nogil
+cdef double capi_log_softmax_row_f32(const float *x, int64_t n, float *out, int flags) noexcept nogil
+cdef double capi_log_softmax_row_f64(const double *x, int64_t n, double *out, int flags) noexcept nogil
+cdef double capi_ce_label_row_f32(const float *x, int64_t n, int64_t label, const fx_ce_options *opt,
+                                  double grad_scale, float *grad, double *lse_out) noexcept nogil
+cdef double capi_ce_label_row_f64(const double *x, int64_t n, int64_t label, const fx_ce_options *opt,
+                                  double grad_scale, double *grad, double *lse_out) noexcept nogil
+cdef double capi_ce_prob_row_f32(const float *x, const float *t, int64_t n, const fx_ce_options *opt,
+                                 double grad_scale, float *grad, double *lse_out) noexcept nogil
+cdef double capi_ce_prob_row_f64(const double *x, const double *t, int64_t n, const fx_ce_options *opt,
+                                 double grad_scale, double *grad, double *lse_out) noexcept nogil
+>>>>>>> torch

@@ -623,6 +623,7 @@ def cross_entropy_small(x, labels, int64_t ignore_index, bint mean, bint empty_n
 
 
 # ---------------------------------------------------------------------------
+<<<<<<< HEAD
 # rows of at least SPLIT_MIN classes, split across threads
 
 
@@ -704,3 +705,51 @@ def split_rows(const real[:, ::1] x, const int64_t[::1] labels, int64_t ignore_i
         free(ms)
         free(kr)
     return total
+=======
+# C-API exports (declared in _core.pxd): the row kernels for other Cython
+# extensions, reachable through __pyx_capi__ without linking fx_kernels.c.
+
+
+cdef double capi_logsumexp_row_f32(const float *x, int64_t n) noexcept nogil:
+    return fx_logsumexp_row_f32(x, n)
+
+
+cdef double capi_logsumexp_row_f64(const double *x, int64_t n) noexcept nogil:
+    return fx_logsumexp_row_f64(x, n)
+
+
+cdef double capi_softmax_row_f32(const float *x, int64_t n, float *out, int flags) noexcept nogil:
+    return fx_softmax_row_f32(x, n, out, flags)
+
+
+cdef double capi_softmax_row_f64(const double *x, int64_t n, double *out, int flags) noexcept nogil:
+    return fx_softmax_row_f64(x, n, out, flags)
+
+
+cdef double capi_log_softmax_row_f32(const float *x, int64_t n, float *out, int flags) noexcept nogil:
+    return fx_log_softmax_row_f32(x, n, out, flags)
+
+
+cdef double capi_log_softmax_row_f64(const double *x, int64_t n, double *out, int flags) noexcept nogil:
+    return fx_log_softmax_row_f64(x, n, out, flags)
+
+
+cdef double capi_ce_label_row_f32(const float *x, int64_t n, int64_t label, const fx_ce_options *opt,
+                                  double grad_scale, float *grad, double *lse_out) noexcept nogil:
+    return fx_ce_label_row_f32(x, n, label, opt, grad_scale, grad, lse_out)
+
+
+cdef double capi_ce_label_row_f64(const double *x, int64_t n, int64_t label, const fx_ce_options *opt,
+                                  double grad_scale, double *grad, double *lse_out) noexcept nogil:
+    return fx_ce_label_row_f64(x, n, label, opt, grad_scale, grad, lse_out)
+
+
+cdef double capi_ce_prob_row_f32(const float *x, const float *t, int64_t n, const fx_ce_options *opt,
+                                 double grad_scale, float *grad, double *lse_out) noexcept nogil:
+    return fx_ce_prob_row_f32(x, t, n, opt, grad_scale, grad, lse_out)
+
+
+cdef double capi_ce_prob_row_f64(const double *x, const double *t, int64_t n, const fx_ce_options *opt,
+                                 double grad_scale, double *grad, double *lse_out) noexcept nogil:
+    return fx_ce_prob_row_f64(x, t, n, opt, grad_scale, grad, lse_out)
+>>>>>>> torch
