@@ -228,7 +228,6 @@ cdef inline double narrow_ce(const real *x, int64_t n_rows, int64_t n, const int
         return fx_narrow_ce_f64(x, n_rows, n, labels, w, gs, loss, grad, lse)
 
 
-<<<<<<< HEAD
 cdef inline void lse_scan_row(const real *x, int64_t n, double *m, double *s) noexcept nogil:
     if real is float:
         fx_lse_scan_row_f32(x, n, m, s)
@@ -242,7 +241,8 @@ cdef inline void write_row(const real *x, int64_t n, bint take_log, double shift
         fx_write_row_f32(x, n, take_log, shift, k, flags, out)
     else:
         fx_write_row_f64(x, n, take_log, shift, k, flags, out)
-=======
+
+
 # ---------------------------------------------------------------------------
 # The row kernels exported through Cython's C-API capsules
 # (fastxent._core.__pyx_capi__).  An extension that cimports these gets their
@@ -267,4 +267,3 @@ cdef double capi_ce_prob_row_f32(const float *x, const float *t, int64_t n, cons
                                  double grad_scale, float *grad, double *lse_out) noexcept nogil
 cdef double capi_ce_prob_row_f64(const double *x, const double *t, int64_t n, const fx_ce_options *opt,
                                  double grad_scale, double *grad, double *lse_out) noexcept nogil
->>>>>>> torch

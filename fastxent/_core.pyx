@@ -623,7 +623,6 @@ def cross_entropy_small(x, labels, int64_t ignore_index, bint mean, bint empty_n
 
 
 # ---------------------------------------------------------------------------
-<<<<<<< HEAD
 # rows of at least SPLIT_MIN classes, split across threads
 
 
@@ -705,7 +704,8 @@ def split_rows(const real[:, ::1] x, const int64_t[::1] labels, int64_t ignore_i
         free(ms)
         free(kr)
     return total
-=======
+
+
 # C-API exports (declared in _core.pxd): the row kernels for other Cython
 # extensions, reachable through __pyx_capi__ without linking fx_kernels.c.
 
@@ -752,4 +752,3 @@ cdef double capi_ce_prob_row_f32(const float *x, const float *t, int64_t n, cons
 cdef double capi_ce_prob_row_f64(const double *x, const double *t, int64_t n, const fx_ce_options *opt,
                                  double grad_scale, double *grad, double *lse_out) noexcept nogil:
     return fx_ce_prob_row_f64(x, t, n, opt, grad_scale, grad, lse_out)
->>>>>>> torch
