@@ -37,6 +37,7 @@ Method (see DESIGN.md, "Performance method"):
 """
 import gc
 import json
+import os
 import platform
 import statistics
 import sys
@@ -332,6 +333,8 @@ def check(result, oracle):
         if not isinstance(result, tuple) or len(result) != len(oracle):
             return float("inf")
         return max(_rel_error(r, o) for r, o in zip(result, oracle))
+    if isinstance(result, tuple):
+        return float("inf")
     return _rel_error(result, oracle)
 
 
@@ -514,6 +517,7 @@ def run(shapes, dtypes, ops, contender_names=CONTENDER_NAMES, threads=None, repe
     for c in contenders:
         c.available()
     env = environment(contenders)
+    env["load_before"] = _load()
     bw = measure_bandwidth(bandwidth_mib, threads)
     total = len(shapes) * len(dtypes) * len(ops) * len(contenders)
     bar = _progress_bar(total, progress, log)
@@ -537,12 +541,22 @@ def run(shapes, dtypes, ops, contender_names=CONTENDER_NAMES, threads=None, repe
     finally:
         if bar is not None:
             bar.close()
+    env["load_after"] = _load()
     return {"environment": env, "bandwidth": bw,
             "settings": {"threads": threads, "repeat": repeat, "max_time": max_time, "shapes": dict(shapes),
                          "dtypes": list(dtypes), "ops": list(ops),
                          "contenders": [c.name for c in contenders]},
             "contenders": {c.name: c.label for c in contenders},
             "results": records}
+
+
+def _load():
+    """The 1-minute load average (None where the OS has none): other work on
+    the machine slows every contender, the multi-threaded ones most."""
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
 
 
 def _progress_bar(total, enabled, log):
@@ -572,6 +586,17 @@ def _fmt_ratio(r):
     return "-" if r is None else f"{r:.2f}x"
 
 
+def _load_line(env, cfg):
+    before, after = env.get("load_before"), env.get("load_after")
+    if before is None:
+        return "Load average: unknown"
+    line = f"Load average (1 min) before {before:.2f}, after {after:.2f}"
+    if max(before, after) > 0.5 * cfg["num_procs"]:
+        line += ("  WARNING: other work shares these CPUs; times are slower and noisier "
+                 "than on an idle machine")
+    return line
+
+
 def format_report(report):
     env, bw, settings = report["environment"], report["bandwidth"], report["settings"]
     cfg = env["config"]
@@ -582,6 +607,7 @@ def format_report(report):
              f"Threads: {settings['threads']} (fastxent max {cfg['max_threads']}); SIMD path "
              f"{cfg['simd']} (best supported {cfg['simd_supported']}); OpenMP "
              f"{'on' if cfg['openmp'] else 'OFF (serial build)'}",
+             _load_line(env, cfg),
              f"Memory bandwidth ({bw['array_mib']} MiB arrays, median): read {bw['read'] / 1e9:.1f} GB/s, "
              f"copy (read+write) {bw['copy'] / 1e9:.1f} GB/s",
              f"Timing: median of up to {settings['repeat']} calls after warm-up, stopping after "
@@ -743,7 +769,9 @@ def add_arguments(parser):
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def main(args, stdout=sys.stdout, stderr=sys.stderr):
+def main(args, stdout=None, stderr=None):
+    stdout = sys.stdout if stdout is None else stdout
+    stderr = sys.stderr if stderr is None else stderr
     try:
         if args.shapes:
             shapes = [_parse_shape(s.strip()) for s in args.shapes.split(",") if s.strip()]
