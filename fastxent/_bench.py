@@ -287,7 +287,8 @@ class SklearnContender(Contender):
         if op == "cross_entropy":
             # Per-sample losses; the mean over rows is part of the job.
             return (lambda: loss_fn.loss(y, x, loss_out=loss_out, n_threads=threads).mean()), float
-        grad = case.get("grad_out_sk", lambda: _fresh_grad_buffer(case))
+        # The same out= buffer as fastxent's: contenders run one after another.
+        grad = case.get("grad_out", lambda: _fresh_grad_buffer(case))
 
         def fwd_bwd():
             loss, g = loss_fn.loss_gradient(y, x, loss_out=loss_out, gradient_out=grad,
