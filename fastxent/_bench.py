@@ -345,7 +345,8 @@ def time_calls(fn, repeat, warmups=1, max_time=float("inf")):
     for _ in range(warmups):
         fn()
     times = []
-    gc.collect()
+    # No gc.collect() here: with torch imported one costs ~0.1 s, too much per
+    # measurement; the runner collects once per shape instead.
     enabled = gc.isenabled()
     gc.disable()
     try:
@@ -533,6 +534,7 @@ def run(shapes, dtypes, ops, contender_names=CONTENDER_NAMES, threads=None, repe
     try:
         for name, shape in shapes:
             for dtype in dtypes:
+                gc.collect()
                 case = Case(shape, dtype)
                 for rec in _case_records(case, ops, contenders, threads, repeat, max_time, bw, tick):
                     rec["shape_name"] = name

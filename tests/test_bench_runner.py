@@ -4,6 +4,7 @@ Nothing here asserts a time: the machine is shared and noisy.  It checks
 that every grid point is reported, that skipped and wrong contenders are
 reported as such, and that the table, the JSON and the PNG are written.
 """
+import importlib.util
 import itertools
 import json
 import subprocess
@@ -23,7 +24,7 @@ DTYPES = ("float32", "float64")
 def tiny_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
     json_path, png_path = out / "run.json", out / "run.png"
-    argv = ["bench", "--shapes", ",".join(SHAPES), "--dtype", ",".join(DTYPES), "--repeat", "2",
+    argv = ["bench", "--shapes", ",".join(SHAPES), "--dtype", ",".join(DTYPES), "--repeat", "1",
             "--bandwidth-mib", "4", "--json", str(json_path), "--plot", str(png_path),
             "--no-progress"]
     proc = subprocess.run([sys.executable, "-m", "fastxent", *argv], capture_output=True,
@@ -47,14 +48,16 @@ def test_json_has_every_grid_point(tiny_run):
 
 def test_json_records(tiny_run):
     _, report, _ = tiny_run
-    installed = {c.name for c in B.CONTENDERS if c.available() is None}
+    # find_spec, not import: importing torch here would cost seconds.
+    installed = {c.name for c in B.CONTENDERS
+                 if c.module is None or importlib.util.find_spec(c.module) is not None}
     for r in report["results"]:
         assert r["status"] in ("ok", "skipped"), r
         if r["status"] == "skipped":
             assert r["reason"], r
             continue
         assert r["contender"] in installed
-        assert 1 <= r["n_timed"] == len(r["times"]) <= 2
+        assert r["n_timed"] == len(r["times"]) == 1
         assert r["median"] > 0 and r["pct_of_limit"] > 0 and r["gbps"] > 0
         assert r["max_rel_error"] <= B.TOLERANCE[r["dtype"]]
         assert r["speedup_vs_reference"] > 0
