@@ -59,7 +59,7 @@ SHAPES = {
     "row": (1, 10_000_000),
 }
 DTYPES = ("float32", "float64")
-QUICK = {"shapes": ("llm-32k",), "dtypes": ("float32",), "repeat": 3, "max_time": 1.0,
+QUICK = {"shapes": ("llm-256k",), "dtypes": ("float32",), "repeat": 3, "max_time": 1.0,
          "bandwidth_mib": 256}
 # The pytest-benchmark suite's default: one shape per regime, small enough
 # that ``pytest bench/ --benchmark-only`` finishes in a few minutes.
