@@ -40,6 +40,19 @@ def _demo(args):
     return 0 if abs(loss - expected) <= 1e-5 * abs(expected) else 1
 
 
+def _add_bench_arguments(parser):
+    # Deferred like the runner itself, but the options must exist for --help.
+    from fastxent._bench import add_arguments
+
+    add_arguments(parser)
+
+
+def _bench(args):
+    from fastxent import _bench
+
+    return _bench.main(args)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="fastxent", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -50,6 +63,15 @@ def main(argv=None):
     p_demo.add_argument("--rows", type=int, default=4096)
     p_demo.add_argument("--classes", type=int, default=32000)
     p_demo.set_defaults(func=_demo)
+    p_bench = sub.add_parser(
+        "bench", help="time the cross-entropy family against NumPy, SciPy, PyTorch, scikit-learn",
+        description="Times logsumexp, log_softmax, softmax, cross_entropy and "
+                    "cross_entropy_with_grad over a grid of shapes against every peer installed, "
+                    "checks every result against the float64 NumPy reference first, and reports "
+                    "each time as a speed-up and as a percentage of the memory-bandwidth limit "
+                    "measured in the same run.")
+    _add_bench_arguments(p_bench)
+    p_bench.set_defaults(func=_bench)
     args = parser.parse_args(argv)
     return args.func(args)
 
