@@ -52,6 +52,16 @@ def _class_last(logits, target, axis):
     return x.reshape(-1, n_classes), t, x.shape[:-1]
 
 
+def _problem(logits, target, axis, weight, sample_weight, from_logits):
+    """(clip, logits (N, C), target, target shape, class weights, sample weights)."""
+    clip = float(np.finfo(np.asarray(logits).dtype).eps) if not from_logits else 0.0
+    x, t, shape = _class_last(logits, target, axis)
+    n, c = x.shape
+    w = np.ones(c) if weight is None else _f64(weight)
+    sw = np.ones(n) if sample_weight is None else _f64(sample_weight).reshape(-1)
+    return clip, x, t, shape, w, sw
+
+
 def _log_probs(x, softcap, from_logits, clip):
     """(log-probabilities, lse) of the rows: from logits (optionally capped)
     or from probabilities floored at clip."""
@@ -68,11 +78,8 @@ def cross_entropy(logits, target, *, axis=-1, weight=None, sample_weight=None, i
                   empty="nan"):
     """Per API.md: PyTorch's cross_entropy semantics plus sample_weight, z_loss,
     softcap and from_logits=False (scikit-learn's clip at the dtype's eps)."""
-    clip = float(np.finfo(np.asarray(logits).dtype).eps) if not from_logits else 0.0
-    x, t, shape = _class_last(logits, target, axis)
+    clip, x, t, shape, w, sw = _problem(logits, target, axis, weight, sample_weight, from_logits)
     n, c = x.shape
-    w = np.ones(c) if weight is None else _f64(weight)
-    sw = np.ones(n) if sample_weight is None else _f64(sample_weight).reshape(-1)
     eps = label_smoothing
     with np.errstate(invalid="ignore", over="ignore"):
         logp, lse = _log_probs(x, softcap, from_logits, clip)
@@ -106,11 +113,8 @@ def cross_entropy_grad(logits, target, *, axis=-1, weight=None, sample_weight=No
                        reduction="mean", label_smoothing=0.0, z_loss=0.0, softcap=None, from_logits=True,
                        empty="nan", grad_output=1.0):
     """Closed-form d loss / d logits (times grad_output), logits' shape, float64."""
-    clip = float(np.finfo(np.asarray(logits).dtype).eps) if not from_logits else 0.0
-    x, t, shape = _class_last(logits, target, axis)
+    clip, x, t, shape, w, sw = _problem(logits, target, axis, weight, sample_weight, from_logits)
     n, c = x.shape
-    w = np.ones(c) if weight is None else _f64(weight)
-    sw = np.ones(n) if sample_weight is None else _f64(sample_weight).reshape(-1)
     eps = label_smoothing
     raw = x
     if softcap:
