@@ -118,6 +118,18 @@ def rng(request):
     return np.random.default_rng(zlib.crc32(request.node.nodeid.encode()))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _run_outside_the_checkout(tmp_path_factory):
+    """Run every test from an empty directory.  A child `python -c` or
+    `python -m` puts its working directory first on sys.path; started from
+    the checkout, it would import the unbuilt source tree instead of the
+    fastxent under test."""
+    previous = os.getcwd()
+    os.chdir(tmp_path_factory.mktemp("cwd"))
+    yield
+    os.chdir(previous)
+
+
 @pytest.fixture(scope="session")
 def import_root():
     """The directory holding the fastxent under test (the checkout for an
