@@ -268,7 +268,9 @@ try:
 except KeyboardInterrupt:
     interrupted = True
 timer.join()
-whole = out.tobytes() in (lse_a.tobytes(), lse_b.tobytes())
+# NaN throughout: interrupted inside the first call's Python code, before
+# its copy into out (possible when a call takes longer than the timer).
+whole = out.tobytes() in (lse_a.tobytes(), lse_b.tobytes()) or bool(np.isnan(out).all())
 
 # One long call with out=, SIGINT while it runs.
 x = rng.standard_normal((128, 65536), dtype=np.float32)   # 32 MiB of logits
@@ -298,7 +300,7 @@ print(json.dumps({"interrupted": interrupted, "calls": calls, "whole": whole,
 def test_sigint_during_calls(tmp_path):
     result = run_script(tmp_path, SIGINT_SCRIPT, timeout=120)
     assert result["interrupted"], "SIGINT during a loop of calls did not raise KeyboardInterrupt"
-    assert result["whole"], "out= holds a mixture of two calls' results after Ctrl-C"
+    assert result["whole"], "out= holds a mixture of two calls' results (or a partial one) after Ctrl-C"
     assert result["long_interrupted"], "SIGINT during a long call did not raise KeyboardInterrupt"
     # The interrupt surfaces after the call: out= is either the call's whole
     # result (it was inside the kernel) or untouched (it had not started).

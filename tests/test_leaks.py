@@ -20,7 +20,9 @@ import fastxent as fx
 pytestmark = pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="needs Linux /proc")
 
 N_CALLS = 10_000
-SLACK = 8 * 2 ** 20
+# Under AddressSanitizer (.ci/sanitize) freed blocks sit in a quarantine
+# before reuse, which grows RSS by up to its size (16 MiB there).
+SLACK = (40 if "libasan" in os.environ.get("LD_PRELOAD", "") else 8) * 2 ** 20
 
 
 def rss():
