@@ -13,11 +13,13 @@ cdef extern from "fastxent.h" nogil:
     int FX_SIMD_BASELINE
     int FX_SIMD_AVX2
     int FX_SIMD_AVX512
+    int FX_STREAM_STORES
 
     ctypedef struct fx_ce_options:
         const void *weight
         double label_smoothing
         double z_loss
+        int flags
 
     int fx_simd_path()
     const char *fx_simd_name(int path)
@@ -26,10 +28,10 @@ cdef extern from "fastxent.h" nogil:
 
     double fx_logsumexp_row_f32(const float *x, int64_t n)
     double fx_logsumexp_row_f64(const double *x, int64_t n)
-    double fx_softmax_row_f32(const float *x, int64_t n, float *out)
-    double fx_softmax_row_f64(const double *x, int64_t n, double *out)
-    double fx_log_softmax_row_f32(const float *x, int64_t n, float *out)
-    double fx_log_softmax_row_f64(const double *x, int64_t n, double *out)
+    double fx_softmax_row_f32(const float *x, int64_t n, float *out, int flags)
+    double fx_softmax_row_f64(const double *x, int64_t n, double *out, int flags)
+    double fx_log_softmax_row_f32(const float *x, int64_t n, float *out, int flags)
+    double fx_log_softmax_row_f64(const double *x, int64_t n, double *out, int flags)
     double fx_ce_label_row_f32(const float *x, int64_t n, int64_t label,
                                const fx_ce_options *opt, double grad_scale,
                                float *grad, double *lse_out)
@@ -43,6 +45,38 @@ cdef extern from "fastxent.h" nogil:
                               const fx_ce_options *opt, double grad_scale,
                               double *grad, double *lse_out)
 
+    void fx_logsumexp_cols_f32(const float *x, int64_t n_classes, int64_t m, int64_t stride, double *lse)
+    void fx_logsumexp_cols_f64(const double *x, int64_t n_classes, int64_t m, int64_t stride, double *lse)
+    void fx_softmax_cols_f32(const float *x, int64_t n_classes, int64_t m, int64_t stride, float *out,
+                             int take_log)
+    void fx_softmax_cols_f64(const double *x, int64_t n_classes, int64_t m, int64_t stride, double *out,
+                             int take_log)
+    void fx_ce_cols_f32(const float *x, const float *t, const int64_t *labels, int64_t n_classes,
+                        int64_t m, int64_t stride, const fx_ce_options *opt, const double *grad_scale,
+                        float *grad, double *loss, double *lse)
+    void fx_ce_cols_f64(const double *x, const double *t, const int64_t *labels, int64_t n_classes,
+                        int64_t m, int64_t stride, const fx_ce_options *opt, const double *grad_scale,
+                        double *grad, double *loss, double *lse)
+
+    double fx_nll_prob_row_f32(const float *p, const float *t, int64_t n, int64_t label,
+                               const fx_ce_options *opt, double clip, double grad_scale, float *grad)
+    double fx_nll_prob_row_f64(const double *p, const double *t, int64_t n, int64_t label,
+                               const fx_ce_options *opt, double clip, double grad_scale, double *grad)
+    double fx_entropy_row_f32(const float *p, int64_t n)
+    double fx_entropy_row_f64(const double *p, int64_t n)
+    double fx_kl_row_f32(const float *p, const float *q, int64_t n)
+    double fx_kl_row_f64(const double *p, const double *q, int64_t n)
+    double fx_bce_f32(const float *x, const float *t, int64_t n, const float *w, const float *pw,
+                      double eps, int from_logits, double grad_scale, const float *go, float *loss,
+                      float *grad)
+    double fx_bce_f64(const double *x, const double *t, int64_t n, const double *w, const double *pw,
+                      double eps, int from_logits, double grad_scale, const double *go, double *loss,
+                      double *grad)
+    void fx_softcap_row_f32(const float *x, int64_t n, double cap, float *out)
+    void fx_softcap_row_f64(const double *x, int64_t n, double cap, double *out)
+    void fx_softcap_grad_row_f32(const float *capped, int64_t n, double cap, float *grad)
+    void fx_softcap_grad_row_f64(const double *capped, int64_t n, double cap, double *grad)
+
 ctypedef fused real:
     float
     double
@@ -55,11 +89,12 @@ cdef inline double lse_row(const real *x, int64_t n) noexcept nogil:
         return fx_logsumexp_row_f64(x, n)
 
 
-cdef inline double softmax_row(const real *x, int64_t n, real *out, bint log) noexcept nogil:
+cdef inline double softmax_row(const real *x, int64_t n, real *out, bint log,
+                               int flags) noexcept nogil:
     if real is float:
-        return fx_log_softmax_row_f32(x, n, out) if log else fx_softmax_row_f32(x, n, out)
+        return fx_log_softmax_row_f32(x, n, out, flags) if log else fx_softmax_row_f32(x, n, out, flags)
     else:
-        return fx_log_softmax_row_f64(x, n, out) if log else fx_softmax_row_f64(x, n, out)
+        return fx_log_softmax_row_f64(x, n, out, flags) if log else fx_softmax_row_f64(x, n, out, flags)
 
 
 cdef inline double ce_label_row(const real *x, int64_t n, int64_t label,
@@ -78,3 +113,75 @@ cdef inline double ce_prob_row(const real *x, const real *t, int64_t n,
         return fx_ce_prob_row_f32(x, t, n, opt, grad_scale, grad, lse_out)
     else:
         return fx_ce_prob_row_f64(x, t, n, opt, grad_scale, grad, lse_out)
+
+
+cdef inline void lse_cols(const real *x, int64_t n_classes, int64_t m, int64_t stride,
+                          double *lse) noexcept nogil:
+    if real is float:
+        fx_logsumexp_cols_f32(x, n_classes, m, stride, lse)
+    else:
+        fx_logsumexp_cols_f64(x, n_classes, m, stride, lse)
+
+
+cdef inline void softmax_in_cols(const real *x, int64_t n_classes, int64_t m, int64_t stride,
+                              real *out, bint log) noexcept nogil:
+    if real is float:
+        fx_softmax_cols_f32(x, n_classes, m, stride, out, log)
+    else:
+        fx_softmax_cols_f64(x, n_classes, m, stride, out, log)
+
+
+cdef inline void ce_cols(const real *x, const real *t, const int64_t *labels, int64_t n_classes,
+                         int64_t m, int64_t stride, const fx_ce_options *opt,
+                         const double *grad_scale, real *grad, double *loss,
+                         double *lse) noexcept nogil:
+    if real is float:
+        fx_ce_cols_f32(x, t, labels, n_classes, m, stride, opt, grad_scale, grad, loss, lse)
+    else:
+        fx_ce_cols_f64(x, t, labels, n_classes, m, stride, opt, grad_scale, grad, loss, lse)
+
+
+cdef inline double nll_prob_row(const real *p, const real *t, int64_t n, int64_t label,
+                                const fx_ce_options *opt, double clip, double grad_scale,
+                                real *grad) noexcept nogil:
+    if real is float:
+        return fx_nll_prob_row_f32(p, t, n, label, opt, clip, grad_scale, grad)
+    else:
+        return fx_nll_prob_row_f64(p, t, n, label, opt, clip, grad_scale, grad)
+
+
+cdef inline double entropy_row(const real *p, int64_t n) noexcept nogil:
+    if real is float:
+        return fx_entropy_row_f32(p, n)
+    else:
+        return fx_entropy_row_f64(p, n)
+
+
+cdef inline double kl_row(const real *p, const real *q, int64_t n) noexcept nogil:
+    if real is float:
+        return fx_kl_row_f32(p, q, n)
+    else:
+        return fx_kl_row_f64(p, q, n)
+
+
+cdef inline double bce(const real *x, const real *t, int64_t n, const real *w, const real *pw,
+                       double eps, int from_logits, double grad_scale, const real *go, real *loss,
+                       real *grad) noexcept nogil:
+    if real is float:
+        return fx_bce_f32(x, t, n, w, pw, eps, from_logits, grad_scale, go, loss, grad)
+    else:
+        return fx_bce_f64(x, t, n, w, pw, eps, from_logits, grad_scale, go, loss, grad)
+
+
+cdef inline void softcap_row(const real *x, int64_t n, double cap, real *out) noexcept nogil:
+    if real is float:
+        fx_softcap_row_f32(x, n, cap, out)
+    else:
+        fx_softcap_row_f64(x, n, cap, out)
+
+
+cdef inline void softcap_grad_row(const real *capped, int64_t n, double cap, real *grad) noexcept nogil:
+    if real is float:
+        fx_softcap_grad_row_f32(capped, n, cap, grad)
+    else:
+        fx_softcap_grad_row_f64(capped, n, cap, grad)

@@ -8,13 +8,15 @@ given.  Rows are grouped in blocks whose size depends only on the row length;
 each block's loss sum is kept apart and the blocks are added in order, so a
 reduction gives the same bits for every thread count.
 """
-from cython.parallel cimport prange
+from cython.parallel cimport prange, threadid
 from libc.stdint cimport int64_t
 from libc.stdlib cimport malloc, free
 from libc.string cimport memset
 
 from fastxent._core cimport (
-    real, fx_ce_options, lse_row, softmax_row, ce_label_row, ce_prob_row,
+    real, fx_ce_options, FX_STREAM_STORES, lse_row, softmax_row, ce_label_row, ce_prob_row,
+    lse_cols, softmax_in_cols, ce_cols, nll_prob_row, entropy_row, kl_row, bce, softcap_row,
+    softcap_grad_row,
     fx_simd_path, fx_simd_name, fx_simd_supported, fx_simd_set,
 )
 
@@ -29,6 +31,12 @@ cdef enum:
     SERIAL_WORK = 65536
     # Elements per reduction block (fixed, so sums do not depend on threads).
     BLOCK_WORK = 16384
+    # Output bytes above which stores bypass the caches (FX_STREAM_STORES):
+    # half the 32 MiB L3 of the development machine; smaller outputs stay
+    # cached for whatever reads them next.
+    STREAM_BYTES = 16 << 20
+    # Positions per work unit of the column (class axis strided) kernels.
+    COLS_UNIT = 512
 
 
 def openmp_enabled():
@@ -68,6 +76,10 @@ cdef inline int _threads(int64_t work, int64_t units, int n_threads) noexcept no
     return <int>min(<int64_t>n_threads, units)
 
 
+cdef inline int _store_flags(int64_t out_bytes) noexcept nogil:
+    return FX_STREAM_STORES if out_bytes >= STREAM_BYTES else 0
+
+
 cdef inline int64_t _rows_per_block(int64_t c) noexcept nogil:
     return max(<int64_t>1, BLOCK_WORK // max(c, <int64_t>1))
 
@@ -99,13 +111,14 @@ def softmax_rows(const real[:, ::1] x, real[:, ::1] out, bint log, int n_threads
         return
     cdef const real *xp = &x[0, 0]
     cdef real *op = &out[0, 0]
+    cdef int flags = _store_flags(n * c * <int64_t>sizeof(real))
     with nogil:
         if nt > 1:
             for i in prange(n, schedule='static', num_threads=nt):
-                softmax_row(xp + i * c, c, op + i * c, log)
+                softmax_row(xp + i * c, c, op + i * c, log, flags)
         else:
             for i in range(n):
-                softmax_row(xp + i * c, c, op + i * c, log)
+                softmax_row(xp + i * c, c, op + i * c, log, flags)
 
 
 # ---------------------------------------------------------------------------
@@ -131,28 +144,47 @@ def check_labels(const int64_t[::1] labels, int64_t n_classes, int64_t ignore_in
 cdef double _ce_block(const real *x, const real *t, const int64_t *labels, int64_t ignore_index,
                       int64_t first, int64_t last, int64_t c, const fx_ce_options *opt,
                       const double *sample_weight, double grad_scale, const double *grad_row_scale,
-                      real *loss_out, real *grad, real *lse_out) noexcept nogil:
-    """Loss sum of rows [first, last); writes the per-row outputs given."""
-    cdef double acc = 0.0, loss, gs, sw, lse
+                      double softcap, double clip, real *scratch, real *loss_out, real *grad,
+                      real *lse_out) noexcept nogil:
+    """Loss sum of rows [first, last); writes the per-row outputs given.
+
+    softcap > 0: each row is capped into `scratch` (this thread's row, so it
+    stays cached) first and the gradient is chained through the cap.
+    clip > 0: the rows hold probabilities (from_logits=False) and clip is the
+    log's floor.
+    """
+    cdef double acc = 0.0, loss, gs, sw, lse = 0.0
     cdef int64_t i
     cdef real *g = NULL
+    cdef const real *row
     for i in range(first, last):
         g = grad + i * c if grad != NULL else NULL
+        row = x + i * c
         if t == NULL and labels[i] == ignore_index:
             loss = 0.0
+            # lse first: with inplace=True the gradient row is the logits row.
+            if lse_out != NULL:
+                lse_out[i] = <real>lse_row(row, c)
             if g != NULL:
                 memset(g, 0, c * sizeof(real))
-            if lse_out != NULL:
-                lse_out[i] = <real>lse_row(x + i * c, c)
         else:
             sw = sample_weight[i] if sample_weight != NULL else 1.0
             gs = grad_scale * sw
             if grad_row_scale != NULL:
                 gs = gs * grad_row_scale[i]
-            if t == NULL:
-                loss = sw * ce_label_row(x + i * c, c, labels[i], opt, gs, g, &lse)
+            if scratch != NULL:
+                softcap_row(row, c, softcap, scratch)
+                row = scratch
+            if clip > 0:
+                loss = nll_prob_row(row, t + i * c if t != NULL else NULL, c,
+                                    labels[i] if t == NULL else 0, opt, clip, gs, g)
+            elif t == NULL:
+                loss = ce_label_row(row, c, labels[i], opt, gs, g, &lse)
             else:
-                loss = sw * ce_prob_row(x + i * c, t + i * c, c, opt, gs, g, &lse)
+                loss = ce_prob_row(row, t + i * c, c, opt, gs, g, &lse)
+            loss = sw * loss
+            if scratch != NULL and g != NULL:
+                softcap_grad_row(scratch, c, softcap, g)
             if lse_out != NULL:
                 lse_out[i] = <real>lse
         if loss_out != NULL:
@@ -165,11 +197,13 @@ def cross_entropy_rows(const real[:, ::1] x, const real[:, ::1] target, const in
                        int64_t ignore_index, const real[::1] weight, const double[::1] sample_weight,
                        double label_smoothing, double z_loss, double grad_scale,
                        const double[::1] grad_row_scale, real[::1] loss_out, real[:, ::1] grad,
-                       real[::1] lse_out, int n_threads):
+                       real[::1] lse_out, int n_threads, double softcap=0.0, double clip=0.0):
     """Sum over rows of the (weighted) cross-entropy; optional per-row outputs.
 
     Exactly one of `target` (soft targets, x's shape) and `labels` is given.
-    grad may be x itself (in place).  Returns the loss sum in double.
+    grad may be x itself (in place).  softcap > 0 caps the logits first;
+    clip > 0 means x holds probabilities (from_logits=False).  Returns the
+    loss sum in double.
     """
     cdef int64_t n = x.shape[0], c = x.shape[1]
     if n == 0:
@@ -178,6 +212,8 @@ def cross_entropy_rows(const real[:, ::1] x, const real[:, ::1] target, const in
     opt.weight = &weight[0] if weight is not None else NULL
     opt.label_smoothing = label_smoothing
     opt.z_loss = z_loss
+    # The softcap chain rule re-reads the gradient: no streaming stores then.
+    opt.flags = _store_flags(n * c * <int64_t>sizeof(real)) if grad is not None and softcap == 0 else 0
     cdef const real *xp = &x[0, 0]
     cdef const real *tp = &target[0, 0] if target is not None else NULL
     cdef const int64_t *lp = &labels[0] if labels is not None else NULL
@@ -191,7 +227,11 @@ def cross_entropy_rows(const real[:, ::1] x, const real[:, ::1] target, const in
     cdef int64_t nblocks = (n + rpb - 1) // rpb, b
     cdef int nt = _threads(n * c, nblocks, n_threads)
     cdef double *partial = <double *>malloc(nblocks * sizeof(double))
-    if partial == NULL:
+    # One softcap scratch row per thread, indexed by threadid().
+    cdef real *scratch = <real *>malloc(nt * max(c, <int64_t>1) * sizeof(real)) if softcap > 0 else NULL
+    if partial == NULL or (softcap > 0 and scratch == NULL):
+        free(partial)
+        free(scratch)
         raise MemoryError()
     cdef double total = 0.0
     try:
@@ -199,13 +239,295 @@ def cross_entropy_rows(const real[:, ::1] x, const real[:, ::1] target, const in
             if nt > 1:
                 for b in prange(nblocks, schedule='static', num_threads=nt):
                     partial[b] = _ce_block(xp, tp, lp, ignore_index, b * rpb, min(n, (b + 1) * rpb),
-                                           c, &opt, swp, grad_scale, grp, lop, gp, lsp)
+                                           c, &opt, swp, grad_scale, grp, softcap, clip,
+                                           scratch + threadid() * c if scratch != NULL else NULL,
+                                           lop, gp, lsp)
             else:
                 for b in range(nblocks):
                     partial[b] = _ce_block(xp, tp, lp, ignore_index, b * rpb, min(n, (b + 1) * rpb),
-                                           c, &opt, swp, grad_scale, grp, lop, gp, lsp)
+                                           c, &opt, swp, grad_scale, grp, softcap, clip, scratch,
+                                           lop, gp, lsp)
+            for b in range(nblocks):
+                total += partial[b]
+    finally:
+        free(partial)
+        free(scratch)
+    return total
+
+
+# ---------------------------------------------------------------------------
+# the class axis strided: arrays viewed as (P, C, Q), positions along Q
+
+
+cdef inline int64_t _cols_units(int64_t q) noexcept nogil:
+    return (q + COLS_UNIT - 1) // COLS_UNIT
+
+
+cdef void _lse_cols_unit(const real *x, int64_t a, int64_t j0, int64_t c, int64_t q,
+                         real *out) noexcept nogil:
+    # The buffer lives on this call's stack: one per thread.
+    cdef double buf[COLS_UNIT]
+    cdef int64_t m = min(<int64_t>COLS_UNIT, q - j0), j
+    lse_cols(x + a * c * q + j0, c, m, q, buf)
+    for j in range(m):
+        out[a * q + j0 + j] = <real>buf[j]
+
+
+def logsumexp_cols(const real[:, :, ::1] x, real[:, ::1] out, int n_threads):
+    cdef int64_t p = x.shape[0], c = x.shape[1], q = x.shape[2]
+    cdef int64_t per = _cols_units(q), units = p * per, u
+    cdef int nt = _threads(p * c * q, units, n_threads)
+    if units == 0:
+        return
+    cdef const real *xp = &x[0, 0, 0]
+    cdef real *op = &out[0, 0]
+    with nogil:
+        for u in prange(units, schedule='static', num_threads=nt):
+            _lse_cols_unit(xp, u // per, (u % per) * COLS_UNIT, c, q, op)
+
+
+def softmax_cols(const real[:, :, ::1] x, real[:, :, ::1] out, bint log, int n_threads):
+    cdef int64_t p = x.shape[0], c = x.shape[1], q = x.shape[2]
+    cdef int64_t per = _cols_units(q), units = p * per, u, a, j0
+    cdef int nt = _threads(p * c * q, units, n_threads)
+    if units == 0 or c == 0:
+        return
+    cdef const real *xp = &x[0, 0, 0]
+    cdef real *op = &out[0, 0, 0]
+    with nogil:
+        for u in prange(units, schedule='static', num_threads=nt):
+            a = u // per
+            j0 = (u % per) * COLS_UNIT
+            softmax_in_cols(xp + a * c * q + j0, c, min(<int64_t>COLS_UNIT, q - j0), q,
+                         op + a * c * q + j0, log)
+
+
+cdef double _ce_cols_unit(const real *x, const real *t, const int64_t *labels, int64_t ignore_index,
+                          int64_t a, int64_t j0, int64_t c, int64_t q, const fx_ce_options *opt,
+                          const double *sample_weight, double grad_scale, const double *grad_row_scale,
+                          real *loss_out, real *grad, real *lse_out) noexcept nogil:
+    """Loss sum of positions [j0, j0 + COLS_UNIT) of sample a."""
+    cdef int64_t m = min(<int64_t>COLS_UNIT, q - j0), j, pos
+    cdef int64_t lab[COLS_UNIT]
+    cdef double gs[COLS_UNIT]
+    cdef double loss[COLS_UNIT]
+    cdef double lse[COLS_UNIT]
+    cdef double acc = 0.0, sw
+    for j in range(m):
+        pos = a * q + j0 + j
+        sw = sample_weight[pos] if sample_weight != NULL else 1.0
+        gs[j] = grad_scale * sw * (grad_row_scale[pos] if grad_row_scale != NULL else 1.0)
+        if labels != NULL:
+            lab[j] = -1 if labels[pos] == ignore_index else labels[pos]
+    ce_cols(x + a * c * q + j0, t + a * c * q + j0 if t != NULL else NULL,
+            lab if labels != NULL else NULL, c, m, q, opt, gs,
+            grad + a * c * q + j0 if grad != NULL else NULL, loss, lse)
+    for j in range(m):
+        pos = a * q + j0 + j
+        sw = sample_weight[pos] if sample_weight != NULL else 1.0
+        if labels != NULL and lab[j] < 0:
+            loss[j] = 0.0
+        else:
+            loss[j] = sw * loss[j]
+        acc += loss[j]
+        if loss_out != NULL:
+            loss_out[pos] = <real>loss[j]
+        if lse_out != NULL:
+            lse_out[pos] = <real>lse[j]
+    return acc
+
+
+def cross_entropy_cols(const real[:, :, ::1] x, const real[:, :, ::1] target,
+                       const int64_t[:, ::1] labels, int64_t ignore_index, const real[::1] weight,
+                       const double[:, ::1] sample_weight, double label_smoothing, double z_loss,
+                       double grad_scale, const double[:, ::1] grad_row_scale,
+                       real[:, ::1] loss_out, real[:, :, ::1] grad, real[:, ::1] lse_out,
+                       int n_threads):
+    """cross_entropy_rows for arrays viewed as (P, C, Q), the class axis in the middle."""
+    cdef int64_t p = x.shape[0], c = x.shape[1], q = x.shape[2]
+    cdef int64_t per = _cols_units(q), units = p * per, u
+    if units == 0:
+        return 0.0
+    cdef fx_ce_options opt
+    opt.weight = &weight[0] if weight is not None else NULL
+    opt.label_smoothing = label_smoothing
+    opt.z_loss = z_loss
+    opt.flags = 0
+    cdef const real *xp = &x[0, 0, 0]
+    cdef const real *tp = &target[0, 0, 0] if target is not None else NULL
+    cdef const int64_t *lp = &labels[0, 0] if labels is not None else NULL
+    cdef const double *swp = &sample_weight[0, 0] if sample_weight is not None else NULL
+    cdef const double *grp = &grad_row_scale[0, 0] if grad_row_scale is not None else NULL
+    cdef real *lop = &loss_out[0, 0] if loss_out is not None else NULL
+    cdef real *gp = &grad[0, 0, 0] if grad is not None else NULL
+    cdef real *lsp = &lse_out[0, 0] if lse_out is not None else NULL
+    cdef int nt = _threads(p * c * q, units, n_threads)
+    cdef double *partial = <double *>malloc(units * sizeof(double))
+    if partial == NULL:
+        raise MemoryError()
+    cdef double total = 0.0
+    try:
+        with nogil:
+            for u in prange(units, schedule='static', num_threads=nt):
+                partial[u] = _ce_cols_unit(xp, tp, lp, ignore_index, u // per, (u % per) * COLS_UNIT,
+                                           c, q, &opt, swp, grad_scale, grp, lop, gp, lsp)
+            for u in range(units):
+                total += partial[u]
+    finally:
+        free(partial)
+    return total
+
+
+# ---------------------------------------------------------------------------
+# entropy, KL divergence, binary cross-entropy
+
+
+def entropy_rows(const real[:, ::1] p, double[::1] out, int n_threads):
+    cdef int64_t n = p.shape[0], c = p.shape[1], i
+    cdef int nt = _threads(n * c, n, n_threads)
+    if n == 0:
+        return
+    cdef const real *pp = &p[0, 0]
+    cdef double *op = &out[0]
+    with nogil:
+        for i in prange(n, schedule='static', num_threads=nt):
+            op[i] = entropy_row(pp + i * c, c)
+
+
+def kl_rows(const real[:, ::1] p, const real[:, ::1] q, double[::1] out, int n_threads):
+    cdef int64_t n = p.shape[0], c = p.shape[1], i
+    cdef int nt = _threads(n * c, n, n_threads)
+    if n == 0:
+        return
+    cdef const real *pp = &p[0, 0]
+    cdef const real *qp = &q[0, 0]
+    cdef double *op = &out[0]
+    with nogil:
+        for i in prange(n, schedule='static', num_threads=nt):
+            op[i] = kl_row(pp + i * c, qp + i * c, c)
+
+
+cdef double _bce_block(const real *x, const real *t, const real *w, const real *pw, int64_t first,
+                       int64_t last, int64_t c, double eps, int from_logits, double gs,
+                       const real *go, real *loss, real *grad) noexcept nogil:
+    """Loss sum of rows [first, last) of length c (pos_weight cycles per row)."""
+    cdef int64_t i, o
+    cdef double acc = 0.0
+    if pw == NULL:
+        o = first * c
+        return bce(x + o, t + o, (last - first) * c, w + o if w != NULL else NULL, NULL, eps,
+                   from_logits, gs, go + o if go != NULL else NULL,
+                   loss + o if loss != NULL else NULL, grad + o if grad != NULL else NULL)
+    for i in range(first, last):
+        o = i * c
+        acc += bce(x + o, t + o, c, w + o if w != NULL else NULL, pw, eps, from_logits, gs,
+                   go + o if go != NULL else NULL, loss + o if loss != NULL else NULL,
+                   grad + o if grad != NULL else NULL)
+    return acc
+
+
+def bce_rows(const real[:, ::1] x, const real[:, ::1] target, const real[:, ::1] weight,
+             const real[::1] pos_weight, double label_smoothing, bint from_logits, double grad_scale,
+             const real[:, ::1] grad_output, real[:, ::1] loss_out, real[:, ::1] grad, int n_threads):
+    """Sum of the element-wise binary cross-entropy of x viewed as (rows, C)."""
+    cdef int64_t n = x.shape[0], c = x.shape[1]
+    if n == 0 or c == 0:
+        return 0.0
+    cdef const real *xp = &x[0, 0]
+    cdef const real *tp = &target[0, 0]
+    cdef const real *wp = &weight[0, 0] if weight is not None else NULL
+    cdef const real *pwp = &pos_weight[0] if pos_weight is not None else NULL
+    cdef const real *gop = &grad_output[0, 0] if grad_output is not None else NULL
+    cdef real *lop = &loss_out[0, 0] if loss_out is not None else NULL
+    cdef real *gp = &grad[0, 0] if grad is not None else NULL
+    cdef int64_t rpb = _rows_per_block(c)
+    cdef int64_t nblocks = (n + rpb - 1) // rpb, b
+    cdef int nt = _threads(n * c, nblocks, n_threads)
+    cdef int logits = from_logits
+    cdef double *partial = <double *>malloc(nblocks * sizeof(double))
+    if partial == NULL:
+        raise MemoryError()
+    cdef double total = 0.0
+    try:
+        with nogil:
+            if nt > 1:
+                for b in prange(nblocks, schedule='static', num_threads=nt):
+                    partial[b] = _bce_block(xp, tp, wp, pwp, b * rpb, min(n, (b + 1) * rpb), c,
+                                            label_smoothing, logits, grad_scale, gop, lop, gp)
+            else:
+                for b in range(nblocks):
+                    partial[b] = _bce_block(xp, tp, wp, pwp, b * rpb, min(n, (b + 1) * rpb), c,
+                                            label_smoothing, logits, grad_scale, gop, lop, gp)
             for b in range(nblocks):
                 total += partial[b]
     finally:
         free(partial)
     return total
+
+
+# ---------------------------------------------------------------------------
+# the small-call fast path
+
+
+cdef double _ce_plain_rows(const real *x, const int64_t *labels, int64_t n, int64_t c,
+                           int64_t ignore_index, int *bad) noexcept nogil:
+    """Sum of lse - x_y over live rows of a small batch, in row order."""
+    cdef double acc = 0.0
+    cdef int64_t i, y
+    for i in range(n):
+        y = labels[i]
+        if y == ignore_index:
+            continue
+        if y < 0 or y >= c:
+            bad[0] = 1
+            return 0.0
+        acc += ce_label_row(x + i * c, c, y, NULL, 0.0, NULL, NULL)
+    return acc
+
+
+def cross_entropy_small(x, labels, int64_t ignore_index, bint mean, bint empty_nan):
+    """Plain cross-entropy of a small C-contiguous (N, C) batch with int64 labels.
+
+    The whole call stays in C: no option handling, no parallel region.
+    Returns None when the input is not of that kind (or holds a bad label),
+    and the caller takes the general path, which validates and reports.
+    """
+    cdef const float[:, ::1] xf
+    cdef const double[:, ::1] xd
+    cdef const int64_t[::1] lab
+    cdef int64_t n, c, i, live = 0
+    cdef int bad = 0
+    cdef double total
+    try:
+        lab = labels
+    except (ValueError, TypeError):
+        return None
+    n = lab.shape[0]
+    if n == 0:
+        return None
+    try:
+        xf = x
+        if xf.shape[0] != n or xf.shape[1] == 0:
+            return None
+        c = xf.shape[1]
+        with nogil:
+            total = _ce_plain_rows(&xf[0, 0], &lab[0], n, c, ignore_index, &bad)
+    except (ValueError, TypeError):
+        try:
+            xd = x
+        except (ValueError, TypeError):
+            return None
+        if xd.shape[0] != n or xd.shape[1] == 0:
+            return None
+        c = xd.shape[1]
+        with nogil:
+            total = _ce_plain_rows(&xd[0, 0], &lab[0], n, c, ignore_index, &bad)
+    if bad:
+        return None
+    if not mean:
+        return total
+    for i in range(n):
+        live += lab[i] != ignore_index
+    if live == 0:
+        return float("nan") if empty_nan else 0.0
+    return total / live

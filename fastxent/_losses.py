@@ -20,36 +20,52 @@ def _prepare(logits, target, *, axis, weight, sample_weight, ignore_index, reduc
     p.arr = arr
     p.axis = v.normalize_axis(axis, arr.ndim)
     p.n_classes = arr.shape[p.axis]
+    if p.n_classes == 0:
+        raise ValueError(f"logits must have at least one class: axis {p.axis} of shape {arr.shape} is empty")
     p.target_shape = arr.shape[:p.axis] + arr.shape[p.axis + 1:]
     p.reduction = v.reduction(reduction)
     p.empty = v.choice("empty", empty, _EMPTY)
     p.ignore_index = v.integer_scalar("ignore_index", ignore_index)
     p.label_smoothing = v.real_scalar("label_smoothing", label_smoothing, 0.0, 1.0)
     p.z_loss = v.real_scalar("z_loss", z_loss, 0.0)
-    if softcap is not None:
-        raise NotImplementedError("softcap is not implemented yet")
-    if not v.boolean("from_logits", from_logits):
-        raise NotImplementedError("from_logits=False is not implemented yet")
+    p.softcap = 0.0 if softcap is None else v.real_scalar("softcap", softcap, 0.0, low_open=True)
+    p.from_logits = v.boolean("from_logits", from_logits)
+    p.clip = 0.0
+    if not p.from_logits:
+        if p.z_loss != 0.0 or p.softcap != 0.0:
+            raise ValueError("z_loss and softcap apply to logits: they need from_logits=True")
+        p.clip = float(np.finfo(arr.dtype).eps) if arr.dtype.kind == "f" else 2.0 ** -7
+    # softcap and probabilities have row kernels only: their class axis moves last.
+    p.rows_only = p.softcap != 0.0 or not p.from_logits
     p.n_threads = v.n_threads(n_threads)
     p.denominator = None
 
     tgt = np.asarray(target)
     if tgt.dtype.kind in "iu":
         p.labels = v.labels_array(tgt, p.target_shape, p.n_classes, p.ignore_index)
-        p.probs = None
+        p.probs_view = None
     elif tgt.dtype.kind == "f" or tgt.dtype.name == "bfloat16":
         if tgt.shape != arr.shape:
             raise ValueError(
                 f"target (class probabilities) must have the logits' shape {arr.shape}, got {tgt.shape}"
             )
         p.labels = None
-        p.probs = v.rows_view(tgt, p.axis, p.compute)
+        p.probs_view = v.class_view(tgt, p.axis, p.compute, rows=p.rows_only)
     else:
         raise TypeError(
             f"target must be an integer array of class labels or a floating array of "
             f"class probabilities, got dtype {tgt.dtype}"
         )
-    p.weight = None if weight is None else v.weights_array("weight", weight, (p.n_classes,), p.compute)
+    # Class weights reach the kernels divided by their maximum (and the
+    # results are multiplied back in double), so weights outside the compute
+    # dtype's range (1e-50 in float32) still give the right weighted mean.
+    p.weight64 = None if weight is None else v.weights_array("weight", weight, (p.n_classes,), np.float64)
+    p.weight_scale = 1.0
+    p.weight = None
+    if p.weight64 is not None:
+        top = float(p.weight64.max()) if p.weight64.size else 0.0
+        p.weight_scale = top if top > 0 else 1.0
+        p.weight = (p.weight64 / p.weight_scale).astype(p.compute)
     p.sample_weight = (None if sample_weight is None
                        else v.weights_array("sample_weight", sample_weight, p.target_shape, np.float64)
                        .reshape(-1))
@@ -65,13 +81,15 @@ def _denominator(p):
 
 def _sum_row_weights(p):
     if p.labels is None:
-        return float(p.sample_weight.sum()) if p.sample_weight is not None else float(p.probs.shape[0])
+        if p.sample_weight is not None:
+            return float(p.sample_weight.sum())
+        return float(np.prod(p.target_shape, dtype=np.int64))
     live = p.labels != p.ignore_index
-    if p.weight is None and p.sample_weight is None:
+    if p.weight64 is None and p.sample_weight is None:
         return float(np.count_nonzero(live))
     row_weight = np.ones(p.labels.shape[0])
-    if p.weight is not None:
-        row_weight[live] = p.weight[p.labels[live]]
+    if p.weight64 is not None:
+        row_weight[live] = p.weight64[p.labels[live]]
     if p.sample_weight is not None:
         row_weight *= p.sample_weight
     return float(row_weight[live].sum())
@@ -105,17 +123,30 @@ def _grad_scaling(p, grad_output):
 
 
 def _run(p, grad=None, grad_scale=1.0, grad_rows=None, return_lse=False):
-    """One fused pass; returns (loss, lse rows or None)."""
-    x = v.rows_view(p.arr, p.axis, p.compute)
-    n_rows = x.shape[0]
-    loss_rows = np.empty(n_rows, dtype=p.compute) if p.reduction == "none" else None
-    lse = np.empty(n_rows, dtype=p.compute) if return_lse else None
-    total = _core.cross_entropy_rows(
-        x, p.probs, p.labels, p.ignore_index, p.weight, p.sample_weight,
-        p.label_smoothing, p.z_loss, grad_scale, grad_rows, loss_rows, grad, lse, p.n_threads,
-    )
+    """One fused pass; returns (loss, lse or None).
+
+    grad, when given, is a C-contiguous array of the logits' shape in the
+    compute dtype (it may be the logits themselves).
+    """
+    x = v.class_view(p.arr, p.axis, p.compute, rows=p.rows_only)
+    # Per-position arrays: (N,) for (N, C) rows, (P, Q) for (P, C, Q) slabs.
+    pos_shape = (x.shape[0],) if x.ndim == 2 else (x.shape[0], x.shape[2])
+    per_pos = (lambda a: None if a is None else a.reshape(pos_shape))
+    loss_rows = np.empty(pos_shape, dtype=p.compute) if p.reduction == "none" else None
+    lse = np.empty(pos_shape, dtype=p.compute) if return_lse else None
+    ws = p.weight_scale
+    args = (x, p.probs_view, per_pos(p.labels), p.ignore_index, p.weight, per_pos(p.sample_weight),
+            p.label_smoothing, p.z_loss / ws, grad_scale * ws, per_pos(grad_rows), loss_rows,
+            None if grad is None else grad.reshape(x.shape), lse, p.n_threads)
+    if x.ndim == 3:
+        total = _core.cross_entropy_cols(*args)
+    else:
+        total = _core.cross_entropy_rows(*args, softcap=p.softcap, clip=p.clip)
+    total *= ws
     if p.reduction == "none":
-        loss = loss_rows.reshape(p.target_shape).astype(p.arr.dtype, copy=False)
+        if ws != 1.0:
+            loss_rows = loss_rows * ws
+        loss = v.cast_result(loss_rows.reshape(p.target_shape), p.arr.dtype)
     elif p.reduction == "sum":
         loss = float(total)
     else:
@@ -125,7 +156,7 @@ def _run(p, grad=None, grad_scale=1.0, grad_rows=None, return_lse=False):
         else:
             loss = float(total / denom)
     if lse is not None:
-        lse = lse.reshape(p.target_shape).astype(p.arr.dtype, copy=False)
+        lse = v.cast_result(lse.reshape(p.target_shape), p.arr.dtype)
     return loss, lse
 
 
@@ -162,6 +193,15 @@ def cross_entropy(logits, target, *, axis=-1, weight=None, sample_weight=None, i
         PyTorch's rule: :math:`(1-\varepsilon)\,\ell_i + \frac{\varepsilon}{C}\sum_c w_c(\mathrm{lse}_i - x_{ic})`.
     z_loss : float >= 0
         Adds :math:`z\,\mathrm{lse}_i^2` to each row's loss (PaLM's auxiliary loss).
+    softcap : float > 0, optional
+        Replaces the logits by :math:`c \tanh(x / c)` first (Gemma 2); the
+        gradient flows through it.  With a class axis that is not last, the
+        logits are moved to a class-last copy first.
+    from_logits : bool, default True
+        False: `logits` holds probabilities (rows summing to 1) and the loss
+        is :math:`-\sum_c a_c \log(\max(p_c, \epsilon))` with
+        ``eps = np.finfo(dtype).eps`` (scikit-learn's ``log_loss`` rule); the
+        gradient is with respect to the probabilities (0 where p < eps).
     empty : {'nan', 'zero'}
         What ``'mean'`` returns when no row counts (all ignored or zero weight).
     n_threads : int, optional
@@ -209,6 +249,8 @@ def cross_entropy_with_grad(logits, target, *, axis=-1, weight=None, sample_weig
                  n_threads=n_threads)
     inplace = v.boolean("inplace", inplace)
     return_lse = v.boolean("return_lse", return_lse)
+    if return_lse and not p.from_logits:
+        raise ValueError("return_lse=True needs from_logits=True (probabilities have no log-sum-exp)")
     if inplace and out is not None:
         raise ValueError("give either out= or inplace=True, not both")
     if inplace:
@@ -223,23 +265,27 @@ def cross_entropy_with_grad(logits, target, *, axis=-1, weight=None, sample_weig
             raise ValueError("out must not overlap logits (use inplace=True to overwrite logits)")
     grad_scale, grad_rows = _grad_scaling(p, grad_output)
 
-    last = p.axis == p.arr.ndim - 1 and p.compute == p.arr.dtype
-    if inplace and last:
+    # The kernels write the gradient straight into out= or the logits when the
+    # dtype allows; otherwise into a buffer converted at the end.
+    same_dtype = p.compute == p.arr.dtype
+    moved = p.rows_only and p.axis != p.arr.ndim - 1
+    if inplace and same_dtype and not moved:
         dest = logits
-    elif out is not None and last:
+    elif out is not None and same_dtype and not moved:
         dest = out
+    elif moved:
+        dest = np.empty(p.target_shape + (p.n_classes,), dtype=p.compute)
     else:
-        dest = None
-    n_rows = int(np.prod(p.target_shape, dtype=np.int64))
-    grad_rows_buf = (dest.reshape(n_rows, p.n_classes) if dest is not None
-                     else np.empty((n_rows, p.n_classes), dtype=p.compute))
-    loss, lse = _run(p, grad_rows_buf, grad_scale, grad_rows, return_lse)
-    if dest is None:
-        moved_shape = p.target_shape + (p.n_classes,)
-        result = np.moveaxis(grad_rows_buf.reshape(moved_shape), -1, p.axis)
-        dest = out if out is not None else (logits if inplace else None)
-        if dest is not None:
-            np.copyto(dest, result, casting="unsafe")
-        else:
-            dest = np.ascontiguousarray(result, dtype=p.arr.dtype)
+        dest = np.empty(p.arr.shape, dtype=p.compute)
+    loss, lse = _run(p, dest, grad_scale, grad_rows, return_lse)
+    if moved:
+        dest = np.moveaxis(dest, -1, p.axis)
+        if not (out is not None or inplace):
+            dest = np.ascontiguousarray(dest)
+    if not same_dtype or moved:
+        target = out if out is not None else (logits if inplace else None)
+        if target is not None:
+            dest = v.copy_result(target, dest)
+        elif dest.dtype != p.arr.dtype:
+            dest = v.cast_result(dest, p.arr.dtype)
     return (loss, dest, lse) if return_lse else (loss, dest)

@@ -26,10 +26,12 @@ def logsumexp(x, axis=-1):
 
 
 def log_softmax(x, axis=-1):
+    """(x - m) - log(sum exp(x - m)): subtracting m first keeps huge ties exact."""
     x = _f64(x)
     lse = np.expand_dims(logsumexp(x, axis), axis)
-    with np.errstate(invalid="ignore"):
-        out = x - lse
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        m = _shift(np.max(x, axis=axis, keepdims=True)) if x.shape[axis] else np.zeros_like(lse)
+        out = (x - m) - np.log(np.sum(np.exp(x - m), axis=axis, keepdims=True))
     return np.where(np.isfinite(lse), out, np.nan)
 
 
@@ -50,17 +52,30 @@ def _class_last(logits, target, axis):
     return x.reshape(-1, n_classes), t, x.shape[:-1]
 
 
+def _log_probs(x, softcap, from_logits, clip):
+    """(log-probabilities, lse) of the rows: from logits (optionally capped)
+    or from probabilities floored at clip."""
+    if not from_logits:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.log(np.where(x < clip, clip, x)), np.zeros(x.shape[0])
+    if softcap:
+        x = softcap * np.tanh(x / softcap)
+    return log_softmax(x, axis=-1), logsumexp(x, axis=-1)
+
+
 def cross_entropy(logits, target, *, axis=-1, weight=None, sample_weight=None, ignore_index=-100,
-                  reduction="mean", label_smoothing=0.0, z_loss=0.0, empty="nan"):
-    """Per API.md: PyTorch's cross_entropy semantics plus sample_weight and z_loss."""
+                  reduction="mean", label_smoothing=0.0, z_loss=0.0, softcap=None, from_logits=True,
+                  empty="nan"):
+    """Per API.md: PyTorch's cross_entropy semantics plus sample_weight, z_loss,
+    softcap and from_logits=False (scikit-learn's clip at the dtype's eps)."""
+    clip = float(np.finfo(np.asarray(logits).dtype).eps) if not from_logits else 0.0
     x, t, shape = _class_last(logits, target, axis)
     n, c = x.shape
     w = np.ones(c) if weight is None else _f64(weight)
     sw = np.ones(n) if sample_weight is None else _f64(sample_weight).reshape(-1)
     eps = label_smoothing
-    lse = logsumexp(x, axis=-1)
     with np.errstate(invalid="ignore", over="ignore"):
-        logp = log_softmax(x, axis=-1)
+        logp, lse = _log_probs(x, softcap, from_logits, clip)
         if t.ndim == 2:  # class probabilities
             a = w * ((1 - eps) * t + eps / c)
             loss = -np.sum(a * logp, axis=-1)
@@ -88,13 +103,18 @@ def cross_entropy(logits, target, *, axis=-1, weight=None, sample_weight=None, i
 
 
 def cross_entropy_grad(logits, target, *, axis=-1, weight=None, sample_weight=None, ignore_index=-100,
-                       reduction="mean", label_smoothing=0.0, z_loss=0.0, empty="nan", grad_output=1.0):
+                       reduction="mean", label_smoothing=0.0, z_loss=0.0, softcap=None, from_logits=True,
+                       empty="nan", grad_output=1.0):
     """Closed-form d loss / d logits (times grad_output), logits' shape, float64."""
+    clip = float(np.finfo(np.asarray(logits).dtype).eps) if not from_logits else 0.0
     x, t, shape = _class_last(logits, target, axis)
     n, c = x.shape
     w = np.ones(c) if weight is None else _f64(weight)
     sw = np.ones(n) if sample_weight is None else _f64(sample_weight).reshape(-1)
     eps = label_smoothing
+    raw = x
+    if softcap:
+        x = softcap * np.tanh(x / softcap)
     lse = logsumexp(x, axis=-1)
     p = softmax(x, axis=-1)
     if t.ndim == 2:
@@ -107,8 +127,13 @@ def cross_entropy_grad(logits, target, *, axis=-1, weight=None, sample_weight=No
         a = eps / c * np.broadcast_to(w, (n, c)).copy()
         a[np.arange(n), y] += (1 - eps) * w[y]
         row_w = sw * w[y]
-    with np.errstate(invalid="ignore"):
-        g = (a.sum(-1) + 2 * z_loss * lse)[:, None] * p - a
+    with np.errstate(invalid="ignore", divide="ignore"):
+        if from_logits:
+            g = (a.sum(-1) + 2 * z_loss * lse)[:, None] * p - a
+            if softcap:
+                g = g * (1 - np.tanh(raw / softcap) ** 2)
+        else:  # d/dp of -sum a log(max(p, clip)): flat below the clip
+            g = np.where(raw < clip, 0.0, -a / raw)
     go = np.asarray(grad_output, dtype=np.float64)
     if reduction == "none":
         scale = sw * np.broadcast_to(go, shape).reshape(-1)
@@ -123,3 +148,58 @@ def cross_entropy_grad(logits, target, *, axis=-1, weight=None, sample_weight=No
     with np.errstate(invalid="ignore"):
         g = np.where(live[:, None], g * scale[:, None], 0.0)
     return np.moveaxis(g.reshape(shape + (c,)), -1, axis)
+
+
+def binary_cross_entropy(x, target, *, weight=None, pos_weight=None, reduction="mean",
+                         label_smoothing=0.0, from_logits=True):
+    """Element-wise binary cross-entropy, PyTorch semantics (log clamp at -100
+    for probabilities), targets smoothed to t (1 - eps) + eps / 2."""
+    x = _f64(x)
+    t = _f64(target) * (1 - label_smoothing) + label_smoothing / 2
+    w = 1.0 if weight is None else _f64(weight)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        if from_logits:
+            pw = 1.0 if pos_weight is None else _f64(pos_weight)
+            softplus = np.maximum(x, 0) + np.log1p(np.exp(-np.abs(x)))
+            loss = w * (pw * t * (softplus - x) + (1 - t) * softplus)
+        else:
+            loss = -w * (t * np.maximum(np.log(x), -100) + (1 - t) * np.maximum(np.log1p(-x), -100))
+    loss = np.broadcast_to(loss, x.shape)
+    if reduction == "none":
+        return loss
+    return float(np.sum(loss) if reduction == "sum" else np.mean(loss))
+
+
+def binary_cross_entropy_grad(x, target, *, weight=None, pos_weight=None, reduction="mean",
+                              label_smoothing=0.0, from_logits=True, grad_output=1.0):
+    x = _f64(x)
+    t = _f64(target) * (1 - label_smoothing) + label_smoothing / 2
+    w = 1.0 if weight is None else _f64(weight)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        if from_logits:
+            pw = 1.0 if pos_weight is None else _f64(pos_weight)
+            sig = 0.5 * (1 + np.tanh(0.5 * x))
+            g = w * (sig * (1 - t + pw * t) - pw * t)
+        else:
+            g = w * (x - t) / np.maximum((1 - x) * x, 1e-12)
+    g = np.broadcast_to(g, x.shape) * _f64(grad_output)
+    return g / x.size if reduction == "mean" else g
+
+
+def entropy(p, axis=-1, base=None):
+    """Shannon entropy of p normalised along axis (scipy.stats.entropy); 0 log 0 = 0."""
+    p = _f64(p)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        p = p / np.sum(p, axis=axis, keepdims=True)
+        h = -np.sum(np.where(p == 0, 0.0, p * np.log(p)), axis=axis)
+    return h / np.log(base) if base is not None else h
+
+
+def kl_divergence(p, q, axis=-1, base=None):
+    """KL(p || q) of p and q normalised along axis (scipy.stats.entropy(p, q))."""
+    p, q = _f64(p), _f64(q)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        p = p / np.sum(p, axis=axis, keepdims=True)
+        q = q / np.sum(q, axis=axis, keepdims=True)
+        d = np.sum(np.where(p == 0, 0.0, p * np.log(p / q)), axis=axis)
+    return d / np.log(base) if base is not None else d

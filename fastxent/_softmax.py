@@ -24,7 +24,7 @@ def logsumexp(x, axis=-1, *, out=None, n_threads=None):
     ----------
     x : array_like, float32 or float64 (float16/bfloat16 computed in float32)
     axis : int, default -1
-        The axis reduced over.
+        The axis reduced over.  Any axis runs without a transposed copy.
     out : ndarray, optional
         C-contiguous array of ``x``'s shape without `axis` and ``x``'s dtype.
     n_threads : int, optional
@@ -42,40 +42,45 @@ def logsumexp(x, axis=-1, *, out=None, n_threads=None):
     shape = arr.shape[:axis] + arr.shape[axis + 1:]
     if out is not None:
         v.out_array(out, shape, arr.dtype)
-    rows = v.rows_view(arr, axis, compute)
-    result = np.empty(rows.shape[0], dtype=compute)
-    _core.logsumexp_rows(rows, result, nt)
-    result = result.reshape(shape)
-    if out is not None:
-        np.copyto(out, result, casting="unsafe")
+    view = v.class_view(arr, axis, compute)
+    direct = out is not None and compute == arr.dtype
+    result = out if direct else np.empty(shape, dtype=compute)
+    if view.ndim == 2:
+        _core.logsumexp_rows(view, result.reshape(-1), nt)
+    else:
+        _core.logsumexp_cols(view, result.reshape(view.shape[0], view.shape[2]), nt)
+    if direct:
         return out
-    return result.astype(arr.dtype, copy=False)
+    if out is not None:
+        return v.copy_result(out, result)
+    return v.cast_result(result, arr.dtype)
 
 
 def _softmax_like(x, axis, out, n_threads, log):
     arr, compute, axis, nt = _prepare(x, axis, n_threads)
     if out is not None:
         v.out_array(out, arr.shape, arr.dtype)
-    rows = v.rows_view(arr, axis, compute)
-    direct = out is not None and axis == arr.ndim - 1 and compute == arr.dtype
-    target = out.reshape(rows.shape) if direct else np.empty(rows.shape, dtype=compute)
-    _core.softmax_rows(rows, target, log, nt)
+    view = v.class_view(arr, axis, compute)
+    direct = out is not None and compute == arr.dtype
+    result = out if direct else np.empty(arr.shape, dtype=compute)
+    if view.ndim == 2:
+        _core.softmax_rows(view, result.reshape(view.shape), log, nt)
+    else:
+        _core.softmax_cols(view, result.reshape(view.shape), log, nt)
     if direct:
         return out
-    moved_shape = arr.shape[:axis] + arr.shape[axis + 1:] + (arr.shape[axis],)
-    result = np.moveaxis(target.reshape(moved_shape), -1, axis)
     if out is not None:
-        np.copyto(out, result, casting="unsafe")
-        return out
-    return np.ascontiguousarray(result, dtype=arr.dtype)
+        return v.copy_result(out, result)
+    return v.cast_result(result, arr.dtype)
 
 
 def softmax(x, axis=-1, *, out=None, n_threads=None):
     """Softmax along `axis`: ``exp(x - logsumexp(x))``.
 
-    Parameters are those of :func:`logsumexp`; `out` has ``x``'s shape.
-    ``-inf`` entries get probability 0.  A row whose log-sum-exp is not
-    finite (NaN, ``+inf``, or only ``-inf``) is NaN throughout, as in PyTorch.
+    Parameters are those of :func:`logsumexp`; `out` has ``x``'s shape and
+    may be ``x`` itself.  ``-inf`` entries get probability 0.  A row whose
+    log-sum-exp is not finite (NaN, ``+inf``, or only ``-inf``) is NaN
+    throughout, as in PyTorch.
     """
     return _softmax_like(x, axis, out, n_threads, log=False)
 
@@ -83,8 +88,8 @@ def softmax(x, axis=-1, *, out=None, n_threads=None):
 def log_softmax(x, axis=-1, *, out=None, n_threads=None):
     """Log-softmax along `axis`: ``x - logsumexp(x)``.
 
-    Parameters are those of :func:`logsumexp`; `out` has ``x``'s shape.
-    ``-inf`` entries stay ``-inf``.  A row whose log-sum-exp is not finite is
-    NaN throughout, as in PyTorch.
+    Parameters are those of :func:`logsumexp`; `out` has ``x``'s shape and
+    may be ``x`` itself.  ``-inf`` entries stay ``-inf``.  A row whose
+    log-sum-exp is not finite is NaN throughout, as in PyTorch.
     """
     return _softmax_like(x, axis, out, n_threads, log=True)

@@ -206,10 +206,36 @@ def out_array(out, shape, dtype, name="out"):
     return out
 
 
-def rows_view(arr, axis, dtype):
-    """(N, C) C-contiguous view (or copy) of `arr` with the class axis last."""
-    moved = arr if axis == arr.ndim - 1 else np.moveaxis(arr, axis, -1)
-    n_classes = moved.shape[-1] if moved.ndim else 1
-    # The row count is explicit: reshape(-1, 0) is ambiguous when C = 0.
-    n_rows = int(np.prod(moved.shape[:-1], dtype=np.int64))
-    return np.ascontiguousarray(moved, dtype=dtype).reshape(n_rows, n_classes)
+def class_view(arr, axis, dtype, rows=False):
+    """`arr` as a C-contiguous (N, C) array (class axis last) or (P, C, Q) array.
+
+    (P, C, Q) is the array itself with the axes before and after the class
+    axis merged: no transposed copy, the kernels run along the strided class
+    axis.  A copy is made only for a non-contiguous input or a dtype change,
+    or with rows=True (the class axis moved last) for the few options that
+    have row kernels only.
+    """
+    if rows and axis != arr.ndim - 1:
+        arr = np.moveaxis(arr, axis, -1)
+        axis = arr.ndim - 1
+    arr = np.ascontiguousarray(arr, dtype=dtype)
+    n_classes = arr.shape[axis]
+    outer = int(np.prod(arr.shape[:axis], dtype=np.int64))
+    inner = int(np.prod(arr.shape[axis + 1:], dtype=np.int64))
+    if inner == 1:
+        return arr.reshape(outer, n_classes)
+    return arr.reshape(outer, n_classes, inner)
+
+
+def cast_result(values, dtype):
+    """`values` in the caller's dtype.  A float16 result beyond float16's
+    range is +-inf, the right answer there: no overflow warning."""
+    with np.errstate(over="ignore"):
+        return values.astype(dtype, copy=False)
+
+
+def copy_result(dest, values):
+    """Copy a result computed in the compute dtype into the caller's array."""
+    with np.errstate(over="ignore"):
+        np.copyto(dest, values, casting="unsafe")
+    return dest

@@ -42,11 +42,17 @@ int fx_simd_supported(void);
  * Not thread-safe with respect to kernels running at the same time. */
 int fx_simd_set(int path);
 
+/* Flags.  FX_STREAM_STORES: write outputs with non-temporal stores, which
+ * skip the read-for-ownership of the destination; use it when the whole
+ * output is much larger than the last-level cache and is not read soon. */
+#define FX_STREAM_STORES 1
+
 /* Options of the cross-entropy row kernels.  Zero-initialise, then set. */
 typedef struct {
     const void *weight;     /* (n,) class weights of the row's dtype, or NULL  */
     double label_smoothing; /* epsilon in [0, 1] (PyTorch's epsilon / n rule)  */
     double z_loss;          /* coefficient of lse**2 added to the loss, >= 0   */
+    int flags;              /* FX_STREAM_STORES or 0                           */
 } fx_ce_options;
 
 /*
@@ -56,12 +62,12 @@ double fx_logsumexp_row_f32(const float *x, int64_t n);
 double fx_logsumexp_row_f64(const double *x, int64_t n);
 
 /* out[c] = exp(x[c] - lse(x)).  out may alias x.  Returns the lse. */
-double fx_softmax_row_f32(const float *x, int64_t n, float *out);
-double fx_softmax_row_f64(const double *x, int64_t n, double *out);
+double fx_softmax_row_f32(const float *x, int64_t n, float *out, int flags);
+double fx_softmax_row_f64(const double *x, int64_t n, double *out, int flags);
 
 /* out[c] = x[c] - lse(x).  out may alias x.  Returns the lse. */
-double fx_log_softmax_row_f32(const float *x, int64_t n, float *out);
-double fx_log_softmax_row_f64(const double *x, int64_t n, double *out);
+double fx_log_softmax_row_f32(const float *x, int64_t n, float *out, int flags);
+double fx_log_softmax_row_f64(const double *x, int64_t n, double *out, int flags);
 
 /*
  * Cross-entropy of one row against the class `label` (0 <= label < n; the
@@ -92,6 +98,73 @@ double fx_ce_prob_row_f32(const float *x, const float *t, int64_t n,
 double fx_ce_prob_row_f64(const double *x, const double *t, int64_t n,
                           const fx_ce_options *opt, double grad_scale,
                           double *grad, double *lse_out);
+
+/*
+ * Column kernels: the class axis is strided.  x points at class 0 of m
+ * adjacent positions; class c of position j is x[c * stride + j] (PyTorch's
+ * (N, C, d1, ..., dk) layout, one sample at a time, stride = d1 * ... * dk).
+ * Vectorised along the positions; no transposed copy is made.  Outputs of
+ * the input's layout (out, grad) may alias x; per-position outputs are dense.
+ */
+void fx_logsumexp_cols_f32(const float *x, int64_t n_classes, int64_t m, int64_t stride, double *lse);
+void fx_logsumexp_cols_f64(const double *x, int64_t n_classes, int64_t m, int64_t stride, double *lse);
+/* softmax (take_log = 0) or log-softmax (take_log = 1) along the class axis. */
+void fx_softmax_cols_f32(const float *x, int64_t n_classes, int64_t m, int64_t stride, float *out,
+                         int take_log);
+void fx_softmax_cols_f64(const double *x, int64_t n_classes, int64_t m, int64_t stride, double *out,
+                         int take_log);
+/*
+ * Cross-entropy per position against labels[j] (< 0: ignored, loss and
+ * gradient exactly 0) or, with labels NULL, against the soft-target slab t
+ * (x's layout).  grad_scale[j] (or 1 when NULL) scales position j's
+ * gradient.  loss, lse (m values each) and grad are optional (NULL).
+ */
+void fx_ce_cols_f32(const float *x, const float *t, const int64_t *labels, int64_t n_classes,
+                    int64_t m, int64_t stride, const fx_ce_options *opt, const double *grad_scale,
+                    float *grad, double *loss, double *lse);
+void fx_ce_cols_f64(const double *x, const double *t, const int64_t *labels, int64_t n_classes,
+                    int64_t m, int64_t stride, const fx_ce_options *opt, const double *grad_scale,
+                    double *grad, double *loss, double *lse);
+
+/*
+ * Cross-entropy of a row of probabilities p (from_logits=False):
+ *     loss = -sum_c a_c log(max(p_c, clip))
+ * with a_c of fx_ce_label_row (t NULL: the label) or fx_ce_prob_row (soft
+ * targets t); opt->z_loss is not used.  grad (optional) receives
+ * grad_scale * d loss / d p: -a_c / p_c, and 0 where p_c < clip.
+ */
+double fx_nll_prob_row_f32(const float *p, const float *t, int64_t n, int64_t label,
+                           const fx_ce_options *opt, double clip, double grad_scale, float *grad);
+double fx_nll_prob_row_f64(const double *p, const double *t, int64_t n, int64_t label,
+                           const fx_ce_options *opt, double clip, double grad_scale, double *grad);
+
+/* Entropy (nats) of a row normalised to sum 1; 0 log 0 = 0. */
+double fx_entropy_row_f32(const float *p, int64_t n);
+double fx_entropy_row_f64(const double *p, int64_t n);
+/* KL(p || q) (nats) of rows normalised to sum 1; inf where q = 0 < p. */
+double fx_kl_row_f32(const float *p, const float *q, int64_t n);
+double fx_kl_row_f64(const double *p, const double *q, int64_t n);
+
+/*
+ * Binary cross-entropy of n elements against targets t (smoothed to
+ * t (1 - eps) + eps / 2), from logits (stable softplus form, pos_weight pw)
+ * or from probabilities (PyTorch's log clamp at -100).  w, pw, go (upstream
+ * gradient per element), loss and grad are optional (NULL).  The gradient
+ * of element i is grad_scale * go[i] * d loss_i / d x_i.  Returns the sum.
+ */
+double fx_bce_f32(const float *x, const float *t, int64_t n, const float *w, const float *pw,
+                  double eps, int from_logits, double grad_scale, const float *go, float *loss,
+                  float *grad);
+double fx_bce_f64(const double *x, const double *t, int64_t n, const double *w, const double *pw,
+                  double eps, int from_logits, double grad_scale, const double *go, double *loss,
+                  double *grad);
+
+/* out = cap * tanh(x / cap) (logit softcap); out may alias x. */
+void fx_softcap_row_f32(const float *x, int64_t n, double cap, float *out);
+void fx_softcap_row_f64(const double *x, int64_t n, double cap, double *out);
+/* grad *= 1 - (capped / cap)^2: the chain rule through the softcap. */
+void fx_softcap_grad_row_f32(const float *capped, int64_t n, double cap, float *grad);
+void fx_softcap_grad_row_f64(const double *capped, int64_t n, double cap, double *grad);
 
 #ifdef __cplusplus
 }

@@ -10,19 +10,29 @@
 #define FX_VI fx_vi32
 #define FX_L FX_LANES_F32
 #define FX_EXP FXV(fx_exp_f32)
+#define FX_LOG FXV(fx_log_f32)
 #define FX_SEL FXV(fx_sel_f32)
 #define FX_BC FXV(fx_bcast_f32)
 #define FX_SFX _f32
+#define FX_LOADP FXV(fx_loadp_f32)
+#define FX_STOREP FXV(fx_storep_f32)
+#define FX_STREAM FX_STREAM_F32
 #include "fx_rows_impl.h"
+#include "fx_cols_impl.h"
+#include "fx_prob_impl.h"
 #undef FX_T
 #undef FX_V
 #undef FX_VMEM
 #undef FX_VI
 #undef FX_L
 #undef FX_EXP
+#undef FX_LOG
 #undef FX_SEL
 #undef FX_BC
 #undef FX_SFX
+#undef FX_LOADP
+#undef FX_STOREP
+#undef FX_STREAM
 
 #define FX_T double
 #define FX_V fx_vf64
@@ -30,20 +40,33 @@
 #define FX_VI fx_vi64
 #define FX_L FX_LANES_F64
 #define FX_EXP FXV(fx_exp_f64)
+#define FX_LOG FXV(fx_log_f64)
 #define FX_SEL FXV(fx_sel_f64)
 #define FX_BC FXV(fx_bcast_f64)
 #define FX_SFX _f64
+#define FX_LOADP FXV(fx_loadp_f64)
+#define FX_STOREP FXV(fx_storep_f64)
+#define FX_STREAM FX_STREAM_F64
 #include "fx_rows_impl.h"
+#include "fx_cols_impl.h"
+#include "fx_prob_impl.h"
 #undef FX_T
 #undef FX_V
 #undef FX_VMEM
 #undef FX_VI
 #undef FX_L
 #undef FX_EXP
+#undef FX_LOG
 #undef FX_SEL
 #undef FX_BC
 #undef FX_SFX
+#undef FX_LOADP
+#undef FX_STOREP
+#undef FX_STREAM
 #undef FXV
+#undef FX_STREAM_F32
+#undef FX_STREAM_F64
+#undef FX_SFENCE
 #undef fx_vf32
 #undef fx_vi32
 #undef fx_vf64

@@ -11,7 +11,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <math.h>
+#include <stdint.h>
 #include "fastxent.h"
+#if defined(__x86_64__) || defined(__i386__)
+/* Before any target pragma, so each intrinsic keeps its own target. */
+#include <immintrin.h>
+#endif
 
 #if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
 #define FX_HAVE_X86_PATHS 1
@@ -68,10 +73,10 @@
 typedef struct {
     double (*lse_f32)(const float *, int64_t);
     double (*lse_f64)(const double *, int64_t);
-    double (*softmax_f32)(const float *, int64_t, float *);
-    double (*softmax_f64)(const double *, int64_t, double *);
-    double (*log_softmax_f32)(const float *, int64_t, float *);
-    double (*log_softmax_f64)(const double *, int64_t, double *);
+    double (*softmax_f32)(const float *, int64_t, float *, int);
+    double (*softmax_f64)(const double *, int64_t, double *, int);
+    double (*log_softmax_f32)(const float *, int64_t, float *, int);
+    double (*log_softmax_f64)(const double *, int64_t, double *, int);
     double (*ce_label_f32)(const float *, int64_t, int64_t, const fx_ce_options *, double, float *,
                            double *);
     double (*ce_label_f64)(const double *, int64_t, int64_t, const fx_ce_options *, double, double *,
@@ -80,6 +85,30 @@ typedef struct {
                           float *, double *);
     double (*ce_prob_f64)(const double *, const double *, int64_t, const fx_ce_options *, double,
                           double *, double *);
+    void (*lse_cols_f32)(const float *, int64_t, int64_t, int64_t, double *);
+    void (*lse_cols_f64)(const double *, int64_t, int64_t, int64_t, double *);
+    void (*softmax_cols_f32)(const float *, int64_t, int64_t, int64_t, float *, int);
+    void (*softmax_cols_f64)(const double *, int64_t, int64_t, int64_t, double *, int);
+    void (*ce_cols_f32)(const float *, const float *, const int64_t *, int64_t, int64_t, int64_t,
+                        const fx_ce_options *, const double *, float *, double *, double *);
+    void (*ce_cols_f64)(const double *, const double *, const int64_t *, int64_t, int64_t, int64_t,
+                        const fx_ce_options *, const double *, double *, double *, double *);
+    double (*nll_prob_f32)(const float *, const float *, int64_t, int64_t, const fx_ce_options *,
+                           double, double, float *);
+    double (*nll_prob_f64)(const double *, const double *, int64_t, int64_t, const fx_ce_options *,
+                           double, double, double *);
+    double (*entropy_f32)(const float *, int64_t);
+    double (*entropy_f64)(const double *, int64_t);
+    double (*kl_f32)(const float *, const float *, int64_t);
+    double (*kl_f64)(const double *, const double *, int64_t);
+    double (*bce_f32)(const float *, const float *, int64_t, const float *, const float *, double, int,
+                      double, const float *, float *, float *);
+    double (*bce_f64)(const double *, const double *, int64_t, const double *, const double *, double,
+                      int, double, const double *, double *, double *);
+    void (*softcap_f32)(const float *, int64_t, double, float *);
+    void (*softcap_f64)(const double *, int64_t, double, double *);
+    void (*softcap_grad_f32)(const float *, int64_t, double, float *);
+    void (*softcap_grad_f64)(const double *, int64_t, double, double *);
 } fx_table;
 
 #define FX_TABLE(isa)                                                                        \
@@ -87,7 +116,13 @@ typedef struct {
         fx_logsumexp_row_f32##isa, fx_logsumexp_row_f64##isa, fx_softmax_row_f32##isa,      \
             fx_softmax_row_f64##isa, fx_log_softmax_row_f32##isa,                            \
             fx_log_softmax_row_f64##isa, fx_ce_label_row_f32##isa, fx_ce_label_row_f64##isa, \
-            fx_ce_prob_row_f32##isa, fx_ce_prob_row_f64##isa                                 \
+            fx_ce_prob_row_f32##isa, fx_ce_prob_row_f64##isa, fx_logsumexp_cols_f32##isa,    \
+            fx_logsumexp_cols_f64##isa, fx_softmax_cols_f32##isa, fx_softmax_cols_f64##isa,  \
+            fx_ce_cols_f32##isa, fx_ce_cols_f64##isa, fx_nll_prob_row_f32##isa,               \
+            fx_nll_prob_row_f64##isa, fx_entropy_row_f32##isa, fx_entropy_row_f64##isa,      \
+            fx_kl_row_f32##isa, fx_kl_row_f64##isa, fx_bce_f32##isa, fx_bce_f64##isa,        \
+            fx_softcap_row_f32##isa, fx_softcap_row_f64##isa, fx_softcap_grad_row_f32##isa,  \
+            fx_softcap_grad_row_f64##isa                                                     \
     }
 
 static const fx_table fx_tables[3] = {
@@ -159,17 +194,17 @@ static inline const fx_table *fx_kernels(void) { return &fx_tables[fx_simd_path(
 double fx_logsumexp_row_f32(const float *x, int64_t n) { return fx_kernels()->lse_f32(x, n); }
 double fx_logsumexp_row_f64(const double *x, int64_t n) { return fx_kernels()->lse_f64(x, n); }
 
-double fx_softmax_row_f32(const float *x, int64_t n, float *out) {
-    return fx_kernels()->softmax_f32(x, n, out);
+double fx_softmax_row_f32(const float *x, int64_t n, float *out, int flags) {
+    return fx_kernels()->softmax_f32(x, n, out, flags);
 }
-double fx_softmax_row_f64(const double *x, int64_t n, double *out) {
-    return fx_kernels()->softmax_f64(x, n, out);
+double fx_softmax_row_f64(const double *x, int64_t n, double *out, int flags) {
+    return fx_kernels()->softmax_f64(x, n, out, flags);
 }
-double fx_log_softmax_row_f32(const float *x, int64_t n, float *out) {
-    return fx_kernels()->log_softmax_f32(x, n, out);
+double fx_log_softmax_row_f32(const float *x, int64_t n, float *out, int flags) {
+    return fx_kernels()->log_softmax_f32(x, n, out, flags);
 }
-double fx_log_softmax_row_f64(const double *x, int64_t n, double *out) {
-    return fx_kernels()->log_softmax_f64(x, n, out);
+double fx_log_softmax_row_f64(const double *x, int64_t n, double *out, int flags) {
+    return fx_kernels()->log_softmax_f64(x, n, out, flags);
 }
 
 double fx_ce_label_row_f32(const float *x, int64_t n, int64_t label, const fx_ce_options *opt,
@@ -187,4 +222,63 @@ double fx_ce_prob_row_f32(const float *x, const float *t, int64_t n, const fx_ce
 double fx_ce_prob_row_f64(const double *x, const double *t, int64_t n, const fx_ce_options *opt,
                           double grad_scale, double *grad, double *lse_out) {
     return fx_kernels()->ce_prob_f64(x, t, n, opt, grad_scale, grad, lse_out);
+}
+
+void fx_logsumexp_cols_f32(const float *x, int64_t n_classes, int64_t m, int64_t stride, double *lse) {
+    fx_kernels()->lse_cols_f32(x, n_classes, m, stride, lse);
+}
+void fx_logsumexp_cols_f64(const double *x, int64_t n_classes, int64_t m, int64_t stride, double *lse) {
+    fx_kernels()->lse_cols_f64(x, n_classes, m, stride, lse);
+}
+void fx_softmax_cols_f32(const float *x, int64_t n_classes, int64_t m, int64_t stride, float *out,
+                         int take_log) {
+    fx_kernels()->softmax_cols_f32(x, n_classes, m, stride, out, take_log);
+}
+void fx_softmax_cols_f64(const double *x, int64_t n_classes, int64_t m, int64_t stride, double *out,
+                         int take_log) {
+    fx_kernels()->softmax_cols_f64(x, n_classes, m, stride, out, take_log);
+}
+void fx_ce_cols_f32(const float *x, const float *t, const int64_t *labels, int64_t n_classes,
+                    int64_t m, int64_t stride, const fx_ce_options *opt, const double *grad_scale,
+                    float *grad, double *loss, double *lse) {
+    fx_kernels()->ce_cols_f32(x, t, labels, n_classes, m, stride, opt, grad_scale, grad, loss, lse);
+}
+void fx_ce_cols_f64(const double *x, const double *t, const int64_t *labels, int64_t n_classes,
+                    int64_t m, int64_t stride, const fx_ce_options *opt, const double *grad_scale,
+                    double *grad, double *loss, double *lse) {
+    fx_kernels()->ce_cols_f64(x, t, labels, n_classes, m, stride, opt, grad_scale, grad, loss, lse);
+}
+
+double fx_nll_prob_row_f32(const float *p, const float *t, int64_t n, int64_t label,
+                           const fx_ce_options *opt, double clip, double grad_scale, float *grad) {
+    return fx_kernels()->nll_prob_f32(p, t, n, label, opt, clip, grad_scale, grad);
+}
+double fx_entropy_row_f32(const float *p, int64_t n) { return fx_kernels()->entropy_f32(p, n); }
+double fx_kl_row_f32(const float *p, const float *q, int64_t n) { return fx_kernels()->kl_f32(p, q, n); }
+double fx_bce_f32(const float *x, const float *t, int64_t n, const float *w, const float *pw, double eps,
+                  int from_logits, double grad_scale, const float *go, float *loss, float *grad) {
+    return fx_kernels()->bce_f32(x, t, n, w, pw, eps, from_logits, grad_scale, go, loss, grad);
+}
+void fx_softcap_row_f32(const float *x, int64_t n, double cap, float *out) {
+    fx_kernels()->softcap_f32(x, n, cap, out);
+}
+void fx_softcap_grad_row_f32(const float *capped, int64_t n, double cap, float *grad) {
+    fx_kernels()->softcap_grad_f32(capped, n, cap, grad);
+}
+
+double fx_nll_prob_row_f64(const double *p, const double *t, int64_t n, int64_t label,
+                           const fx_ce_options *opt, double clip, double grad_scale, double *grad) {
+    return fx_kernels()->nll_prob_f64(p, t, n, label, opt, clip, grad_scale, grad);
+}
+double fx_entropy_row_f64(const double *p, int64_t n) { return fx_kernels()->entropy_f64(p, n); }
+double fx_kl_row_f64(const double *p, const double *q, int64_t n) { return fx_kernels()->kl_f64(p, q, n); }
+double fx_bce_f64(const double *x, const double *t, int64_t n, const double *w, const double *pw, double eps,
+                  int from_logits, double grad_scale, const double *go, double *loss, double *grad) {
+    return fx_kernels()->bce_f64(x, t, n, w, pw, eps, from_logits, grad_scale, go, loss, grad);
+}
+void fx_softcap_row_f64(const double *x, int64_t n, double cap, double *out) {
+    fx_kernels()->softcap_f64(x, n, cap, out);
+}
+void fx_softcap_grad_row_f64(const double *capped, int64_t n, double cap, double *grad) {
+    fx_kernels()->softcap_grad_f64(capped, n, cap, grad);
 }

@@ -47,10 +47,7 @@ FX_ALWAYS_INLINE double FXR(fx_shift)(double m) { return isfinite(m) ? m : 0.0; 
 FX_ALWAYS_INLINE FX_V FXR(fx_load)(const FX_T *p) { return *(const FX_VMEM *)p; }
 /* The first len (< FX_L) elements, the other lanes set to fill. */
 FX_ALWAYS_INLINE FX_V FXR(fx_load_part)(const FX_T *p, int64_t len, FX_T fill) {
-    FX_T buf[FX_L];
-    for (int i = 0; i < FX_L; i++) buf[i] = fill;
-    memcpy(buf, p, (size_t)len * sizeof(FX_T));
-    return FXR(fx_load)(buf);
+    return FX_LOADP(p, len, fill);
 }
 /* 1 in the first len lanes, 0 in the others. */
 FX_ALWAYS_INLINE FX_V FXR(fx_ones_part)(int64_t len) {
@@ -59,15 +56,14 @@ FX_ALWAYS_INLINE FX_V FXR(fx_ones_part)(int64_t len) {
     return v;
 }
 FX_ALWAYS_INLINE void FXR(fx_store)(FX_T *p, FX_V v) { *(FX_VMEM *)p = v; }
-FX_ALWAYS_INLINE void FXR(fx_store_part)(FX_T *p, FX_V v, int64_t len) {
-    FX_T buf[FX_L];
-    memcpy(buf, &v, sizeof(v));
-    memcpy(p, buf, (size_t)len * sizeof(FX_T));
-}
+FX_ALWAYS_INLINE void FXR(fx_store_part)(FX_T *p, FX_V v, int64_t len) { FX_STOREP(p, v, len); }
+/* Sum of the lanes in double, as a tree (log2(lanes) dependent additions). */
 FX_ALWAYS_INLINE double FXR(fx_hsum)(FX_V v) {
-    double acc = 0.0;
-    for (int i = 0; i < FX_L; i++) acc += (double)v[i];
-    return acc;
+    double buf[FX_L];
+    for (int i = 0; i < FX_L; i++) buf[i] = (double)v[i];
+    for (int w = FX_L / 2; w >= 1; w /= 2)
+        for (int i = 0; i < w; i++) buf[i] += buf[i + w];
+    return buf[0];
 }
 
 /* Maximum of a block; NaN lanes are skipped (x > acc is false for NaN). */
@@ -169,27 +165,42 @@ FX_ALWAYS_INLINE double FXR(fx_lse_of)(const FXR(fx_scan_state) *st) {
 }
 
 /*
- * The write pass: out[c] = exp(x_c - sh) * k - w_c (ct t_c + cc), with the
- * t and w terms present only when those rows are given.  Reads x from cache.
- * out may alias x (each vector is read before it is written).
+ * One output vector at element i (len < FX_L only in the tail):
+ *   take_log == 0:  exp(x_c - sh) * k - w_c (ct t_c + cc)   (softmax, gradient)
+ *   take_log == 1:  (x_c - sh) - k                     (log-softmax, k = log s)
+ * t and w terms are present only when those rows are given.
  */
-FX_ALWAYS_INLINE void FXR(fx_write_exp)(const FX_T *x, const FX_T *t, const FX_T *w, int64_t n,
-                                        FX_T sh, FX_T k, FX_T ct, FX_T cc, FX_T *out) {
+FX_ALWAYS_INLINE FX_V FXR(fx_out_vec)(const FX_T *x, const FX_T *t, const FX_T *w, int64_t i,
+                                      int64_t len, int take_log, FX_V sh, FX_V k, FX_V ct, FX_V cc) {
+    const int full = len == FX_L;
+    FX_V xv = full ? FXR(fx_load)(x + i) : FXR(fx_load_part)(x + i, len, 0);
+    if (take_log) return (xv - sh) - k;
+    FX_V a = cc;
+    if (t) a = ct * (full ? FXR(fx_load)(t + i) : FXR(fx_load_part)(t + i, len, 0)) + cc;
+    if (w) a = a * (full ? FXR(fx_load)(w + i) : FXR(fx_load_part)(w + i, len, 0));
+    return FX_EXP(xv - sh) * k - a;
+}
+
+/*
+ * The write pass over a row (reading x from cache).  With stream set, the
+ * aligned body uses non-temporal stores (for outputs much larger than the
+ * caches).  out may alias x: each vector is read before it is written.
+ */
+FX_ALWAYS_INLINE void FXR(fx_write)(const FX_T *x, const FX_T *t, const FX_T *w, int64_t n, int take_log,
+                                    FX_T sh, FX_T k, FX_T ct, FX_T cc, int stream, FX_T *out) {
     const FX_V vsh = FX_BC(sh), vk = FX_BC(k), vct = FX_BC(ct), vcc = FX_BC(cc);
     int64_t i = 0;
-    for (; i + FX_L <= n; i += FX_L) {
-        FX_V g = FX_EXP(FXR(fx_load)(x + i) - vsh) * vk;
-        FX_V a = t ? vct * FXR(fx_load)(t + i) + vcc : vcc;
-        if (w) a = a * FXR(fx_load)(w + i);
-        FXR(fx_store)(out + i, g - a);
+    if (stream && ((uintptr_t)out % sizeof(FX_T)) == 0) {
+        int64_t head = (int64_t)((FX_VBYTES - ((uintptr_t)out % FX_VBYTES)) % FX_VBYTES / sizeof(FX_T));
+        if (head > n) head = n;
+        if (head > 0) FXR(fx_store_part)(out, FXR(fx_out_vec)(x, t, w, 0, head, take_log, vsh, vk, vct, vcc), head);
+        for (i = head; i + FX_L <= n; i += FX_L)
+            FX_STREAM(out + i, FXR(fx_out_vec)(x, t, w, i, FX_L, take_log, vsh, vk, vct, vcc));
+        FX_SFENCE();
     }
-    if (i < n) {
-        const int64_t r = n - i;
-        FX_V g = FX_EXP(FXR(fx_load_part)(x + i, r, 0) - vsh) * vk;
-        FX_V a = t ? vct * FXR(fx_load_part)(t + i, r, 0) + vcc : vcc;
-        if (w) a = a * FXR(fx_load_part)(w + i, r, 0);
-        FXR(fx_store_part)(out + i, g - a, r);
-    }
+    for (; i + FX_L <= n; i += FX_L)
+        FXR(fx_store)(out + i, FXR(fx_out_vec)(x, t, w, i, FX_L, take_log, vsh, vk, vct, vcc));
+    if (i < n) FXR(fx_store_part)(out + i, FXR(fx_out_vec)(x, t, w, i, n - i, take_log, vsh, vk, vct, vcc), n - i);
 }
 
 static void FXR(fx_fill)(FX_T *out, int64_t n, FX_T value) {
@@ -202,33 +213,29 @@ static double FXR(fx_logsumexp_row)(const FX_T *x, int64_t n) {
     return FXR(fx_lse_of)(&st);
 }
 
-static double FXR(fx_softmax_row)(const FX_T *x, int64_t n, FX_T *out) {
+/* softmax (take_log == 0) or log-softmax (take_log == 1) of one row. */
+static double FXR(fx_softmax_like_row)(const FX_T *x, int64_t n, FX_T *out, int take_log, int stream) {
     FXR(fx_scan_state) st;
     FXR(fx_scan)(x, NULL, NULL, n, 0, &st);
     const double lse = FXR(fx_lse_of)(&st);
     if (!isfinite(lse)) {
         FXR(fx_fill)(out, n, (FX_T)NAN);
+    } else if (take_log) {
+        /* (x - m) is exact for the classes that matter (Sterbenz); log(s)
+         * is in [0, log n]. */
+        FXR(fx_write)(x, NULL, NULL, n, 1, (FX_T)st.m, (FX_T)log(st.s), 0, 0, stream, out);
     } else {
-        FXR(fx_write_exp)(x, NULL, NULL, n, (FX_T)st.m, (FX_T)(1.0 / st.s), 0, 0, out);
+        FXR(fx_write)(x, NULL, NULL, n, 0, (FX_T)st.m, (FX_T)(1.0 / st.s), 0, 0, stream, out);
     }
     return lse;
 }
 
-static double FXR(fx_log_softmax_row)(const FX_T *x, int64_t n, FX_T *out) {
-    FXR(fx_scan_state) st;
-    FXR(fx_scan)(x, NULL, NULL, n, 0, &st);
-    const double lse = FXR(fx_lse_of)(&st);
-    if (!isfinite(lse)) {
-        FXR(fx_fill)(out, n, (FX_T)NAN);
-        return lse;
-    }
-    /* (x - m) is exact for the classes that matter (Sterbenz); log(s) is in
-     * [0, log n]. */
-    const FX_V vm = FX_BC((FX_T)st.m), vls = FX_BC((FX_T)log(st.s));
-    int64_t i = 0;
-    for (; i + FX_L <= n; i += FX_L) FXR(fx_store)(out + i, (FXR(fx_load)(x + i) - vm) - vls);
-    if (i < n) FXR(fx_store_part)(out + i, (FXR(fx_load_part)(x + i, n - i, 0) - vm) - vls, n - i);
-    return lse;
+static double FXR(fx_softmax_row)(const FX_T *x, int64_t n, FX_T *out, int flags) {
+    return FXR(fx_softmax_like_row)(x, n, out, 0, flags & FX_STREAM_STORES);
+}
+
+static double FXR(fx_log_softmax_row)(const FX_T *x, int64_t n, FX_T *out, int flags) {
+    return FXR(fx_softmax_like_row)(x, n, out, 1, flags & FX_STREAM_STORES);
 }
 
 FX_ALWAYS_INLINE void FXR(fx_ce_scan)(const FX_T *x, const FX_T *t, const FX_T *w, int64_t n,
@@ -285,12 +292,14 @@ static double FXR(fx_ce_row)(const FX_T *x, const FX_T *t, int64_t n, int64_t y,
         const FX_T k = (FX_T)(gs * (a_sum + 2.0 * z * lse) / st.s);
         const FX_T cc = (FX_T)(gs * eps / (double)n);
         const FX_T ct = (FX_T)(gs * (1.0 - eps));
+        const FX_T m = (FX_T)st.m;
+        const int stream = opt && (opt->flags & FX_STREAM_STORES);
         if (t) {
-            if (w) FXR(fx_write_exp)(x, t, w, n, (FX_T)st.m, k, ct, cc, grad);
-            else FXR(fx_write_exp)(x, t, NULL, n, (FX_T)st.m, k, ct, cc, grad);
+            if (w) FXR(fx_write)(x, t, w, n, 0, m, k, ct, cc, stream, grad);
+            else FXR(fx_write)(x, t, NULL, n, 0, m, k, ct, cc, stream, grad);
         } else {
-            if (w) FXR(fx_write_exp)(x, NULL, w, n, (FX_T)st.m, k, 0, cc, grad);
-            else FXR(fx_write_exp)(x, NULL, NULL, n, (FX_T)st.m, k, 0, cc, grad);
+            if (w) FXR(fx_write)(x, NULL, w, n, 0, m, k, 0, cc, stream, grad);
+            else FXR(fx_write)(x, NULL, NULL, n, 0, m, k, 0, cc, stream, grad);
             grad[y] = (FX_T)((double)grad[y] - gs * (1.0 - eps) * wy);
         }
     }

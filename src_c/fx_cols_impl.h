@@ -1,0 +1,273 @@
+/*
+ * fx_cols_impl.h -- the column kernels: the class axis is strided, the
+ * contiguous axis runs across independent positions.  This is PyTorch's
+ * (N, C, d1, ..., dk) layout: for one sample the logits form a C x D slab
+ * whose class rows are `stride` elements apart.  Vectorising along the
+ * contiguous axis means no transposed copy is ever made.
+ *
+ * Same macros as fx_rows_impl.h.  The slab is processed in chunks of at most
+ * FX_COLS_CHUNK positions:
+ *   pass A (class rows in order, contiguous segments from DRAM): column max;
+ *   pass B (from L2): sum of exp(x - max) per column, in float lanes over
+ *           groups of FX_COLS_GROUP classes then in double (the same error
+ *           bound as the row kernels), plus the dot products of the options;
+ *   pass C (from L2, class rows in order): the outputs.
+ * A chunk is narrowed so that C x chunk fits in about 512 KiB of L2.
+ */
+
+#define FXC(name) FX_CAT(FX_CAT(name, FX_SFX), FX_ISA)
+#define FXR FXC /* the row helpers (fx_load, ...) share the naming */
+#define FX_COLS_CHUNK 256
+#define FX_COLS_GROUP 32
+#define FX_COLS_L2 (512 * 1024)
+
+/* Per-column state of one chunk. */
+typedef struct FXC(fx_cols_state_s) {
+    FX_T m[FX_COLS_CHUNK];     /* column max (NaN never enters)              */
+    double s[FX_COLS_CHUNK];   /* sum of exp(x - shift(m))                   */
+    double wx[FX_COLS_CHUNK];  /* sum_c w_c x_c    (smoothing)               */
+    double wtx[FX_COLS_CHUNK]; /* sum_c w_c t_c x_c (soft targets)           */
+    double wt[FX_COLS_CHUNK];  /* sum_c w_c t_c     (soft targets)           */
+    FX_T k[FX_COLS_CHUNK];     /* pass C: multiplier of exp(x - m)           */
+    FX_T ct[FX_COLS_CHUNK];    /* pass C: multiplier of w_c t_c              */
+    FX_T cc[FX_COLS_CHUNK];    /* pass C: multiplier of w_c                  */
+    FX_T sh[FX_COLS_CHUNK];    /* pass C: the shift (m, or 0 if m not finite)*/
+} FXC(fx_cols_state);
+
+FX_ALWAYS_INLINE int64_t FXC(fx_cols_width)(int64_t n_classes) {
+    int64_t w = FX_COLS_L2 / ((n_classes > 0 ? n_classes : 1) * (int64_t)sizeof(FX_T));
+    w = w / FX_L * FX_L;
+    if (w < FX_L) w = FX_L;
+    if (w > FX_COLS_CHUNK) w = FX_COLS_CHUNK;
+    return w;
+}
+
+/* Passes A and B over columns [0, m) of a chunk (m <= FX_COLS_CHUNK). */
+FX_ALWAYS_INLINE void FXC(fx_cols_scan)(const FX_T *x, const FX_T *t, const FX_T *w, int64_t nc,
+                                        int64_t m, int64_t stride, int need_wx,
+                                        FXC(fx_cols_state) *st) {
+    const int64_t mv = (m + FX_L - 1) / FX_L * FX_L; /* padded to whole vectors */
+    for (int64_t j = 0; j < mv; j++) st->m[j] = (FX_T)-INFINITY;
+    for (int64_t c = 0; c < nc; c++) {
+        const FX_T *row = x + c * stride;
+        int64_t j = 0;
+        for (; j + FX_L <= m; j += FX_L) {
+            FX_V v = FXR(fx_load)(row + j), acc = FXR(fx_load)(st->m + j);
+            FXR(fx_store)(st->m + j, FX_SEL(v > acc, v, acc));
+        }
+        if (j < m) {
+            FX_V v = FXR(fx_load_part)(row + j, m - j, (FX_T)-INFINITY), acc = FXR(fx_load)(st->m + j);
+            FXR(fx_store)(st->m + j, FX_SEL(v > acc, v, acc));
+        }
+    }
+    for (int64_t j = 0; j < mv; j += FX_L) {
+        const int64_t len = (m - j) < FX_L ? (m - j) : FX_L;
+        const int full = len == FX_L;
+        FX_V mvec = FXR(fx_load)(st->m + j);
+        FX_V sh = FX_SEL((mvec - mvec) == FX_BC(0), mvec, FX_BC(0)); /* finite lanes keep m */
+        double s[FX_L], wx[FX_L], wtx[FX_L], wt[FX_L];
+        for (int l = 0; l < FX_L; l++) s[l] = wx[l] = wtx[l] = wt[l] = 0.0;
+        for (int64_t c0 = 0; c0 < nc; c0 += FX_COLS_GROUP) {
+            const int64_t c1 = (c0 + FX_COLS_GROUP) < nc ? (c0 + FX_COLS_GROUP) : nc;
+            FX_V fs = FX_BC(0), fwx = FX_BC(0), fwtx = FX_BC(0), fwt = FX_BC(0);
+            for (int64_t c = c0; c < c1; c++) {
+                const FX_T *p = x + c * stride + j;
+                FX_V v = full ? FXR(fx_load)(p) : FXR(fx_load_part)(p, len, (FX_T)-INFINITY);
+                fs += FX_EXP(v - sh);
+                if (need_wx || t) {
+                    FX_V v0 = full ? v : FXR(fx_load_part)(p, len, 0);
+                    const FX_T wc = w ? w[c] : (FX_T)1;
+                    if (need_wx) fwx += wc * v0;
+                    if (t) {
+                        const FX_T *q = t + c * stride + j;
+                        FX_V a = wc * (full ? FXR(fx_load)(q) : FXR(fx_load_part)(q, len, 0));
+                        fwtx += a * v0;
+                        fwt += a;
+                    }
+                }
+            }
+            for (int l = 0; l < FX_L; l++) {
+                s[l] += (double)fs[l];
+                if (need_wx) wx[l] += (double)fwx[l];
+                if (t) {
+                    wtx[l] += (double)fwtx[l];
+                    wt[l] += (double)fwt[l];
+                }
+            }
+        }
+        for (int l = 0; l < FX_L; l++) {
+            st->s[j + l] = s[l];
+            st->wx[j + l] = wx[l];
+            st->wtx[j + l] = wtx[l];
+            st->wt[j + l] = wt[l];
+            st->sh[j + l] = sh[l];
+        }
+    }
+}
+
+/* Pass C: out[c, j] = exp(x - sh_j) k_j - w_c (ct_j t_cj + cc_j), or with
+ * take_log (x - sh_j) - k_j.  Columns whose k is NaN come out NaN; columns
+ * with live == 0 come out exactly 0 (ignored positions). */
+FX_ALWAYS_INLINE void FXC(fx_cols_write)(const FX_T *x, const FX_T *t, const FX_T *w, int64_t nc,
+                                         int64_t m, int64_t stride, int take_log,
+                                         const FXC(fx_cols_state) *st, const FX_T *live,
+                                         FX_T *out) {
+    for (int64_t c = 0; c < nc; c++) {
+        const FX_T *xr = x + c * stride;
+        FX_T *orow = out + c * stride;
+        const FX_T wc = w ? w[c] : (FX_T)1;
+        for (int64_t j = 0; j < m; j += FX_L) {
+            const int64_t len = (m - j) < FX_L ? (m - j) : FX_L;
+            const int full = len == FX_L;
+            FX_V xv = full ? FXR(fx_load)(xr + j) : FXR(fx_load_part)(xr + j, len, 0);
+            FX_V sh = FXR(fx_load)(st->sh + j), k = FXR(fx_load)(st->k + j), g;
+            if (take_log) {
+                g = (xv - sh) - k;
+            } else {
+                FX_V a = FXR(fx_load)(st->cc + j);
+                if (t) {
+                    const FX_T *q = t + c * stride + j;
+                    a = FXR(fx_load)(st->ct + j) * (full ? FXR(fx_load)(q) : FXR(fx_load_part)(q, len, 0)) + a;
+                }
+                g = FX_EXP(xv - sh) * k - a * wc;
+            }
+            if (live) g = FX_SEL(FXR(fx_load)(live + j) != FX_BC(0), g, FX_BC(0));
+            if (full) FXR(fx_store)(orow + j, g);
+            else FXR(fx_store_part)(orow + j, g, len);
+        }
+    }
+}
+
+/* Log-sum-exp of the m columns of a C x m slab (rows `stride` apart). */
+static void FXC(fx_logsumexp_cols)(const FX_T *x, int64_t nc, int64_t m, int64_t stride, double *lse) {
+    FXC(fx_cols_state) st;
+    const int64_t width = FXC(fx_cols_width)(nc);
+    for (int64_t j0 = 0; j0 < m; j0 += width) {
+        const int64_t mm = (m - j0) < width ? (m - j0) : width;
+        FXC(fx_cols_scan)(x + j0, NULL, NULL, nc, mm, stride, 0, &st);
+        for (int64_t j = 0; j < mm; j++) lse[j0 + j] = (double)st.sh[j] + log(st.s[j]);
+    }
+}
+
+/* softmax (take_log 0) or log-softmax (1) of the m columns, into out (same layout). */
+static void FXC(fx_softmax_cols)(const FX_T *x, int64_t nc, int64_t m, int64_t stride, FX_T *out,
+                                 int take_log) {
+    FXC(fx_cols_state) st;
+    const int64_t width = FXC(fx_cols_width)(nc);
+    for (int64_t j0 = 0; j0 < m; j0 += width) {
+        const int64_t mm = (m - j0) < width ? (m - j0) : width;
+        FXC(fx_cols_scan)(x + j0, NULL, NULL, nc, mm, stride, 0, &st);
+        for (int64_t j = 0; j < FX_COLS_CHUNK; j++) {
+            const double lse = j < mm ? (double)st.sh[j] + log(st.s[j]) : 0.0;
+            const int bad = j < mm && !isfinite(lse);
+            st.k[j] = bad ? (FX_T)NAN : j >= mm ? (FX_T)0 : take_log ? (FX_T)log(st.s[j]) : (FX_T)(1.0 / st.s[j]);
+            st.cc[j] = 0;
+            if (j >= mm) st.sh[j] = 0;
+        }
+        FXC(fx_cols_write)(x + j0, NULL, NULL, nc, mm, stride, take_log, &st, NULL, out + j0);
+    }
+}
+
+/*
+ * Cross-entropy of the m columns (positions) of a C x m slab, each against
+ * labels[j] (a label < 0 marks an ignored position: loss 0, gradient 0) or
+ * against the soft-target slab t (same layout as x).  Loss and gradient
+ * formulas are those of fx_ce_label_row / fx_ce_prob_row; gs[j] scales the
+ * gradient of column j.  loss[j] and lse[j] (when not NULL) receive the
+ * per-column values; grad (when not NULL) has x's layout and may alias x.
+ */
+static void FXC(fx_ce_cols)(const FX_T *x, const FX_T *t, const int64_t *labels, int64_t nc,
+                            int64_t m, int64_t stride, const fx_ce_options *opt, const double *gs,
+                            FX_T *grad, double *loss, double *lse_out) {
+    const FX_T *w = opt ? (const FX_T *)opt->weight : NULL;
+    const double eps = opt ? opt->label_smoothing : 0.0;
+    const double z = opt ? opt->z_loss : 0.0;
+    double wsum = (double)nc;
+    if (w && eps != 0.0) {
+        wsum = 0.0;
+        for (int64_t c = 0; c < nc; c++) wsum += (double)w[c];
+    }
+    FXC(fx_cols_state) st;
+    FX_T live[FX_COLS_CHUNK];
+    const int64_t width = FXC(fx_cols_width)(nc);
+    for (int64_t j0 = 0; j0 < m; j0 += width) {
+        const int64_t mm = (m - j0) < width ? (m - j0) : width;
+        const FX_T *xc = x + j0, *tc = t ? t + j0 : NULL;
+        if (tc) {
+            if (w) {
+                if (eps != 0.0) FXC(fx_cols_scan)(xc, tc, w, nc, mm, stride, 1, &st);
+                else FXC(fx_cols_scan)(xc, tc, w, nc, mm, stride, 0, &st);
+            } else {
+                if (eps != 0.0) FXC(fx_cols_scan)(xc, tc, NULL, nc, mm, stride, 1, &st);
+                else FXC(fx_cols_scan)(xc, tc, NULL, nc, mm, stride, 0, &st);
+            }
+        } else if (eps != 0.0) {
+            if (w) FXC(fx_cols_scan)(xc, NULL, w, nc, mm, stride, 1, &st);
+            else FXC(fx_cols_scan)(xc, NULL, NULL, nc, mm, stride, 1, &st);
+        } else {
+            FXC(fx_cols_scan)(xc, NULL, NULL, nc, mm, stride, 0, &st);
+        }
+        for (int64_t j = 0; j < FX_COLS_CHUNK; j++) {
+            st.k[j] = st.ct[j] = st.cc[j] = 0;
+            live[j] = 0;
+            if (j >= mm) {
+                st.sh[j] = 0;
+                continue;
+            }
+            const int64_t y = labels ? labels[j0 + j] : 0;
+            const double lse = (double)st.sh[j] + log(st.s[j]);
+            if (lse_out) lse_out[j0 + j] = lse;
+            if (labels && y < 0) {
+                if (loss) loss[j0 + j] = 0.0;
+                continue;
+            }
+            live[j] = 1;
+            if (!isfinite(lse)) {
+                if (loss) loss[j0 + j] = NAN;
+                st.k[j] = (FX_T)NAN;
+                continue;
+            }
+            double l, a_sum;
+            const double wy = (labels && w) ? (double)w[y] : 1.0;
+            if (tc) {
+                l = (1.0 - eps) * (st.wt[j] * lse - st.wtx[j]);
+                a_sum = (1.0 - eps) * st.wt[j];
+            } else {
+                l = (1.0 - eps) * wy * (lse - (double)xc[y * stride + j]);
+                a_sum = (1.0 - eps) * wy;
+            }
+            if (eps != 0.0) {
+                l += eps / (double)nc * (wsum * lse - st.wx[j]);
+                a_sum += eps / (double)nc * wsum;
+            }
+            l += z * lse * lse;
+            if (loss) loss[j0 + j] = l;
+            const double g = gs ? gs[j0 + j] : 1.0;
+            st.k[j] = (FX_T)(g * (a_sum + 2.0 * z * lse) / st.s[j]);
+            st.cc[j] = (FX_T)(g * eps / (double)nc);
+            st.ct[j] = (FX_T)(g * (1.0 - eps));
+        }
+        if (!grad) continue;
+        FX_T *gc = grad + j0;
+        if (tc) {
+            if (w) FXC(fx_cols_write)(xc, tc, w, nc, mm, stride, 0, &st, live, gc);
+            else FXC(fx_cols_write)(xc, tc, NULL, nc, mm, stride, 0, &st, live, gc);
+        } else {
+            if (w) FXC(fx_cols_write)(xc, NULL, w, nc, mm, stride, 0, &st, live, gc);
+            else FXC(fx_cols_write)(xc, NULL, NULL, nc, mm, stride, 0, &st, live, gc);
+            for (int64_t j = 0; j < mm; j++) {
+                const int64_t y = labels[j0 + j];
+                if (y < 0 || !live[j] || isnan((double)st.k[j])) continue;
+                const double wy = w ? (double)w[y] : 1.0;
+                const double g = gs ? gs[j0 + j] : 1.0;
+                gc[y * stride + j] = (FX_T)((double)gc[y * stride + j] - g * (1.0 - eps) * wy);
+            }
+        }
+    }
+}
+
+#undef FXC
+#undef FXR
+#undef FX_COLS_CHUNK
+#undef FX_COLS_GROUP
+#undef FX_COLS_L2

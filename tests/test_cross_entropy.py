@@ -1,0 +1,694 @@
+"""cross_entropy and cross_entropy_with_grad against the float64 NumPy reference."""
+import itertools
+
+import numpy as np
+import pytest
+
+import fastxent as fx
+from fastxent import _reference as ref
+
+DTYPES = [np.float32, np.float64, np.float16]
+REDUCTIONS = ["mean", "sum", "none"]
+CLASS_COUNTS = [1, 2, 7, 15, 16, 17, 31, 33, 1023, 1024, 1025, 4097]
+LABEL_DTYPES = [np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64]
+
+
+def check(h, logits, target, *, grad_output=1.0, scale=None, **kw):
+    """Every output of both functions against the reference; inputs unchanged.
+
+    Returns (loss, grad) of cross_entropy_with_grad for further checks.
+    """
+    dtype = np.asarray(logits).dtype.newbyteorder("=")  # results come back in native order
+    reduction = kw.get("reduction", "mean")
+    axis = kw.get("axis", -1)
+    inputs = [logits, target, kw.get("weight"), kw.get("sample_weight"), grad_output]
+    copies = [None if a is None else np.array(a, copy=True) for a in inputs]
+    scale = h.scale(logits) if scale is None else scale
+
+    exp_loss = ref.cross_entropy(logits, target, **kw)
+    exp_grad = ref.cross_entropy_grad(logits, target, grad_output=grad_output, **kw)
+    exp_lse = ref.logsumexp(logits, axis=axis)
+    loss = fx.cross_entropy(logits, target, **kw)
+    loss2, grad, lse = fx.cross_entropy_with_grad(logits, target, grad_output=grad_output,
+                                                  return_lse=True, **kw)
+    loss3, grad3 = fx.cross_entropy_with_grad(logits, target, grad_output=grad_output, **kw)
+
+    for a, c in zip(inputs, copies):
+        if a is not None:
+            h.unchanged(c, a)
+    # z_loss squares lse: its absolute error grows with lse's magnitude.
+    loss_scale = scale * (1 + 2 * kw.get("z_loss", 0.0) * scale)
+    for got in (loss, loss2, loss3):
+        if reduction == "none":
+            assert isinstance(got, np.ndarray) and got.shape == np.shape(exp_loss)
+            h.assert_close(got, exp_loss, dtype, scale=loss_scale * _weight_scale(kw))
+        else:
+            assert type(got) is float
+            # A sum of n rows carries n rows' worth of rounding.
+            n_rows = max(1, np.size(exp_lse))
+            h.assert_close(got, exp_loss, np.float64 if dtype == np.float64 else np.float32,
+                           scale=loss_scale * _weight_scale(kw) * (n_rows if reduction == "sum" else 1))
+    assert grad.shape == np.shape(logits) and grad.dtype == dtype and grad.flags.c_contiguous
+    h.assert_close(grad, exp_grad, dtype, scale=h.scale(exp_grad) * (1 + 2 * kw.get("z_loss", 0.0) * scale))
+    np.testing.assert_array_equal(grad3, grad)
+    assert lse.shape == np.shape(exp_lse) and lse.dtype == dtype
+    h.assert_close(lse, exp_lse, dtype, scale=scale)
+    return loss2, grad
+
+
+def _weight_scale(kw):
+    s = 1.0
+    for key in ("weight", "sample_weight"):
+        if kw.get(key) is not None and np.size(kw[key]):
+            s *= max(1.0, float(np.max(kw[key])))
+    return s
+
+
+def _data(rng, shape, dtype, n_classes=None, axis=-1, ignore_frac=0.0, ignore_index=-100):
+    """Logits of `shape` and valid labels (some set to ignore_index)."""
+    x = (rng.standard_normal(shape) * 3).astype(dtype)
+    n_classes = shape[axis] if n_classes is None else n_classes
+    tshape = tuple(np.delete(np.array(shape), axis % len(shape)))
+    y = rng.integers(0, n_classes, size=tshape)
+    if ignore_frac:
+        y = np.where(rng.random(tshape) < ignore_frac, ignore_index, y)
+    return x, y
+
+
+def _probs(rng, shape, axis=-1, dtype=np.float64):
+    t = rng.random(shape) ** 3
+    return (t / t.sum(axis=axis, keepdims=True)).astype(dtype)
+
+
+# --------------------------------------------------------------------------
+# the basic matrix: dtype x reduction x class counts
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("n_classes", CLASS_COUNTS)
+def test_labels_against_reference(dtype, reduction, n_classes, rng, h):
+    x, y = _data(rng, (6, n_classes), dtype, ignore_frac=0.2)
+    check(h, x, y, reduction=reduction)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("n_classes", [1, 7, 16, 17, 33, 1025])
+def test_probabilities_against_reference(dtype, reduction, n_classes, rng, h):
+    x = (rng.standard_normal((5, n_classes)) * 3).astype(dtype)
+    check(h, x, _probs(rng, x.shape, dtype=dtype), reduction=reduction)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("shape", [(7,), (1, 7), (3, 4, 7), (2, 3, 2, 5)])
+def test_leading_dims(dtype, reduction, shape, rng, h):
+    x, y = _data(rng, shape, dtype)
+    if len(shape) == 1:
+        y = np.int64(y)  # 1-d logits take a 0-d label
+        assert np.ndim(y) == 0
+    check(h, x, y, reduction=reduction)
+    check(h, x, _probs(rng, shape), reduction=reduction)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("axis", [0, 1, 2, -1, -2])
+def test_axis_on_3d(dtype, reduction, axis, rng, h):
+    shape = (4, 5, 6)
+    x, y = _data(rng, shape, dtype, axis=axis, ignore_frac=0.2)
+    n_classes = shape[axis]
+    w = rng.random(n_classes) + 0.5
+    sw = rng.random(y.shape) + 0.5
+    check(h, x, y, axis=axis, reduction=reduction)
+    check(h, x, y, axis=axis, reduction=reduction, weight=w, sample_weight=sw, label_smoothing=0.2)
+    check(h, x, _probs(rng, shape, axis=axis), axis=axis, reduction=reduction, weight=w)
+    go = rng.standard_normal(y.shape) if reduction == "none" else 0.7
+    check(h, x, y, axis=axis, reduction=reduction, grad_output=go)
+
+
+@pytest.mark.parametrize("label_dtype", LABEL_DTYPES)
+def test_label_dtypes(label_dtype, rng, h):
+    x, y = _data(rng, (20, 9), np.float64)
+    signed = np.dtype(label_dtype).kind == "i"
+    ignore = -1 if signed else int(np.iinfo(label_dtype).max) if label_dtype != np.uint64 else 200
+    y = np.where(np.arange(20) % 4 == 0, ignore, y).astype(label_dtype)
+    for reduction in REDUCTIONS:
+        check(h, x, y, reduction=reduction, ignore_index=ignore)
+    # Same answer as int64 labels.
+    assert fx.cross_entropy(x, y, ignore_index=ignore) == fx.cross_entropy(x, y.astype(np.int64),
+                                                                           ignore_index=ignore)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_label_list_and_python_int(dtype, h):
+    x = np.array([[1.0, 2.0, 0.5], [0.1, 0.2, 0.3]], dtype=dtype)
+    check(h, x, [2, 0])
+    check(h, x[0], 1)
+
+
+# --------------------------------------------------------------------------
+# ignore_index
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("poison", [np.nan, -np.inf, np.inf, 1e30])
+def test_ignored_rows_exactly_zero(dtype, reduction, poison, rng, h):
+    x, y = _data(rng, (8, 33), dtype)
+    y[[1, 4, 7]] = -100
+    x[1] = poison
+    x[4, 3] = poison
+    x[7, ::2] = poison
+    loss, grad = check(h, x, y, reduction=reduction, weight=rng.random(33) + 0.1,
+                       sample_weight=rng.random(8) + 0.1, label_smoothing=0.1, z_loss=1e-3)
+    assert np.all(grad[[1, 4, 7]] == 0) and not np.any(np.signbit(grad[[1, 4, 7]]) & np.isnan(grad[[1, 4, 7]]))
+    assert np.all(np.isfinite(grad))
+    if reduction == "none":
+        assert np.all(loss[[1, 4, 7]] == 0)
+        assert np.all(np.isfinite(loss))
+    else:
+        assert np.isfinite(loss)
+
+
+@pytest.mark.parametrize("ignore_index", [0, 3, -1, 10**6])
+def test_ignore_index_values(ignore_index, rng, h):
+    # ignore_index may be a valid class (then that class is never learned).
+    x, y = _data(rng, (12, 5), np.float64)
+    y[::3] = ignore_index if ignore_index < 0 or ignore_index >= 5 else y[::3]
+    for reduction in REDUCTIONS:
+        check(h, x, y, ignore_index=ignore_index, reduction=reduction)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_all_rows_ignored_empty(dtype, rng, h):
+    x, _ = _data(rng, (4, 6), dtype)
+    y = np.full(4, -100)
+    assert np.isnan(fx.cross_entropy(x, y))
+    assert np.isnan(fx.cross_entropy(x, y, empty="nan"))
+    assert fx.cross_entropy(x, y, empty="zero") == 0.0
+    assert fx.cross_entropy(x, y, reduction="sum") == 0.0
+    assert np.all(fx.cross_entropy(x, y, reduction="none") == 0)
+    for empty in ("nan", "zero"):
+        for reduction in REDUCTIONS:
+            check(h, x, y, empty=empty, reduction=reduction)
+        # Ignored rows' gradients stay exactly 0 even when the scale is NaN.
+        _, grad = fx.cross_entropy_with_grad(x, y, empty=empty)
+        assert np.all(grad == 0)
+    # Rows that all weigh 0 count as empty too.
+    y = np.array([0, 1, 2, 0])
+    w = np.array([0.0, 0.0, 0.0, 1.0, 1.0, 1.0])
+    assert np.isnan(fx.cross_entropy(x, y, weight=w))
+    assert fx.cross_entropy(x, y, weight=w, empty="zero") == 0.0
+    assert fx.cross_entropy(x, y, sample_weight=np.zeros(4), empty="zero") == 0.0
+    check(h, x, y, weight=w, empty="zero")
+    check(h, x, _probs(rng, x.shape), sample_weight=np.zeros(4), empty="zero")
+
+
+def test_zero_rows(h):
+    x = np.empty((0, 5))
+    y = np.empty(0, dtype=np.int64)
+    assert np.isnan(fx.cross_entropy(x, y))
+    assert fx.cross_entropy(x, y, empty="zero") == 0.0
+    assert fx.cross_entropy(x, y, reduction="sum") == 0.0
+    assert fx.cross_entropy(x, y, reduction="none").shape == (0,)
+    loss, grad = fx.cross_entropy_with_grad(x, y, reduction="sum")
+    assert loss == 0.0 and grad.shape == (0, 5)
+
+
+# --------------------------------------------------------------------------
+# options, one at a time and combined
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("target_kind", ["labels", "probs"])
+@pytest.mark.parametrize(
+    "use_weight,use_sw,smoothing,z_loss",
+    list(itertools.product([False, True], [False, True], [0.0, 0.3, 1.0], [0.0, 1e-2])),
+)
+def test_option_combinations(dtype, reduction, target_kind, use_weight, use_sw, smoothing, z_loss, rng, h):
+    n, c = 10, 17
+    x, y = _data(rng, (n, c), dtype, ignore_frac=0.2)
+    target = y if target_kind == "labels" else _probs(rng, (n, c), dtype=dtype)
+    kw = dict(reduction=reduction, label_smoothing=smoothing, z_loss=z_loss)
+    if use_weight:
+        kw["weight"] = (rng.random(c) * 2).astype(dtype)
+    if use_sw:
+        kw["sample_weight"] = rng.random(n) * 2
+    check(h, x, target, **kw)
+
+
+def test_tiny_class_weight_float32(rng):
+    x, y = _data(rng, (4, 3), np.float32)
+    w = np.array([1e-50, 1e-50, 1e-50])
+    expected = ref.cross_entropy(x, y, weight=w)
+    assert np.isfinite(expected)
+    np.testing.assert_allclose(fx.cross_entropy(x, y, weight=w), expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_weight_and_sample_weight_dtypes(reduction, rng, h):
+    x, y = _data(rng, (8, 5), np.float64, ignore_frac=0.2)
+    for wdtype in (np.float16, np.float32, np.float64, np.int32, np.uint8):
+        w = (rng.random(5) * 3 + 1).astype(wdtype)
+        sw = (rng.random(8) * 3 + 1).astype(wdtype)
+        check(h, x, y, weight=w, sample_weight=sw, reduction=reduction)
+        check(h, x, y, weight=list(w), sample_weight=list(sw), reduction=reduction)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("target_kind", ["labels", "probs"])
+def test_grad_output(dtype, target_kind, rng, h):
+    x, y = _data(rng, (6, 11), dtype, ignore_frac=0.3)
+    target = y if target_kind == "labels" else _probs(rng, x.shape)
+    for reduction in REDUCTIONS:
+        for go in (0.0, -2.5, np.float32(3.0), np.array(0.25)):
+            check(h, x, target, reduction=reduction, grad_output=go, weight=rng.random(11) + 0.1)
+    for go in (rng.standard_normal(6), rng.standard_normal(6).astype(np.float32), np.arange(6),
+               list(rng.standard_normal(6))):
+        check(h, x, target, reduction="none", grad_output=go, sample_weight=rng.random(6))
+    with pytest.raises(ValueError, match="grad_output"):
+        fx.cross_entropy_with_grad(x, target, reduction="mean", grad_output=np.ones(6))
+    with pytest.raises(ValueError, match="grad_output"):
+        fx.cross_entropy_with_grad(x, target, reduction="none", grad_output=np.ones(5))
+    with pytest.raises(TypeError, match="grad_output"):
+        fx.cross_entropy_with_grad(x, target, reduction="sum", grad_output="1")
+    with pytest.raises(ValueError, match="grad_output"):
+        fx.cross_entropy_with_grad(x, target, reduction="sum", grad_output=np.nan)
+
+
+def test_grad_output_leading_dims(rng, h):
+    x, y = _data(rng, (3, 4, 6), np.float64, ignore_frac=0.2)
+    check(h, x, y, reduction="none", grad_output=rng.standard_normal((3, 4)))
+    xt = np.moveaxis(x, -1, 1)
+    check(h, xt, y, axis=1, reduction="none", grad_output=rng.standard_normal((3, 4)))
+
+
+# --------------------------------------------------------------------------
+# out=, inplace=, return_lse
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("axis", [-1, 1, 0])
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_out(dtype, axis, reduction, rng, h):
+    x, y = _data(rng, (3, 5, 4), dtype, axis=axis, ignore_frac=0.2)
+    expected_loss, expected_grad = fx.cross_entropy_with_grad(x, y, axis=axis, reduction=reduction)
+    out = np.full(x.shape, np.nan, dtype=dtype)
+    loss, grad = fx.cross_entropy_with_grad(x, y, axis=axis, reduction=reduction, out=out)
+    assert grad is out
+    np.testing.assert_array_equal(out, expected_grad)
+    np.testing.assert_array_equal(loss, expected_loss)
+    h.assert_close(out, ref.cross_entropy_grad(x, y, axis=axis, reduction=reduction), dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("axis", [-1, 1, 0])
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("target_kind", ["labels", "probs"])
+def test_inplace(dtype, axis, reduction, target_kind, rng, h):
+    x, y = _data(rng, (3, 5, 4), dtype, axis=axis, ignore_frac=0.2)
+    target = y if target_kind == "labels" else _probs(rng, x.shape, axis=axis)
+    kw = dict(axis=axis, reduction=reduction, label_smoothing=0.1, z_loss=1e-3)
+    expected_loss, expected_grad, expected_lse = fx.cross_entropy_with_grad(x, target, return_lse=True, **kw)
+    original = x.copy()
+    loss, grad, lse = fx.cross_entropy_with_grad(x, target, inplace=True, return_lse=True, **kw)
+    assert np.shares_memory(grad, x) and grad.shape == x.shape
+    np.testing.assert_array_equal(x, expected_grad)  # the logits were overwritten
+    np.testing.assert_array_equal(loss, expected_loss)
+    live = y != -100 if target_kind == "labels" else np.ones(y.shape, dtype=bool)
+    # Ignored rows' lse: test_inplace_lse_of_ignored_rows (a known bug).
+    np.testing.assert_array_equal(lse[live], expected_lse[live])
+    h.assert_close(x, ref.cross_entropy_grad(original, target, **kw), dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_inplace_lse_of_ignored_rows(dtype, h):
+    x = np.array([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]], dtype=dtype)
+    y = np.array([0, -100])
+    expected = ref.logsumexp(x)
+    _, _, lse = fx.cross_entropy_with_grad(x, y, return_lse=True, inplace=True)
+    h.assert_close(lse, expected, dtype, scale=6)
+
+
+def test_inplace_and_out_errors(rng):
+    x, y = _data(rng, (4, 5), np.float64)
+    with pytest.raises(ValueError, match="out"):
+        fx.cross_entropy_with_grad(x, y, inplace=True, out=np.empty_like(x))
+    ro = x.copy()
+    ro.flags.writeable = False
+    with pytest.raises(ValueError, match="logits"):
+        fx.cross_entropy_with_grad(ro, y, inplace=True)
+    with pytest.raises(ValueError, match="logits"):
+        fx.cross_entropy_with_grad(np.asfortranarray(np.ones((4, 5))), y, inplace=True)
+    with pytest.raises(TypeError, match="logits"):
+        fx.cross_entropy_with_grad(x.tolist(), y, inplace=True)
+    with pytest.raises(TypeError, match="logits"):
+        fx.cross_entropy_with_grad(x.astype(np.float16), y, inplace=True)
+    with pytest.raises(ValueError, match="out"):
+        fx.cross_entropy_with_grad(x, y, out=x)
+    with pytest.raises(ValueError, match="out"):
+        fx.cross_entropy_with_grad(x, y, out=x[:, ::-1])
+    with pytest.raises(TypeError, match="out"):
+        fx.cross_entropy_with_grad(x, y, out=np.empty((4, 5), dtype=np.float32))
+    with pytest.raises(ValueError, match="out"):
+        fx.cross_entropy_with_grad(x, y, out=np.empty((5, 4)))
+    with pytest.raises(TypeError, match="inplace"):
+        fx.cross_entropy_with_grad(x, y, inplace=1)
+    with pytest.raises(TypeError, match="return_lse"):
+        fx.cross_entropy_with_grad(x, y, return_lse="yes")
+    # None of these calls wrote anything.
+    assert np.all(ro == x)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_out_float16_input(dtype, rng, h):
+    x, y = _data(rng, (4, 9), np.float16)
+    loss, grad, lse = fx.cross_entropy_with_grad(x, y, return_lse=True, reduction="none")
+    assert loss.dtype == grad.dtype == lse.dtype == np.float16
+    out = np.empty_like(x)
+    _, grad2 = fx.cross_entropy_with_grad(x, y, out=out)
+    assert grad2 is out
+
+
+# --------------------------------------------------------------------------
+# layouts and read-only inputs
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("layout", ["noncontiguous", "readonly", "fortran", "reversed"])
+@pytest.mark.parametrize("target_kind", ["labels", "probs"])
+def test_layouts_never_modified(dtype, layout, target_kind, rng, h):
+    x, y = _data(rng, (9, 13), dtype, ignore_frac=0.2)
+    t = y if target_kind == "labels" else _probs(rng, x.shape)
+    w = rng.random(13) + 0.5
+    sw = rng.random(9) + 0.5
+    if layout == "noncontiguous":
+        args = [h.noncontiguous(a) for a in (x, t, w, sw)]
+    elif layout == "readonly":
+        args = [h.readonly(a) for a in (x, t, w, sw)]
+    elif layout == "fortran":
+        args = [np.asfortranarray(a) for a in (x, t, w, sw)]
+    else:
+        args = [a[::-1, ::-1] if a.ndim == 2 else a[::-1] for a in (x, t, w, sw)]
+    for reduction in REDUCTIONS:
+        go = h.readonly(rng.standard_normal(9)) if reduction == "none" else 1.0
+        check(h, args[0], args[1], weight=args[2], sample_weight=args[3], reduction=reduction,
+              label_smoothing=0.1, grad_output=go)
+
+
+# --------------------------------------------------------------------------
+# extreme inputs
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_extreme_logits(dtype, reduction, h):
+    inf, nan = np.inf, np.nan
+    x = np.array([
+        [1e30, -1e30, 0.0, 5.0],      # label 0: loss 0, p = onehot
+        [-1e30, 1e30, 0.0, 5.0],      # label 0: loss 2e30
+        [1.0, -inf, 2.0, -inf],       # label 2, masked classes get grad 0
+        [1.0, -inf, 2.0, -inf],       # label 1 is masked: loss +inf (PyTorch)
+        [1.0, 2.0, 3.0, 4.0],
+    ], dtype=dtype)
+    y = np.array([0, 0, 2, 1, 3])
+    kw = dict(reduction=reduction)
+    loss, grad = fx.cross_entropy_with_grad(x, y, reduction="none")
+    assert loss[0] == 0 and loss[1] == np.float64(2e30).astype(dtype)
+    np.testing.assert_array_equal(grad[0], [0, 0, 0, 0])
+    assert grad[2, 1] == 0 and grad[2, 3] == 0
+    assert loss[3] == inf
+    np.testing.assert_array_equal(grad[3, [1, 3]], [-1, 0])
+    rows = [0, 2, 3, 4]
+    h.assert_close(grad[rows], ref.cross_entropy_grad(x, y, reduction="none")[rows], dtype)
+    h.assert_close(loss[[2, 3, 4]], ref.cross_entropy(x, y, reduction="none")[[2, 3, 4]], dtype, scale=5)
+    check(h, x[2:], y[2:], **kw)
+    # NaN in a live row: that row is NaN, other rows untouched; the mean is NaN.
+    x2 = np.array([[nan, 1.0, 2.0], [1.0, 2.0, 3.0], [-inf, -inf, -inf], [inf, 0.0, 1.0]], dtype=dtype)
+    y2 = np.array([1, 2, 0, 1])
+    loss2, grad2 = fx.cross_entropy_with_grad(x2, y2, reduction="none")
+    assert np.isnan(loss2[0]) and np.all(np.isnan(grad2[0]))
+    assert np.isnan(loss2[2]) and np.all(np.isnan(grad2[2]))  # lse = -inf: NaN as PyTorch
+    assert np.isnan(loss2[3]) and np.all(np.isnan(grad2[3]))  # lse = +inf: NaN as PyTorch
+    h.assert_close(loss2[1], ref.cross_entropy(x2[1:2], y2[1:2], reduction="none")[0], dtype, scale=3)
+    h.assert_close(grad2[1], ref.cross_entropy_grad(x2[1:2], y2[1:2], reduction="none")[0], dtype)
+    check(h, x2, y2, **kw)
+    assert np.isnan(fx.cross_entropy(x2, y2, reduction=reduction if reduction != "none" else "mean"))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_extreme_probability_targets(dtype, reduction, h):
+    # PyTorch's rule (test_parity_torch checks it): a masked class with zero
+    # probability still gives 0 * -inf = NaN in the loss, a masked class with
+    # positive probability gives +inf; the gradient stays p - t either way.
+    x = np.array([[0.0, 1.0, -np.inf], [1e30, -1e30, 0.0], [0.0, 1.0, -np.inf]], dtype=dtype)
+    t = np.array([[0.5, 0.5, 0.0], [1.0, 0.0, 0.0], [0.5, 0.0, 0.5]], dtype=dtype)
+    loss, grad = fx.cross_entropy_with_grad(x, t, reduction="none")
+    assert np.isnan(loss[0]) and loss[1] == 0 and loss[2] == np.inf
+    assert np.all(np.isfinite(grad))
+    check(h, x, t, reduction=reduction)
+
+
+# --------------------------------------------------------------------------
+# accuracy on long rows
+
+
+@pytest.mark.parametrize("n_classes", [131072, 256000])
+@pytest.mark.parametrize("scale", [1.0, 10.0])
+def test_float32_accuracy_long_rows(n_classes, scale, rng):
+    x = (rng.standard_normal((4, n_classes)) * scale).astype(np.float32)
+    y = rng.integers(0, n_classes, 4)
+    got = fx.cross_entropy(x, y, reduction="none").astype(np.float64)
+    expected = ref.cross_entropy(x, y, reduction="none")
+    assert np.max(np.abs(got - expected) / np.abs(expected)) <= 1e-6
+    _, grad, lse = fx.cross_entropy_with_grad(x, y, reduction="sum", return_lse=True)
+    exp_lse = ref.logsumexp(x)
+    assert np.max(np.abs(lse - exp_lse) / np.abs(exp_lse)) <= 1e-6
+    # Gradient: softmax - onehot, absolute error well under the smallest
+    # probability's magnitude 1/C.
+    np.testing.assert_allclose(grad, ref.cross_entropy_grad(x, y, reduction="sum"), rtol=1e-5, atol=1e-9)
+
+
+# --------------------------------------------------------------------------
+# not implemented yet: the API.md formulas, computed here with NumPy
+
+
+def _softcap_expected(x, y, c, **kw):
+    """API.md: logits replaced by c * tanh(x / c) first; chain rule for the gradient."""
+    x64 = np.asarray(x, dtype=np.float64)
+    capped = c * np.tanh(x64 / c)
+    loss = ref.cross_entropy(capped, y, **kw)
+    grad = ref.cross_entropy_grad(capped, y, **kw) * (1 - np.tanh(x64 / c) ** 2)
+    return loss, grad
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("target_kind", ["labels", "probs"])
+def test_softcap(dtype, reduction, target_kind, rng, h):
+    x, y = _data(rng, (8, 19), dtype, ignore_frac=0.2)
+    x *= 10  # well into tanh's saturation, where capping matters
+    target = y if target_kind == "labels" else _probs(rng, x.shape)
+    kw = dict(reduction=reduction, weight=rng.random(19) + 0.5, label_smoothing=0.1)
+    exp_loss, exp_grad = _softcap_expected(x, target, 15.0, **kw)
+    loss = fx.cross_entropy(x, target, softcap=15.0, **kw)
+    loss2, grad = fx.cross_entropy_with_grad(x, target, softcap=15.0, **kw)
+    h.assert_close(loss, exp_loss, dtype, scale=15)
+    h.assert_close(loss2, exp_loss, dtype, scale=15)
+    h.assert_close(grad, exp_grad, dtype)
+
+
+def _probability_input_expected(p, t, reduction, ignore_index=-100):
+    """API.md: -sum_c t_c log(max(p_c, eps)), eps = finfo(dtype).eps; grad w.r.t. p."""
+    p64 = np.asarray(p, dtype=np.float64)
+    eps = float(np.finfo(np.asarray(p).dtype).eps)
+    t = np.asarray(t)
+    if t.dtype.kind in "iu":
+        live = t != ignore_index
+        onehot = np.zeros_like(p64)
+        onehot[np.arange(len(t))[live], t[live]] = 1.0
+        t = onehot
+    else:
+        live = np.ones(p64.shape[0], dtype=bool)
+        t = np.asarray(t, dtype=np.float64)
+    clipped = np.maximum(p64, eps)
+    rows = -np.sum(t * np.log(clipped), axis=-1)
+    grad = np.where(p64 > eps, -t / clipped, 0.0)
+    if reduction == "none":
+        return rows, grad
+    if reduction == "sum":
+        return float(rows.sum()), grad
+    n = np.count_nonzero(live)
+    return float(rows.sum() / n), grad / n
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("target_kind", ["labels", "probs"])
+def test_from_logits_false(dtype, reduction, target_kind, rng, h):
+    p = ref.softmax(rng.standard_normal((8, 7)) * 2).astype(dtype)
+    p[0, 3] = 0.0  # clipped to eps (scikit-learn's rule)
+    y = rng.integers(0, 7, 8)
+    y[0] = 3
+    y[5] = -100
+    target = y if target_kind == "labels" else _probs(rng, p.shape)
+    exp_loss, exp_grad = _probability_input_expected(p, target, reduction)
+    loss = fx.cross_entropy(p, target, from_logits=False, reduction=reduction)
+    loss2, grad = fx.cross_entropy_with_grad(p, target, from_logits=False, reduction=reduction)
+    scale = -np.log(np.finfo(dtype).eps)
+    h.assert_close(loss, exp_loss, dtype, scale=scale)
+    h.assert_close(loss2, exp_loss, dtype, scale=scale)
+    h.assert_close(grad, exp_grad, dtype, scale=h.scale(exp_grad))
+
+
+# --------------------------------------------------------------------------
+# argument errors: raised before anything is written, naming the argument
+
+
+def test_errors(rng):
+    x, y = _data(rng, (4, 5), np.float64)
+    bad = [
+        (TypeError, "logits", dict(logits=np.ones((4, 5), dtype=np.int64))),
+        (TypeError, "logits", dict(logits=np.ones((4, 5), dtype=bool))),
+        (ValueError, "logits", dict(logits=np.float64(1.0), target=np.int64(0))),
+        (ValueError, "target", dict(target=np.array([0, 1, 2]))),
+        (ValueError, "target", dict(target=np.array([0, 1, 2, 5]))),
+        (ValueError, r"\(3,\)", dict(target=np.array([0, 1, 2, 5]))),
+        (ValueError, "target", dict(target=np.array([0, 1, -2, 1]))),
+        (ValueError, "target", dict(target=np.ones((4, 4)))),
+        (TypeError, "target", dict(target=np.array(["a", "b", "c", "d"]))),
+        (TypeError, "target", dict(target=np.array([True, False, True, False]))),
+        (ValueError, "reduction", dict(reduction="avg")),
+        (ValueError, "empty", dict(empty="none")),
+        (ValueError, "label_smoothing", dict(label_smoothing=1.5)),
+        (ValueError, "label_smoothing", dict(label_smoothing=-0.1)),
+        (ValueError, "label_smoothing", dict(label_smoothing=np.nan)),
+        (TypeError, "label_smoothing", dict(label_smoothing="0.1")),
+        (ValueError, "z_loss", dict(z_loss=-1.0)),
+        (ValueError, "z_loss", dict(z_loss=np.inf)),
+        (TypeError, "ignore_index", dict(ignore_index=1.5)),
+        (TypeError, "ignore_index", dict(ignore_index=True)),
+        (ValueError, "weight", dict(weight=np.ones(4))),
+        (ValueError, "weight", dict(weight=-np.ones(5))),
+        (ValueError, "weight", dict(weight=np.full(5, np.nan))),
+        (TypeError, "weight", dict(weight=np.array(["a"] * 5))),
+        (ValueError, "sample_weight", dict(sample_weight=np.ones(5))),
+        (ValueError, "sample_weight", dict(sample_weight=np.full(4, np.inf))),
+        (ValueError, "sample_weight", dict(sample_weight=-np.ones(4))),
+        (TypeError, "axis", dict(axis=0.5)),
+        (np.exceptions.AxisError, "axis", dict(axis=2)),
+        (TypeError, "n_threads", dict(n_threads=1.0)),
+        (ValueError, "n_threads", dict(n_threads=0)),
+        (TypeError, "from_logits", dict(from_logits="yes")),
+    ]
+    for exc, match, kw in bad:
+        args = dict(logits=x, target=y)
+        args.update(kw)
+        logits, target = args.pop("logits"), args.pop("target")
+        with pytest.raises(exc, match=match):
+            fx.cross_entropy(logits, target, **args)
+        out = np.full((4, 5) if np.ndim(logits) == 2 else (1,), 7.0)
+        with pytest.raises(exc, match=match):
+            fx.cross_entropy_with_grad(logits, target, out=out if out.shape == np.shape(logits) else None,
+                                       **args)
+        assert np.all(out == 7.0), f"{kw} wrote into out before failing"
+
+
+def test_invalid_label_names_position(rng):
+    x, _ = _data(rng, (2, 3, 4), np.float32)
+    y = np.zeros((2, 3), dtype=np.int32)
+    y[1, 2] = 9
+    with pytest.raises(ValueError, match=r"9.*\(1, 2\)|\(1, 2\).*9"):
+        fx.cross_entropy(x, y)
+    y[1, 2] = np.iinfo(np.int32).min
+    with pytest.raises(ValueError, match="target"):
+        fx.cross_entropy(x, y)
+    big = np.array([0, 0, 2**63 + 7], dtype=np.uint64)
+    with pytest.raises(ValueError, match="target"):
+        fx.cross_entropy(x[0], big)
+
+
+@pytest.mark.xfail(strict=True,
+                   reason="bug in _validation.labels_array: an ignore_index outside int64 (2**64-1 for "
+                          "uint64 labels) raises OverflowError 'Python int too large to convert to C long' "
+                          "(from _core.check_labels) when no label equals it, and 'target holds label "
+                          "18446744073709551615 ... outside [0, C)' when one does; expected: rows with "
+                          "that label ignored, or a ValueError naming ignore_index")
+@pytest.mark.parametrize("labels", [[0, 2**64 - 1, 3], [0, 1, 3]])
+def test_ignore_index_outside_int64(labels, rng):
+    x, _ = _data(rng, (3, 4), np.float64)
+    y = np.array(labels, dtype=np.uint64)
+    try:
+        loss = fx.cross_entropy(x, y, ignore_index=2**64 - 1, reduction="none")
+    except ValueError as e:
+        assert "ignore_index" in str(e)
+    else:
+        live = y != 2**64 - 1
+        assert np.all(loss[~live] == 0)
+        np.testing.assert_allclose(loss[live], ref.cross_entropy(x[live], y[live].astype(np.int64),
+                                                                 reduction="none"))
+
+
+@pytest.mark.parametrize("target", [np.full(3, -100), np.empty((3, 0))])
+def test_empty_class_axis(target):
+    with pytest.raises(ValueError, match=r"logits|class"):
+        fx.cross_entropy(np.empty((3, 0)), target)
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_non_native_byte_order(reduction, rng, h):
+    x, y = _data(rng, (5, 9), np.float64, ignore_frac=0.2)
+    t = _probs(rng, x.shape)
+    check(h, x.astype(">f8"), y.astype(">i4"), reduction=reduction)
+    check(h, x.astype(">f4"), t.astype(">f8"), reduction=reduction, weight=(rng.random(9) + 1).astype(">f8"))
+
+
+def test_out_readonly_rejected(rng):
+    x, y = _data(rng, (4, 5), np.float64)
+    out = np.zeros_like(x)
+    out.flags.writeable = False
+    with pytest.raises(ValueError, match="out"):
+        fx.cross_entropy_with_grad(x, y, out=out)
+
+
+def test_failed_calls_write_nothing(rng):
+    # Validation precedes every write: neither out= nor inplace logits change.
+    x, y = _data(rng, (4, 5), np.float32)
+    bad_calls = [
+        dict(target=np.array([0, 1, 9, 2])),
+        dict(target=y, reduction="none", grad_output=np.ones(3)),
+        dict(target=y, grad_output=np.ones(4)),
+        dict(target=y, weight=-np.ones(5)),
+        dict(target=y, label_smoothing=2.0),
+        dict(target=y, softcap=-1.0),
+    ]
+    for kw in bad_calls:
+        logits = x.copy()
+        out = np.full_like(x, 7.0)
+        with pytest.raises((ValueError, TypeError, NotImplementedError)):
+            fx.cross_entropy_with_grad(x, out=out, **kw)
+        assert np.all(out == 7.0), kw
+        with pytest.raises((ValueError, TypeError, NotImplementedError)):
+            fx.cross_entropy_with_grad(logits, inplace=True, **kw)
+        np.testing.assert_array_equal(logits, x, err_msg=str(kw))
+
+
+@pytest.mark.parametrize("call", ["cross_entropy", "with_grad_sum", "log_softmax", "log_softmax_out"])
+def test_float16_overflow_no_warning(call):
+    x = np.array([[60000.0, -60000.0, 0.0], [1.0, 0.0, 0.0]], dtype=np.float16)
+    y = np.array([1, 0])
+    if call == "cross_entropy":
+        got = fx.cross_entropy(x, y, reduction="none")
+        assert got[0] == np.inf
+    elif call == "with_grad_sum":
+        _, grad = fx.cross_entropy_with_grad(x, y, reduction="sum", grad_output=1e6)
+        assert grad[0, 0] == np.inf
+    elif call == "log_softmax":
+        assert fx.log_softmax(x)[0, 1] == -np.inf
+    else:
+        out = np.empty_like(x)
+        assert fx.log_softmax(x, out=out)[0, 1] == -np.inf

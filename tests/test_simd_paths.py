@@ -1,0 +1,148 @@
+"""Every SIMD path this CPU supports gives the reference's answers.
+
+The dispatcher picks the best path at run time; a bug in a lower path would
+only show on older CPUs, so each path is forced here: once per subprocess via
+FASTXENT_SIMD (the documented switch, read once at first use), and in-process
+via fastxent._core.set_simd for the wider kernel matrix.
+"""
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import fastxent as fx
+from fastxent import _core
+from fastxent import _reference as ref
+
+ORDER = ["baseline", "avx2", "avx512"]
+SUPPORTED = ORDER[: ORDER.index(fx.show_config()["simd_supported"]) + 1]
+
+_CHILD = textwrap.dedent("""
+    import sys
+    import numpy as np
+    import fastxent as fx
+    from fastxent import _reference as ref
+
+    print(fx.show_config()["simd"])
+    rng = np.random.default_rng(0)
+    for dtype, rtol in ((np.float32, 1e-5), (np.float64, 1e-12)):
+        for c in (1, 7, 16, 17, 33, 1025):
+            x = (rng.standard_normal((9, c)) * 4).astype(dtype)
+            x[3, c // 2] = -np.inf
+            x[5, c - 1] = np.nan
+            y = rng.integers(0, c, 9)
+            y[2] = -100
+            atol = rtol * 16
+            for name in ("logsumexp", "softmax", "log_softmax"):
+                np.testing.assert_allclose(getattr(fx, name)(x), getattr(ref, name)(x),
+                                           rtol=rtol, atol=atol, equal_nan=True, err_msg=name)
+            loss, grad = fx.cross_entropy_with_grad(x, y, reduction="none", label_smoothing=0.1)
+            np.testing.assert_allclose(loss, ref.cross_entropy(x, y, reduction="none", label_smoothing=0.1),
+                                       rtol=rtol, atol=atol, equal_nan=True)
+            np.testing.assert_allclose(grad, ref.cross_entropy_grad(x, y, reduction="none",
+                                                                    label_smoothing=0.1),
+                                       rtol=rtol, atol=atol, equal_nan=True)
+    print("ok")
+""")
+
+
+@pytest.mark.parametrize("path", ORDER)
+def test_forced_path_subprocess(path, repo_root):
+    env = dict(os.environ)
+    env["PYTHONPATH"] = repo_root + os.pathsep + env.get("PYTHONPATH", "")
+    env["FASTXENT_SIMD"] = path
+    result = subprocess.run([sys.executable, "-c", _CHILD], cwd=repo_root, env=env, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    chosen, status = result.stdout.split()
+    # FASTXENT_SIMD can only lower the path: asking for more than the CPU has
+    # gives the best it has (never SIGILL).
+    expected = path if path in SUPPORTED else SUPPORTED[-1]
+    assert chosen == expected
+    assert status == "ok"
+
+
+def test_unknown_env_value_ignored(repo_root):
+    env = dict(os.environ, FASTXENT_SIMD="sse9000")
+    env["PYTHONPATH"] = repo_root + os.pathsep + env.get("PYTHONPATH", "")
+    result = subprocess.run([sys.executable, "-c", "import fastxent as fx; print(fx.show_config()['simd'])"],
+                            cwd=repo_root, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == SUPPORTED[-1]
+
+
+@pytest.fixture
+def restore_simd():
+    before = _core.simd_path()
+    yield
+    _core.set_simd(before)
+    assert _core.simd_path() == before
+
+
+@pytest.fixture(params=SUPPORTED)
+def simd(request, restore_simd):
+    assert _core.set_simd(request.param) == request.param
+    assert fx.show_config()["simd"] == request.param
+    return request.param
+
+
+def test_set_simd_clamps_and_rejects(restore_simd):
+    assert _core.set_simd("avx512") == SUPPORTED[-1]
+    assert _core.set_simd("baseline") == "baseline"
+    with pytest.raises(ValueError, match="simd"):
+        _core.set_simd("neon")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n_classes", [1, 2, 3, 4, 5, 8, 9, 15, 16, 17, 31, 32, 33, 63, 64, 65, 1023, 1025, 4097])
+def test_kernels_per_path(simd, dtype, n_classes, rng, h):
+    # Every tail length of the 4/8/16-lane loops, for every kernel.
+    x = (rng.standard_normal((6, n_classes)) * 5).astype(dtype)
+    x[1, -1] = -np.inf
+    x[2, 0] = np.nan
+    y = rng.integers(0, n_classes, 6)
+    y[4] = -100
+    t = rng.random((6, n_classes))
+    t = (t / t.sum(axis=1, keepdims=True)).astype(dtype)
+    w = rng.random(n_classes) + 0.5
+    scale = h.scale(x)
+    for name in ("logsumexp", "softmax", "log_softmax"):
+        h.assert_close(getattr(fx, name)(x), getattr(ref, name)(x), dtype,
+                       scale=1.0 if name == "softmax" else scale, err_msg=f"{simd} {name}")
+    for target in (y, t):
+        kw = dict(reduction="none", weight=w, label_smoothing=0.1, z_loss=1e-3)
+        loss, grad, lse = fx.cross_entropy_with_grad(target=target, logits=x, return_lse=True, **kw)
+        h.assert_close(loss, ref.cross_entropy(x, target, **kw), dtype, scale=2 * scale, err_msg=simd)
+        h.assert_close(grad, ref.cross_entropy_grad(x, target, **kw), dtype, scale=2, err_msg=simd)
+        h.assert_close(lse, ref.logsumexp(x), dtype, scale=scale, err_msg=simd)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_exp_range_per_path(simd, dtype, h):
+    # The vector exp over its whole domain: underflow to 0, no overflow, exact
+    # at 0; softmax of [0, d] probes exp(-d) for every d in the range.
+    d = np.linspace(0, 800 if dtype == np.float64 else 110, 4001).astype(dtype)
+    x = np.stack([np.zeros_like(d), -d], axis=1)
+    got = fx.softmax(x)
+    expected = ref.softmax(x)
+    np.testing.assert_allclose(got, expected, rtol=h.tolerance(dtype)[0],
+                               atol=float(np.finfo(dtype).tiny) * 4, err_msg=simd)
+    assert np.all(got[:, 0] > 0)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_paths_agree(dtype, rng, restore_simd):
+    # All paths compute the same function; they may round differently.
+    x = (rng.standard_normal((20, 1000)) * 3).astype(dtype)
+    y = rng.integers(0, 1000, 20)
+    results = {}
+    for path in SUPPORTED:
+        _core.set_simd(path)
+        results[path] = fx.cross_entropy_with_grad(x, y, reduction="none")
+    rtol = 1e-5 if dtype == np.float32 else 1e-13
+    for path in SUPPORTED[1:]:
+        np.testing.assert_allclose(results[path][0], results["baseline"][0], rtol=rtol)
+        np.testing.assert_allclose(results[path][1], results["baseline"][1], rtol=rtol, atol=rtol * 1e-2)
