@@ -272,16 +272,21 @@ timer.join()
 # its copy into out (possible when a call takes longer than the timer).
 whole = out.tobytes() in (lse_a.tobytes(), lse_b.tobytes()) or bool(np.isnan(out).all())
 
-# One long call with out=, SIGINT while it runs.
-x = rng.standard_normal((128, 65536), dtype=np.float32)   # 32 MiB of logits
-y = rng.integers(0, 65536, 128)
+# One long call with out=, SIGINT while it runs.  The interrupt is caught
+# wherever it lands ("phase": normally "call", i.e. raised when the call returns).
+x = rng.standard_normal((128, 131072), dtype=np.float32)   # 64 MiB of logits
+y = rng.integers(0, 131072, 128)
 expected_loss, expected_grad = fx.cross_entropy_with_grad(x, y, n_threads=1)
 grad = np.full_like(x, np.nan)
-timer = threading.Timer(0.005, os.kill, (os.getpid(), signal.SIGINT))
-loss, long_interrupted = None, False
-timer.start()
+timer = threading.Timer(0.002, os.kill, (os.getpid(), signal.SIGINT))
+loss, long_interrupted, phase = None, False, "start"
 try:
+    timer.start()
+    phase = "call"
     loss, _ = fx.cross_entropy_with_grad(x, y, out=grad, n_threads=1)
+    phase = "after"
+    timer.join()
+    time.sleep(5)  # the signal has arrived by now: the handler runs here at the latest
 except KeyboardInterrupt:
     long_interrupted = True
 timer.join()
@@ -292,7 +297,7 @@ untouched = bool(np.isnan(grad).all())
 after_ok = (fx.logsumexp(a, n_threads=2).tobytes() == lse_a.tobytes()
             and fx.cross_entropy_with_grad(x, y, n_threads=2)[1].tobytes() == expected_grad.tobytes())
 print(json.dumps({"interrupted": interrupted, "calls": calls, "whole": whole,
-                  "long_interrupted": long_interrupted, "loss_assigned": loss is not None,
+                  "long_interrupted": long_interrupted, "phase": phase, "loss_assigned": loss is not None,
                   "written": written, "untouched": untouched, "after_ok": after_ok}))
 """
 
