@@ -261,6 +261,67 @@ for cid, exc, words, make in [
 
 
 # ---------------------------------------------------------------------------
+# bad input: binary_cross_entropy(_with_grad), entropy, kl_divergence
+
+BCE_GIVEN = ("_binary.py raises without the given value (and position) for weight/pos_weight/target "
+             "outside their domain; _validation.weights_array reports them")
+
+
+def bits():
+    return (logits() > 0).astype(np.float32)
+
+
+BCE_CASES = [
+    ("int-x", TypeError, ["x", "int64"], lambda: ((np.ones((4, 5), np.int64), bits()), {}), None),
+    ("target-shape", ValueError, ["target", "(4, 5)", "(2, 5)"], lambda: ((logits(), bits()[:2]), {}), None),
+    ("target-str", TypeError, ["target", "<U1"], lambda: ((logits(), "a"), {}), None),
+    ("target-above-1", ValueError, ["target", "[0, 1]", "3"], lambda: ((logits(), bits() * 3), {}), BCE_GIVEN),
+    ("weight-negative", ValueError, ["weight", "-1"], lambda: ((logits(), bits()), {"weight": -np.ones((4, 5))}),
+     BCE_GIVEN),
+    ("pos_weight-nan", ValueError, ["pos_weight", "nan"],
+     lambda: ((logits(), bits()), {"pos_weight": np.full(5, np.nan)}), BCE_GIVEN),
+    ("pos_weight-shape", ValueError, ["pos_weight", "(5,)", "(3,)"],
+     lambda: ((logits(), bits()), {"pos_weight": np.ones(3)}), None),
+    ("reduction-unknown", ValueError, ["reduction", "'avg'"], lambda: ((logits(), bits()), {"reduction": "avg"}), None),
+    ("label_smoothing-2", ValueError, ["label_smoothing", "2"], lambda: ((logits(), bits()), {"label_smoothing": 2}),
+     None),
+    ("from_logits-0", TypeError, ["from_logits", "0"], lambda: ((logits(), bits()), {"from_logits": 0}), None),
+    ("n_threads-0", ValueError, ["n_threads", "0"], lambda: ((logits(), bits()), {"n_threads": 0}), None),
+]
+for cid, exc, words, make, bug in BCE_CASES:
+    bad(f"binary_cross_entropy-{cid}", exc, words, lambda make=make: (fx.binary_cross_entropy,) + make(), bug=bug)
+    bad(f"binary_cross_entropy_with_grad-{cid}", exc, words,
+        lambda make=make: (fx.binary_cross_entropy_with_grad,) + (lambda a, k: (a, dict(k, out=fresh((4, 5)))))(*make()),
+        bug=bug)
+for cid, exc, words, make in [
+    ("out-reversed", ValueError, ["out", "C-contiguous"],
+     lambda: ((logits(), bits()), {"out": fresh((4, 5))[::-1]})),
+    ("inplace-fortran", ValueError, ["x", "inplace", "C-contiguous"],
+     lambda: ((np.asfortranarray(logits()), bits()), {"inplace": True})),
+    ("grad_output-shape", ValueError, ["grad_output", "(4, 5)", "(3,)"],
+     lambda: ((logits(), bits()), {"reduction": "none", "grad_output": np.ones(3), "out": fresh((4, 5))})),
+]:
+    bad(f"binary_cross_entropy_with_grad-{cid}", exc, words,
+        lambda make=make: (fx.binary_cross_entropy_with_grad,) + make())
+
+for cid, exc, words, make in [
+    ("entropy-int-p", TypeError, ["p", "int64"], lambda: (fx.entropy, (np.ones((2, 2), np.int64),), {})),
+    ("entropy-base-1", ValueError, ["base", "1"], lambda: (fx.entropy, (probs(),), {"base": 1})),
+    ("entropy-base-negative", ValueError, ["base", "-2"], lambda: (fx.entropy, (probs(),), {"base": -2})),
+    ("entropy-base-str", TypeError, ["base", "'e'"], lambda: (fx.entropy, (probs(),), {"base": "e"})),
+    ("entropy-axis", ValueError, ["axis", "3"], lambda: (fx.entropy, (probs(),), {"axis": 3})),
+    ("entropy-ragged", ValueError, ["p", "inhomogeneous"], lambda: (fx.entropy, ([[0.5, 0.5], [1.0]],), {})),
+    ("kl_divergence-shape", ValueError, ["q", "(4, 5)", "(2, 5)"],
+     lambda: (fx.kl_divergence, (probs(), probs()[:2]), {})),
+    ("kl_divergence-int-q", TypeError, ["q", "int64"],
+     lambda: (fx.kl_divergence, (probs(), np.ones((4, 5), np.int64)), {})),
+    ("kl_divergence-n_threads-0", ValueError, ["n_threads", "0"],
+     lambda: (fx.kl_divergence, (probs(), probs()), {"n_threads": 0})),
+]:
+    bad(cid, exc, words, make)
+
+
+# ---------------------------------------------------------------------------
 # odd but valid input
 
 
