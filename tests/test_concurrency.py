@@ -20,6 +20,7 @@ reach the test runner.
 """
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -40,13 +41,22 @@ def run_script(tmp_path, source, timeout=120):
     path.write_text(textwrap.dedent(source))
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([ROOT] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
+    # Its own session, so that a hang is cleaned up with every process it forked.
+    proc = subprocess.Popen([sys.executable, str(path)], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=str(tmp_path), start_new_session=True)
     try:
-        proc = subprocess.run([sys.executable, str(path)], env=env, capture_output=True, text=True,
-                              timeout=timeout, cwd=str(tmp_path))
-    except subprocess.TimeoutExpired as e:
-        pytest.fail(f"the script did not finish in {timeout} s (hang):\n{e.stdout}\n{e.stderr}")
-    assert proc.returncode == 0, f"status {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+        pytest.fail(f"the script did not finish in {timeout} s (hang):\n{stdout}\n{stderr}")
+    finally:
+        try:  # forked children left behind by a failed script
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    assert proc.returncode == 0, f"status {proc.returncode}\n{stdout}\n{stderr}"
+    return json.loads(stdout.strip().splitlines()[-1])
 
 
 # ---------------------------------------------------------------------------
