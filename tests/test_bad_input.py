@@ -479,10 +479,12 @@ def run_table():
             else:
                 outcomes[record["id"]] = record
                 started = None
-        if proc.returncode == 0 and started is None:
+        missing = [c.id for c in CASES[start:] if c.id not in outcomes]
+        if started is None and not missing:
+            outcomes["<exit>"] = {"status": proc.returncode, "stderr": proc.stderr[-3000:]}
             break
-        if started is None:  # died outside a case (at import): report it on the first one left
-            started = CASES[start].id
+        if started is None:  # died between cases (or at import): blame the first case left
+            started = missing[0]
         outcomes[started] = {"id": started, "crash": f"child exited with status {proc.returncode}",
                              "stderr": proc.stderr[-3000:]}
         start = index[started] + 1
@@ -498,6 +500,15 @@ def test_case_ids_are_unique_and_enough():
     ids = [c.id for c in CASES]
     assert len(ids) == len(set(ids))
     assert sum(c.expected is not None for c in CASES) >= 60
+
+
+def test_child_exits_cleanly(outcomes):
+    """After the last case the child exits with status 0 (no crash at shutdown)."""
+    crashed = [k for k, v in outcomes.items() if "crash" in v]
+    if "<exit>" not in outcomes:  # the last case killed the child: that case fails
+        assert crashed
+        return
+    assert outcomes["<exit>"]["status"] == 0, outcomes["<exit>"]["stderr"]
 
 
 @pytest.mark.parametrize(
