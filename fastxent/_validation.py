@@ -5,12 +5,32 @@ argument, what was expected and what was given.
 """
 import numbers
 import operator
+import os
 
 import numpy as np
 
 from fastxent import _core
 
 _REDUCTIONS = ("mean", "sum", "none")
+_INT64 = np.iinfo(np.int64)
+
+# GNU libgomp keeps its worker threads across parallel regions; a child made
+# by fork() inherits the pool's bookkeeping but not its threads, and the first
+# parallel region it enters waits for them forever (measured: a child of a
+# parent that ran a 2-thread region hangs in its own first region).  So every
+# call in a forked child runs serially, whatever n_threads asks for.  Children
+# started with "spawn" or "forkserver" are fresh processes and keep their
+# threads.  The flag is inherited by the child's own forked children.
+_forked_child = False
+
+
+def _after_fork_in_child():
+    global _forked_child
+    _forked_child = True
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def float_array(name, x):
@@ -19,7 +39,7 @@ def float_array(name, x):
     float32 and float64 compute as themselves; float16 and bfloat16 in
     float32; longdouble in float64.  Non-native byte order is converted.
     """
-    arr = np.asarray(x)
+    arr = as_array(name, x)
     dtype = arr.dtype
     if dtype.kind == "f":
         compute = np.dtype(np.float32) if dtype.itemsize <= 4 else np.dtype(np.float64)
@@ -32,6 +52,16 @@ def float_array(name, x):
     return arr, compute
 
 
+def as_array(name, x):
+    """np.asarray(x), with NumPy's conversion errors (ragged nested lists,
+    objects that are not arrays) re-raised naming the argument."""
+    try:
+        return np.asarray(x)
+    except (ValueError, TypeError) as e:
+        raise type(e)(f"{name} must be array-like (a numpy.ndarray or a rectangular nested list), "
+                      f"got an object NumPy cannot convert: {e}") from None
+
+
 def normalize_axis(axis, ndim, name="axis"):
     if isinstance(axis, (bool, np.bool_)) or not isinstance(axis, numbers.Integral):
         raise TypeError(f"{name} must be an integer, got {axis!r}")
@@ -42,21 +72,31 @@ def normalize_axis(axis, ndim, name="axis"):
 
 
 def n_threads(value):
-    """Threads for one call: None or -1 = all the process may use now."""
+    """Threads for one call: None or -1 = all the process may use now.
+
+    A positive request above ``max(threads available, 4 * processors)`` is
+    lowered to that bound: oversubscribing a memory-bound kernel never helps,
+    and an OpenMP runtime that fails to create a thread aborts the process.
+    In a child made by ``fork()`` the answer is always 1 (see _forked_child).
+    Results do not depend on the thread count, so neither rule changes them.
+    """
+    if value is not None and (isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral)):
+        raise TypeError(f"n_threads must be None or an integer, got {value!r}")
     available = _core.max_threads()
     if value is None:
-        return available
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"n_threads must be None or an integer, got {value!r}")
-    value = int(value)
-    if value > 0:
-        return value
-    if value < 0 and available + 1 + value >= 1:
-        return available + 1 + value
-    raise ValueError(
-        f"n_threads must be None, a positive integer or a negative integer >= {-available} "
-        f"(-1 means all {available} threads), got {value}"
-    )
+        resolved = available
+    else:
+        value = int(value)
+        if value > 0:
+            resolved = min(value, max(available, 4 * _core.num_procs()))
+        elif value < 0 and available + 1 + value >= 1:
+            resolved = available + 1 + value
+        else:
+            raise ValueError(
+                f"n_threads must be None, a positive integer or a negative integer >= {-available} "
+                f"(-1 means all {available} threads), got {value}"
+            )
+    return 1 if _forked_child else resolved
 
 
 def choice(name, value, options):
@@ -85,15 +125,19 @@ def real_scalar(name, value, low=None, high=None, low_open=False):
     if bad:
         lo = "-inf" if low is None else f"{low:g}"
         hi = "inf" if high is None else f"{high:g}"
-        interval = f"{'(' if low_open else '['}{lo}, {hi}{']' if high is not None else ')'}"
+        interval = f"{'(' if low_open or low is None else '['}{lo}, {hi}{']' if high is not None else ')'}"
         raise ValueError(f"{name} must be a finite number in {interval}, got {value!r}")
     return value
 
 
 def integer_scalar(name, value):
+    """An integer that fits int64 (what the kernels take)."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an integer, got {value!r}")
-    return int(value)
+    value = int(value)
+    if not _INT64.min <= value <= _INT64.max:
+        raise ValueError(f"{name} must be an integer in [{_INT64.min}, {_INT64.max}] (int64), got {value}")
+    return value
 
 
 def boolean(name, value):
@@ -128,15 +172,23 @@ def labels_array(target, shape, n_classes, ignore_index):
 
 def weights_array(name, value, shape, dtype):
     """Non-negative finite weights of the given shape, as a contiguous array."""
-    arr = np.asarray(value)
+    arr = as_array(name, value)
     if arr.dtype.kind not in "fiu" and arr.dtype.name != "bfloat16":
         raise TypeError(f"{name} must be a real array, got dtype {arr.dtype}")
     if arr.shape != shape:
         raise ValueError(f"{name} must have shape {shape}, got {arr.shape}")
-    arr = np.ascontiguousarray(arr, dtype=dtype)
-    if arr.size and not (np.all(np.isfinite(arr)) and np.all(arr >= 0)):
-        raise ValueError(f"{name} must hold finite non-negative numbers (no NaN, inf or negative values)")
-    return arr
+    # A finite weight too large for the compute dtype becomes inf in the
+    # cast: checked (and reported) after it, without NumPy's overflow warning.
+    with np.errstate(over="ignore", invalid="ignore"):
+        cast = np.ascontiguousarray(arr, dtype=dtype)
+        bad = ~(np.isfinite(cast) & (cast >= 0))
+    if bad.any():
+        position = tuple(int(i) for i in np.unravel_index(int(np.argmax(bad)), shape)) if shape else ()
+        raise ValueError(
+            f"{name} must hold finite non-negative numbers representable in {np.dtype(dtype)} "
+            f"(no NaN, inf or negative values), got {arr[position]!r} at position {position}"
+        )
+    return cast
 
 
 def out_array(out, shape, dtype, name="out"):
@@ -148,7 +200,7 @@ def out_array(out, shape, dtype, name="out"):
     if out.dtype != dtype:
         raise TypeError(f"{name} must have dtype {dtype}, got {out.dtype}")
     if not out.flags.c_contiguous:
-        raise ValueError(f"{name} must be C-contiguous")
+        raise ValueError(f"{name} must be C-contiguous, got an array with strides {out.strides}")
     if not out.flags.writeable:
         raise ValueError(f"{name} must be writable (it is read-only)")
     return out
