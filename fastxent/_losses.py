@@ -220,6 +220,7 @@ def cross_entropy(logits, target, *, axis=-1, weight=None, sample_weight=None, i
             and logits.size <= _SMALL_CALL and (axis == -1 or axis == 1) and weight is None
             and sample_weight is None and label_smoothing == 0.0 and z_loss == 0.0
             and softcap is None and from_logits is True and type(ignore_index) is int
+            and -(2**63) <= ignore_index < 2**63
             and (reduction == "mean" or reduction == "sum") and (empty == "nan" or empty == "zero")
             and target.dtype == np.int64
             and (n_threads is None or (type(n_threads) is int and n_threads > 0))):

@@ -612,12 +612,6 @@ def test_invalid_label_names_position(rng):
         fx.cross_entropy(x[0], big)
 
 
-@pytest.mark.xfail(strict=True,
-                   reason="bug in _validation.labels_array: an ignore_index outside int64 (2**64-1 for "
-                          "uint64 labels) raises OverflowError 'Python int too large to convert to C long' "
-                          "(from _core.check_labels) when no label equals it, and 'target holds label "
-                          "18446744073709551615 ... outside [0, C)' when one does; expected: rows with "
-                          "that label ignored, or a ValueError naming ignore_index")
 @pytest.mark.parametrize("labels", [[0, 2**64 - 1, 3], [0, 1, 3]])
 def test_ignore_index_outside_int64(labels, rng):
     x, _ = _data(rng, (3, 4), np.float64)
