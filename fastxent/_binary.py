@@ -20,10 +20,11 @@ def _prepare(x, target, weight, pos_weight, reduction, label_smoothing, from_log
     n_rows = int(np.prod(arr.shape[:-1], dtype=np.int64)) if arr.ndim else 1
     rows = np.ascontiguousarray(arr, dtype=compute).reshape(n_rows, n_last)
     t_rows = np.ascontiguousarray(tgt, dtype=compute).reshape(rows.shape)
-    if tgt.size and (not np.all(np.isfinite(t_rows)) or t_rows.min() < 0 or t_rows.max() > 1):
-        raise ValueError("target must hold values in [0, 1] (labels or probabilities)")
-    if not from_logits and rows.size and not (rows.min() >= 0 and rows.max() <= 1):
-        raise ValueError("x must hold probabilities in [0, 1] with from_logits=False")
+    v.reject_where("target", tgt, ~((t_rows >= 0) & (t_rows <= 1)).reshape(tgt.shape),
+                   "values in [0, 1] (labels or probabilities)")
+    if not from_logits:
+        v.reject_where("x", arr, ~((rows >= 0) & (rows <= 1)).reshape(arr.shape),
+                       "probabilities in [0, 1] with from_logits=False")
     w_rows = None
     if weight is not None:
         w = np.asarray(weight)
@@ -33,9 +34,7 @@ def _prepare(x, target, weight, pos_weight, reduction, label_smoothing, from_log
             w = np.broadcast_to(w, arr.shape)
         except ValueError:
             raise ValueError(f"weight of shape {w.shape} does not broadcast to x's shape {arr.shape}") from None
-        w_rows = np.ascontiguousarray(w, dtype=compute).reshape(rows.shape)
-        if w_rows.size and not (np.all(np.isfinite(w_rows)) and w_rows.min() >= 0):
-            raise ValueError("weight must hold finite non-negative numbers")
+        w_rows = v.weights_array("weight", w, arr.shape, compute).reshape(rows.shape)
     pw = None
     if pos_weight is not None:
         if not from_logits:
@@ -46,9 +45,7 @@ def _prepare(x, target, weight, pos_weight, reduction, label_smoothing, from_log
         if pw.ndim > 1 or pw.size not in (1, n_last):
             raise ValueError(f"pos_weight must be a scalar or have shape ({n_last},) (x's last axis), "
                              f"got shape {pw.shape}")
-        pw = np.ascontiguousarray(np.broadcast_to(pw, (n_last,)), dtype=compute)
-        if not (np.all(np.isfinite(pw)) and pw.min() >= 0):
-            raise ValueError("pos_weight must hold finite non-negative numbers")
+        pw = v.weights_array("pos_weight", np.broadcast_to(pw, (n_last,)), (n_last,), compute)
     return arr, compute, rows, t_rows, w_rows, pw, reduction, eps, from_logits, nt
 
 
@@ -129,6 +126,7 @@ def _bce(x, target, weight, pos_weight, reduction, label_smoothing, from_logits,
                 raise ValueError(f"grad_output must be a scalar or have x's shape {arr.shape} with "
                                  f"reduction='none', got shape {go.shape}")
             go_rows = np.ascontiguousarray(go, dtype=compute).reshape(rows.shape)
+            v.reject_where("grad_output", go, ~np.isfinite(go_rows).reshape(go.shape), "finite numbers")
         elif np.ndim(grad_output) != 0:
             raise ValueError(f"grad_output must be a scalar with reduction={reduction!r}, "
                              f"got shape {np.shape(grad_output)}")

@@ -42,6 +42,7 @@ def logsumexp(x, axis=-1, *, out=None, n_threads=None):
     shape = arr.shape[:axis] + arr.shape[axis + 1:]
     if out is not None:
         v.out_array(out, shape, arr.dtype)
+        v.no_partial_overlap(out, arr)
     view = v.class_view(arr, axis, compute)
     direct = out is not None and compute == arr.dtype
     result = out if direct else np.empty(shape, dtype=compute)
@@ -60,6 +61,7 @@ def _softmax_like(x, axis, out, n_threads, log):
     arr, compute, axis, nt = _prepare(x, axis, n_threads)
     if out is not None:
         v.out_array(out, arr.shape, arr.dtype)
+        v.no_partial_overlap(out, arr)
     view = v.class_view(arr, axis, compute)
     direct = out is not None and compute == arr.dtype
     result = out if direct else np.empty(arr.shape, dtype=compute)

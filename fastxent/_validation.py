@@ -182,13 +182,26 @@ def weights_array(name, value, shape, dtype):
     with np.errstate(over="ignore", invalid="ignore"):
         cast = np.ascontiguousarray(arr, dtype=dtype)
         bad = ~(np.isfinite(cast) & (cast >= 0))
-    if bad.any():
-        position = tuple(int(i) for i in np.unravel_index(int(np.argmax(bad)), shape)) if shape else ()
-        raise ValueError(
-            f"{name} must hold finite non-negative numbers representable in {np.dtype(dtype)} "
-            f"(no NaN, inf or negative values), got {arr[position]!r} at position {position}"
-        )
+    reject_where(name, arr, bad, f"finite non-negative numbers representable in {np.dtype(dtype)} "
+                 "(no NaN, inf or negative values)")
     return cast
+
+
+def reject_where(name, arr, bad, requirement):
+    """ValueError naming `name`, the requirement, and the first value where `bad`."""
+    if bad.any():
+        flat = int(np.argmax(bad.reshape(-1)))
+        position = tuple(int(i) for i in np.unravel_index(flat, bad.shape)) if bad.ndim else ()
+        value = np.asarray(arr).reshape(-1)[flat] if np.ndim(arr) else np.asarray(arr)[()]
+        raise ValueError(f"{name} must hold {requirement}, got {value!r} at position {position}")
+
+
+def no_partial_overlap(out, arr, name="out", other="x"):
+    """`out` may be `arr` itself (same memory, same layout) but not overlap it otherwise."""
+    same = (out.__array_interface__["data"][0] == arr.__array_interface__["data"][0]
+            and out.shape == arr.shape and out.strides == arr.strides and out.dtype == arr.dtype)
+    if not same and np.shares_memory(out, arr):
+        raise ValueError(f"{name} must not overlap {other} unless it is {other} itself")
 
 
 def out_array(out, shape, dtype, name="out"):
