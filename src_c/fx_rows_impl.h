@@ -300,7 +300,9 @@ static double FXR(fx_ce_row)(const FX_T *x, const FX_T *t, int64_t n, int64_t y,
         } else {
             if (w) FXR(fx_write)(x, NULL, w, n, 0, m, k, 0, cc, stream, grad);
             else FXR(fx_write)(x, NULL, NULL, n, 0, m, k, 0, cc, stream, grad);
-            grad[y] = (FX_T)((double)grad[y] - gs * (1.0 - eps) * wy);
+            /* The label's element from the saved logit, not by reading grad[y]
+             * back: after a streaming store that read waits for memory. */
+            grad[y] = (FX_T)(exp(xy - st.m) * (double)k - (double)cc * wy - gs * (1.0 - eps) * wy);
         }
     }
     return loss;

@@ -64,6 +64,18 @@ typedef double fx_vf64_mem __attribute__((vector_size(FX_VBYTES), aligned(8), ma
 #define FX_SFENCE() ((void)0)
 #endif
 
+/* Broadcasts through the ISA's set1 (a lane-by-lane loop compiles to one
+ * masked insert per lane). */
+#if (defined(__x86_64__) || defined(__i386__)) && FX_VBYTES == 64
+FX_ALWAYS_INLINE fx_vf32 FXV(fx_bcast_f32)(float s) { return (fx_vf32)_mm512_set1_ps(s); }
+FX_ALWAYS_INLINE fx_vf64 FXV(fx_bcast_f64)(double s) { return (fx_vf64)_mm512_set1_pd(s); }
+#elif (defined(__x86_64__) || defined(__i386__)) && FX_VBYTES == 32
+FX_ALWAYS_INLINE fx_vf32 FXV(fx_bcast_f32)(float s) { return (fx_vf32)_mm256_set1_ps(s); }
+FX_ALWAYS_INLINE fx_vf64 FXV(fx_bcast_f64)(double s) { return (fx_vf64)_mm256_set1_pd(s); }
+#elif (defined(__x86_64__) || defined(__i386__)) && defined(__SSE2__)
+FX_ALWAYS_INLINE fx_vf32 FXV(fx_bcast_f32)(float s) { return (fx_vf32)_mm_set1_ps(s); }
+FX_ALWAYS_INLINE fx_vf64 FXV(fx_bcast_f64)(double s) { return (fx_vf64)_mm_set1_pd(s); }
+#else
 FX_ALWAYS_INLINE fx_vf32 FXV(fx_bcast_f32)(float s) {
     fx_vf32 v;
     for (int i = 0; i < FX_LANES_F32; i++) v[i] = s;
@@ -74,6 +86,7 @@ FX_ALWAYS_INLINE fx_vf64 FXV(fx_bcast_f64)(double s) {
     for (int i = 0; i < FX_LANES_F64; i++) v[i] = s;
     return v;
 }
+#endif
 /*
  * The first len (< lanes) elements of p, the other lanes set to fill, and
  * the matching partial store: masked moves where the ISA has them (no
