@@ -1,0 +1,113 @@
+"""What the options, layouts and small calls cost, in one process.
+
+    python bench/option_costs.py
+
+Medians of repeated calls after a warm-up, each line a same-run ratio:
+- cross_entropy_with_grad at 4096x32000 float32 with weight + label_smoothing
+  + ignore_index against the plain call (same out= buffer);
+- the (64, 1000, 32, 32) float32 PyTorch layout with axis=1 against the same
+  numbers with the class axis last, and both against PyTorch's
+  F.cross_entropy forward + backward (when torch is installed);
+- small calls (64x10 and 1024x10 float32) against the NumPy reference;
+- a fresh gradient (fastxent allocates it) against out=.
+"""
+import time
+
+import numpy as np
+
+import fastxent as fx
+from fastxent import _reference as ref
+
+
+def median_time(fn, repeat=7, warmup=2):
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def report(name, seconds, baseline=None, baseline_name=""):
+    ratio = f"   {baseline / seconds:6.2f}x {baseline_name}" if baseline else ""
+    print(f"  {name:<58} {seconds * 1e3:10.3f} ms{ratio}")
+
+
+def options_cost(rng):
+    print("cross_entropy_with_grad, 4096x32000 float32, out= buffer")
+    x = rng.standard_normal((4096, 32000), dtype=np.float32)
+    y = rng.integers(0, 32000, 4096)
+    y[::10] = -100
+    w = rng.random(32000).astype(np.float32) + 0.5
+    out = np.zeros_like(x)
+    plain = median_time(lambda: fx.cross_entropy_with_grad(x, y, out=out))
+    report("plain", plain)
+    opts = median_time(lambda: fx.cross_entropy_with_grad(x, y, out=out, weight=w, label_smoothing=0.1,
+                                                          ignore_index=-100))
+    print(f"  {'weight + label_smoothing + ignore_index':<58} {opts * 1e3:10.3f} ms   "
+          f"{opts / plain:6.2f}x the plain call's time")
+
+
+def layouts(rng):
+    print("cross-entropy forward + gradient, (64, 1000, 32, 32) float32")
+    x = rng.standard_normal((64, 1000, 32, 32), dtype=np.float32)
+    y = rng.integers(0, 1000, (64, 32, 32))
+    last = np.ascontiguousarray(np.moveaxis(x, 1, -1))
+    g1, g2 = np.zeros_like(x), np.zeros_like(last)
+    t_axis1 = median_time(lambda: fx.cross_entropy_with_grad(x, y, axis=1, out=g1))
+    t_last = median_time(lambda: fx.cross_entropy_with_grad(last, y, out=g2))
+    report("fastxent, class axis last (N, d1, d2, C)", t_last)
+    print(f"  {'fastxent, axis=1 (N, C, d1, d2)':<58} {t_axis1 * 1e3:10.3f} ms   "
+          f"{t_axis1 / t_last:6.2f}x the class-last time")
+    try:
+        import torch
+        import torch.nn.functional as F
+    except ImportError:
+        print("  PyTorch: not installed")
+        return
+    xt = torch.from_numpy(x).requires_grad_()
+    yt = torch.from_numpy(y)
+
+    def torch_step():
+        xt.grad = None
+        F.cross_entropy(xt, yt).backward()
+
+    t_torch = median_time(torch_step, repeat=3, warmup=1)
+    report(f"PyTorch {torch.__version__} F.cross_entropy + backward, (N, C, d1, d2)", t_torch)
+    report("  fastxent axis=1 vs PyTorch", t_axis1, t_torch, "faster")
+    report("  fastxent class-last vs PyTorch", t_last, t_torch, "faster")
+
+
+def small_calls(rng):
+    print("small cross_entropy calls, float32 (fixed cost)")
+    for n in (64, 1024):
+        x = rng.standard_normal((n, 10), dtype=np.float32)
+        y = rng.integers(0, 10, n)
+        t_fx = median_time(lambda: fx.cross_entropy(x, y), repeat=2001)
+        t_ref = median_time(lambda: ref.cross_entropy(x, y), repeat=201)
+        report(f"{n}x10 fastxent (NumPy reference {t_ref * 1e6:.1f} us)", t_fx, t_ref, "faster than NumPy")
+
+
+def fresh_output(rng):
+    print("page faults: cross_entropy_with_grad 4096x32000 float32")
+    x = rng.standard_normal((4096, 32000), dtype=np.float32)
+    y = rng.integers(0, 32000, 4096)
+    out = np.zeros_like(x)
+    t_out = median_time(lambda: fx.cross_entropy_with_grad(x, y, out=out), repeat=5)
+    t_new = median_time(lambda: fx.cross_entropy_with_grad(x, y), repeat=5)
+    report("out= (pages already mapped)", t_out)
+    print(f"  {'fresh gradient (fastxent allocates, threads fault it in)':<58} {t_new * 1e3:10.3f} ms   "
+          f"+{(t_new - t_out) * 1e3:.1f} ms of page faults")
+
+
+if __name__ == "__main__":
+    config = fx.show_config()
+    print(f"fastxent {config['version']}, {config['cpu']}, {config['max_threads']} threads, "
+          f"SIMD {config['simd']}, OpenMP {'on' if config['openmp'] else 'off'}")
+    generator = np.random.default_rng(0)
+    options_cost(generator)
+    layouts(generator)
+    small_calls(generator)
+    fresh_output(generator)
