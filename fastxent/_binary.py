@@ -126,7 +126,6 @@ def _bce(x, target, weight, pos_weight, reduction, label_smoothing, from_logits,
                 raise ValueError(f"grad_output must be a scalar or have x's shape {arr.shape} with "
                                  f"reduction='none', got shape {go.shape}")
             go_rows = np.ascontiguousarray(go, dtype=compute).reshape(rows.shape)
-            v.reject_where("grad_output", go, ~np.isfinite(go_rows).reshape(go.shape), "finite numbers")
         elif np.ndim(grad_output) != 0:
             raise ValueError(f"grad_output must be a scalar with reduction={reduction!r}, "
                              f"got shape {np.shape(grad_output)}")

@@ -111,9 +111,9 @@ def _grad_scaling(p, grad_output):
                 f"grad_output must be a scalar or have the target shape {p.target_shape} with "
                 f"reduction='none', got shape {go.shape}"
             )
-        go = np.ascontiguousarray(go, dtype=np.float64)
-        v.reject_where("grad_output", go, ~np.isfinite(go), "finite numbers")
-        return 1.0, go.reshape(-1)
+        # An upstream gradient array may hold NaN or inf (autograd passes
+        # what it has): it propagates to the live rows, as in PyTorch.
+        return 1.0, np.ascontiguousarray(go, dtype=np.float64).reshape(-1)
     if np.ndim(grad_output) != 0:
         raise ValueError(
             f"grad_output must be a scalar with reduction={p.reduction!r}, got shape {np.shape(grad_output)}"
