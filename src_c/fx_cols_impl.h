@@ -53,11 +53,11 @@ FX_ALWAYS_INLINE void FXC(fx_cols_scan)(const FX_T *x, const FX_T *t, const FX_T
         int64_t j = 0;
         for (; j + FX_L <= m; j += FX_L) {
             FX_V v = FXR(fx_load)(row + j), acc = FXR(fx_load)(st->m + j);
-            FXR(fx_store)(st->m + j, FX_SEL(v > acc, v, acc));
+            FXR(fx_store)(st->m + j, FX_MAX(v, acc));
         }
         if (j < m) {
             FX_V v = FXR(fx_load_part)(row + j, m - j, (FX_T)-INFINITY), acc = FXR(fx_load)(st->m + j);
-            FXR(fx_store)(st->m + j, FX_SEL(v > acc, v, acc));
+            FXR(fx_store)(st->m + j, FX_MAX(v, acc));
         }
     }
     for (int64_t j = 0; j < mv; j += FX_L) {

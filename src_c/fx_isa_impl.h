@@ -10,6 +10,8 @@
 #define FX_VI fx_vi32
 #define FX_L FX_LANES_F32
 #define FX_EXP FXV(fx_exp_f32)
+#define FX_EXP_NEG FXV(fx_exp_neg_f32)
+#define FX_MAX FX_MAX_F32
 #define FX_LOG FXV(fx_log_f32)
 #define FX_SEL FXV(fx_sel_f32)
 #define FX_BC FXV(fx_bcast_f32)
@@ -28,6 +30,8 @@
 #undef FX_VI
 #undef FX_L
 #undef FX_EXP
+#undef FX_EXP_NEG
+#undef FX_MAX
 #undef FX_LOG
 #undef FX_SEL
 #undef FX_BC
@@ -43,6 +47,8 @@
 #define FX_VI fx_vi64
 #define FX_L FX_LANES_F64
 #define FX_EXP FXV(fx_exp_f64)
+#define FX_EXP_NEG FXV(fx_exp_f64)
+#define FX_MAX FX_MAX_F64
 #define FX_LOG FXV(fx_log_f64)
 #define FX_SEL FXV(fx_sel_f64)
 #define FX_BC FXV(fx_bcast_f64)
@@ -61,6 +67,8 @@
 #undef FX_VI
 #undef FX_L
 #undef FX_EXP
+#undef FX_EXP_NEG
+#undef FX_MAX
 #undef FX_LOG
 #undef FX_SEL
 #undef FX_BC
@@ -73,6 +81,8 @@
 #undef FX_STREAM_F32
 #undef FX_STREAM_F64
 #undef FX_SFENCE
+#undef FX_MAX_F32
+#undef FX_MAX_F64
 #undef fx_vf32
 #undef fx_vi32
 #undef fx_vf64

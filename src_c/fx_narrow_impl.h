@@ -33,7 +33,7 @@ FX_ALWAYS_INLINE double FXR(fx_narrow_block)(const FX_T *x, int64_t n, int64_t r
     FX_T buf[FX_NARROW_MAX * FX_L];
     for (int64_t c = 0; c < n; c++) v[c] = FX_GATHER(x + c, n, rows);
     FX_V m = FX_BC((FX_T)-INFINITY);
-    for (int64_t c = 0; c < n; c++) m = FX_SEL(v[c] > m, v[c], m);
+    for (int64_t c = 0; c < n; c++) m = FX_MAX(v[c], m);
     const FX_V sh = FX_SEL((m - m) == zero, m, zero); /* m where finite, else 0 */
     FX_V s = zero;
     for (int64_t c = 0; c < n; c++) s += FX_EXP(v[c] - sh);

@@ -71,13 +71,9 @@ FX_ALWAYS_INLINE FX_T FXR(fx_block_max)(const FX_T *x, int64_t len) {
     FX_V acc = FX_BC(-INFINITY);
     int64_t i = 0;
     for (; i + FX_L <= len; i += FX_L) {
-        FX_V v = FXR(fx_load)(x + i);
-        acc = FX_SEL(v > acc, v, acc);
+        acc = FX_MAX(FXR(fx_load)(x + i), acc);
     }
-    if (i < len) {
-        FX_V v = FXR(fx_load_part)(x + i, len - i, (FX_T)-INFINITY);
-        acc = FX_SEL(v > acc, v, acc);
-    }
+    if (i < len) acc = FX_MAX(FXR(fx_load_part)(x + i, len - i, (FX_T)-INFINITY), acc);
     FX_T m = acc[0];
     for (int k = 1; k < FX_L; k++) m = acc[k] > m ? acc[k] : m;
     return m;
@@ -102,12 +98,15 @@ FX_ALWAYS_INLINE void FXR(fx_scan)(const FX_T *x, const FX_T *t, const FX_T *w,
             m = (double)bm;
         }
         const FX_V sh = FX_BC((FX_T)FXR(fx_shift)(m));
+        /* x - sh <= 0 in this block unless the row holds +inf (m = +inf,
+         * shift 0): only then is the upper clamp of the exp needed. */
+        const int capped = m != INFINITY;
         FX_V s0 = FX_BC(0), s1 = FX_BC(0), d_wx = FX_BC(0), d_w = FX_BC(0), d_wtx = FX_BC(0), d_wt = FX_BC(0);
         int64_t i = 0;
         for (; i + 2 * FX_L <= len; i += 2 * FX_L) {
             FX_V v0 = FXR(fx_load)(xb + i), v1 = FXR(fx_load)(xb + i + FX_L);
-            s0 += FX_EXP(v0 - sh);
-            s1 += FX_EXP(v1 - sh);
+            s0 += capped ? FX_EXP_NEG(v0 - sh) : FX_EXP(v0 - sh);
+            s1 += capped ? FX_EXP_NEG(v1 - sh) : FX_EXP(v1 - sh);
             if (need_wx || t) {
                 FX_V w0 = w ? FXR(fx_load)(w + b + i) : FX_BC(1);
                 FX_V w1 = w ? FXR(fx_load)(w + b + i + FX_L) : FX_BC(1);
@@ -176,9 +175,10 @@ FX_ALWAYS_INLINE FX_V FXR(fx_out_vec)(const FX_T *x, const FX_T *t, const FX_T *
     FX_V xv = full ? FXR(fx_load)(x + i) : FXR(fx_load_part)(x + i, len, 0);
     if (take_log) return (xv - sh) - k;
     FX_V a = cc;
+    /* Written only for rows with a finite lse: x - sh <= 0 (or -inf). */
     if (t) a = ct * (full ? FXR(fx_load)(t + i) : FXR(fx_load_part)(t + i, len, 0)) + cc;
     if (w) a = a * (full ? FXR(fx_load)(w + i) : FXR(fx_load_part)(w + i, len, 0));
-    return FX_EXP(xv - sh) * k - a;
+    return FX_EXP_NEG(xv - sh) * k - a;
 }
 
 /*

@@ -162,6 +162,22 @@ FX_ALWAYS_INLINE fx_vf64 FXV(fx_gather_f64)(const double *p, int64_t stride, int
 }
 #endif
 
+/* max(v, acc) that skips NaN in v: x86's MAXPS returns its second operand
+ * when either is NaN, which is exactly `v > acc ? v : acc` in one op. */
+#if (defined(__x86_64__) || defined(__i386__)) && FX_VBYTES == 64
+#define FX_MAX_F32(v, acc) ((fx_vf32)_mm512_max_ps((__m512)(v), (__m512)(acc)))
+#define FX_MAX_F64(v, acc) ((fx_vf64)_mm512_max_pd((__m512d)(v), (__m512d)(acc)))
+#elif (defined(__x86_64__) || defined(__i386__)) && FX_VBYTES == 32
+#define FX_MAX_F32(v, acc) ((fx_vf32)_mm256_max_ps((__m256)(v), (__m256)(acc)))
+#define FX_MAX_F64(v, acc) ((fx_vf64)_mm256_max_pd((__m256d)(v), (__m256d)(acc)))
+#elif (defined(__x86_64__) || defined(__i386__)) && defined(__SSE2__)
+#define FX_MAX_F32(v, acc) ((fx_vf32)_mm_max_ps((__m128)(v), (__m128)(acc)))
+#define FX_MAX_F64(v, acc) ((fx_vf64)_mm_max_pd((__m128d)(v), (__m128d)(acc)))
+#else
+#define FX_MAX_F32(v, acc) FXV(fx_sel_f32)((v) > (acc), (v), (acc))
+#define FX_MAX_F64(v, acc) FXV(fx_sel_f64)((v) > (acc), (v), (acc))
+#endif
+
 FX_ALWAYS_INLINE fx_vf32 FXV(fx_sel_f32)(fx_vi32 mask, fx_vf32 a, fx_vf32 b) {
     return (fx_vf32)(((fx_vi32)a & mask) | ((fx_vi32)b & ~mask));
 }
@@ -187,6 +203,25 @@ FX_ALWAYS_INLINE fx_vf64 FXV(fx_sel_f64)(fx_vi64 mask, fx_vf64 a, fx_vf64 b) {
  */
 FX_ALWAYS_INLINE fx_vf32 FXV(fx_exp_f32)(fx_vf32 x) {
     __m512 xc = _mm512_min_ps(_mm512_set1_ps(128.0f), _mm512_max_ps(_mm512_set1_ps(-150.0f), (__m512)x));
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(xc, _mm512_set1_ps(1.44269504088896341f)),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), xc);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+    p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+    return (fx_vf32)_mm512_scalef_ps(p, n);
+}
+
+/* exp for x <= 0 (and -inf, NaN): the upper clamp is not needed there.
+ * The kernels use it once the row's shift is finite, i.e. for every
+ * x - max of a row without +inf. */
+FX_ALWAYS_INLINE fx_vf32 FXV(fx_exp_neg_f32)(fx_vf32 x) {
+    __m512 xc = _mm512_max_ps(_mm512_set1_ps(-150.0f), (__m512)x);
     __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(xc, _mm512_set1_ps(1.44269504088896341f)),
                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), xc);
@@ -275,6 +310,8 @@ FX_ALWAYS_INLINE fx_vf64 FXV(fx_exp_f64)(fx_vf64 x) {
     res = FXV(fx_sel_f64)(under, FXV(fx_bcast_f64)(0.0), res);
     return FXV(fx_sel_f64)(over, FXV(fx_bcast_f64)(INFINITY), res);
 }
+/* Without AVX-512 the clamps are selects on both sides anyway. */
+FX_ALWAYS_INLINE fx_vf32 FXV(fx_exp_neg_f32)(fx_vf32 x) { return FXV(fx_exp_f32)(x); }
 #endif /* FX_VBYTES == 64 */
 
 /*
