@@ -3,7 +3,7 @@
 - OpenMP is probed (a tiny program compiled and linked with -fopenmp); without
   it the extension builds serial, a warning says so, and show_config() reports
   openmp=False.
-- -O3, never -ffast-math (it breaks inf/NaN handling) and never -march=native
+- -O3, never fast-math flags (they break inf/NaN handling) and never -march=native
   by default: the kernels pick AVX-512 / AVX2 / baseline at run time.
   FASTXENT_NATIVE=1 opts in to -march=native for a local build.
 - FASTXENT_SANITIZE=1 builds with AddressSanitizer + UBSan (-O0 -g).

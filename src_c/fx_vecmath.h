@@ -198,28 +198,11 @@ FX_ALWAYS_INLINE fx_vf64 FXV(fx_sel_f64)(fx_vi64 mask, fx_vf64 a, fx_vf64 b) {
 /*
  * AVX-512: the same reduction and polynomial, but 2^n is applied by
  * vscalefps, which saturates to 0 and +inf by itself: no masks, no integer
- * work.  The clamp keeps +-inf out of the reduction (inf - inf); max(lo, x)
- * and min(hi, .) return x when x is NaN (the second operand wins).
+ * work.  The clamps keep +-inf out of the reduction (inf - inf); max(lo, x)
+ * and min(hi, x) return x when x is NaN (the second operand wins).
+ * fx_exp_neg_f32 is valid for x <= 0 (and -inf, NaN) and skips the upper
+ * clamp: the kernels use it for x - max once the max is finite.
  */
-FX_ALWAYS_INLINE fx_vf32 FXV(fx_exp_f32)(fx_vf32 x) {
-    __m512 xc = _mm512_min_ps(_mm512_set1_ps(128.0f), _mm512_max_ps(_mm512_set1_ps(-150.0f), (__m512)x));
-    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(xc, _mm512_set1_ps(1.44269504088896341f)),
-                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), xc);
-    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
-    p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
-    return (fx_vf32)_mm512_scalef_ps(p, n);
-}
-
-/* exp for x <= 0 (and -inf, NaN): the upper clamp is not needed there.
- * The kernels use it once the row's shift is finite, i.e. for every
- * x - max of a row without +inf. */
 FX_ALWAYS_INLINE fx_vf32 FXV(fx_exp_neg_f32)(fx_vf32 x) {
     __m512 xc = _mm512_max_ps(_mm512_set1_ps(-150.0f), (__m512)x);
     __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(xc, _mm512_set1_ps(1.44269504088896341f)),
@@ -234,6 +217,11 @@ FX_ALWAYS_INLINE fx_vf32 FXV(fx_exp_neg_f32)(fx_vf32 x) {
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
     p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
     return (fx_vf32)_mm512_scalef_ps(p, n);
+}
+
+FX_ALWAYS_INLINE fx_vf32 FXV(fx_exp_f32)(fx_vf32 x) {
+    /* min(hi, NaN) is NaN (the second operand wins). */
+    return FXV(fx_exp_neg_f32)((fx_vf32)_mm512_min_ps(_mm512_set1_ps(128.0f), (__m512)x));
 }
 
 FX_ALWAYS_INLINE fx_vf64 FXV(fx_exp_f64)(fx_vf64 x) {
