@@ -154,16 +154,21 @@ def cross_entropy_grad(logits, target, *, axis=-1, weight=None, sample_weight=No
     return np.moveaxis(g.reshape(shape + (c,)), -1, axis)
 
 
+def _bce_inputs(x, target, weight, pos_weight, label_smoothing):
+    """x, smoothed targets t (1 - eps) + eps / 2, weight and pos_weight, in float64."""
+    t = _f64(target) * (1 - label_smoothing) + label_smoothing / 2
+    w = 1.0 if weight is None else _f64(weight)
+    pw = 1.0 if pos_weight is None else _f64(pos_weight)
+    return _f64(x), t, w, pw
+
+
 def binary_cross_entropy(x, target, *, weight=None, pos_weight=None, reduction="mean",
                          label_smoothing=0.0, from_logits=True):
     """Element-wise binary cross-entropy, PyTorch semantics (log clamp at -100
     for probabilities), targets smoothed to t (1 - eps) + eps / 2."""
-    x = _f64(x)
-    t = _f64(target) * (1 - label_smoothing) + label_smoothing / 2
-    w = 1.0 if weight is None else _f64(weight)
+    x, t, w, pw = _bce_inputs(x, target, weight, pos_weight, label_smoothing)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         if from_logits:
-            pw = 1.0 if pos_weight is None else _f64(pos_weight)
             # PyTorch's grouping: (1 - t) x + ((pw - 1) t + 1) softplus(-x).
             softplus_neg = np.maximum(-x, 0) + np.log1p(np.exp(-np.abs(x)))
             loss = w * ((1 - t) * x + ((pw - 1) * t + 1) * softplus_neg)
@@ -177,12 +182,9 @@ def binary_cross_entropy(x, target, *, weight=None, pos_weight=None, reduction="
 
 def binary_cross_entropy_grad(x, target, *, weight=None, pos_weight=None, reduction="mean",
                               label_smoothing=0.0, from_logits=True, grad_output=1.0):
-    x = _f64(x)
-    t = _f64(target) * (1 - label_smoothing) + label_smoothing / 2
-    w = 1.0 if weight is None else _f64(weight)
+    x, t, w, pw = _bce_inputs(x, target, weight, pos_weight, label_smoothing)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         if from_logits:
-            pw = 1.0 if pos_weight is None else _f64(pos_weight)
             sig = 0.5 * (1 + np.tanh(0.5 * x))
             g = w * (sig * (1 - t + pw * t) - pw * t)
         else:
