@@ -31,6 +31,10 @@ FX_ALWAYS_INLINE double FXR(fx_narrow_block)(const FX_T *x, int64_t n, int64_t r
     /* Gather the columns; the outputs go back through a buffer (vector
      * stores, then scalar loads: forwarding works in that direction). */
     FX_T buf[FX_NARROW_MAX * FX_L];
+    /* Gathers are not followed by the hardware prefetchers: fetch the
+     * block after the next one ahead of them. */
+    for (int64_t b = 0; b < n * FX_L * (int64_t)sizeof(FX_T); b += 64)
+        __builtin_prefetch((const char *)(x + 2 * n * FX_L) + b);
     for (int64_t c = 0; c < n; c++) v[c] = FX_GATHER(x + c, n, rows);
     FX_V m = FX_BC((FX_T)-INFINITY);
     for (int64_t c = 0; c < n; c++) m = FX_MAX(v[c], m);
