@@ -105,6 +105,8 @@ FX_ALWAYS_INLINE void FXR(fx_scan)(const FX_T *x, const FX_T *t, const FX_T *w,
         int64_t i = 0;
         for (; i + 2 * FX_L <= len; i += 2 * FX_L) {
             FX_V v0 = FXR(fx_load)(xb + i), v1 = FXR(fx_load)(xb + i + FX_L);
+            __builtin_prefetch(xb + i + FX_BLOCK);
+            __builtin_prefetch(xb + i + FX_BLOCK + 2 * FX_L - 1);
             s0 += capped ? FX_EXP_NEG(v0 - sh) : FX_EXP(v0 - sh);
             s1 += capped ? FX_EXP_NEG(v1 - sh) : FX_EXP(v1 - sh);
             if (need_wx || t) {
