@@ -42,7 +42,9 @@ FX_ALWAYS_INLINE int64_t FXC(fx_cols_width)(int64_t n_classes) {
     return w;
 }
 
-/* Passes A and B over columns [0, m) of a chunk (m <= FX_COLS_CHUNK). */
+/* Passes A and B over columns [0, m) of a chunk (m <= FX_COLS_CHUNK).  Both
+ * run class row by class row (a row's segment is contiguous), keeping the
+ * per-column sums in float lanes for FX_COLS_GROUP classes, then in double. */
 FX_ALWAYS_INLINE void FXC(fx_cols_scan)(const FX_T *x, const FX_T *t, const FX_T *w, int64_t nc,
                                         int64_t m, int64_t stride, int need_wx,
                                         FXC(fx_cols_state) *st) {
@@ -60,56 +62,58 @@ FX_ALWAYS_INLINE void FXC(fx_cols_scan)(const FX_T *x, const FX_T *t, const FX_T
             FXR(fx_store)(st->m + j, FX_MAX(v, acc));
         }
     }
-    for (int64_t j = 0; j < mv; j += FX_L) {
-        const int64_t len = (m - j) < FX_L ? (m - j) : FX_L;
-        const int full = len == FX_L;
-        FX_V mvec = FXR(fx_load)(st->m + j);
-        FX_V sh = FX_SEL((mvec - mvec) == FX_BC(0), mvec, FX_BC(0)); /* finite lanes keep m */
-        double s[FX_L], wx[FX_L], wtx[FX_L], wt[FX_L];
-        for (int l = 0; l < FX_L; l++) s[l] = wx[l] = wtx[l] = wt[l] = 0.0;
-        for (int64_t c0 = 0; c0 < nc; c0 += FX_COLS_GROUP) {
-            const int64_t c1 = (c0 + FX_COLS_GROUP) < nc ? (c0 + FX_COLS_GROUP) : nc;
-            FX_V fs = FX_BC(0), fwx = FX_BC(0), fwtx = FX_BC(0), fwt = FX_BC(0);
-            for (int64_t c = c0; c < c1; c++) {
-                const FX_T *p = x + c * stride + j;
-                FX_V v = full ? FXR(fx_load)(p) : FXR(fx_load_part)(p, len, (FX_T)-INFINITY);
-                fs += FX_EXP(v - sh);
+    /* x - sh <= 0 everywhere unless a column holds +inf (then its shift is 0
+     * and the exp needs its upper clamp). */
+    int capped = 1;
+    for (int64_t j = 0; j < mv; j++) {
+        const FX_T mj = st->m[j];
+        st->sh[j] = isfinite(mj) ? mj : (FX_T)0;
+        st->s[j] = st->wx[j] = st->wtx[j] = st->wt[j] = 0.0;
+        capped &= mj != (FX_T)INFINITY;
+    }
+    FX_T fs[FX_COLS_CHUNK], fwx[FX_COLS_CHUNK], fwtx[FX_COLS_CHUNK], fwt[FX_COLS_CHUNK];
+    for (int64_t c0 = 0; c0 < nc; c0 += FX_COLS_GROUP) {
+        const int64_t c1 = (c0 + FX_COLS_GROUP) < nc ? (c0 + FX_COLS_GROUP) : nc;
+        for (int64_t j = 0; j < mv; j++) fs[j] = fwx[j] = fwtx[j] = fwt[j] = 0;
+        for (int64_t c = c0; c < c1; c++) {
+            const FX_T *row = x + c * stride;
+            const FX_T wc = w ? w[c] : (FX_T)1;
+            for (int64_t j = 0; j < m; j += FX_L) {
+                const int64_t len = (m - j) < FX_L ? (m - j) : FX_L;
+                const int full = len == FX_L;
+                FX_V v = full ? FXR(fx_load)(row + j) : FXR(fx_load_part)(row + j, len, (FX_T)-INFINITY);
+                FX_V d = v - FXR(fx_load)(st->sh + j);
+                FXR(fx_store)(fs + j, FXR(fx_load)(fs + j) + (capped ? FX_EXP_NEG(d) : FX_EXP(d)));
                 if (need_wx || t) {
-                    FX_V v0 = full ? v : FXR(fx_load_part)(p, len, 0);
-                    const FX_T wc = w ? w[c] : (FX_T)1;
-                    if (need_wx) fwx += wc * v0;
+                    FX_V v0 = full ? v : FXR(fx_load_part)(row + j, len, 0);
+                    if (need_wx) FXR(fx_store)(fwx + j, FXR(fx_load)(fwx + j) + wc * v0);
                     if (t) {
                         const FX_T *q = t + c * stride + j;
                         FX_V a = wc * (full ? FXR(fx_load)(q) : FXR(fx_load_part)(q, len, 0));
-                        fwtx += a * v0;
-                        fwt += a;
+                        FXR(fx_store)(fwtx + j, FXR(fx_load)(fwtx + j) + a * v0);
+                        FXR(fx_store)(fwt + j, FXR(fx_load)(fwt + j) + a);
                     }
                 }
             }
-            for (int l = 0; l < FX_L; l++) {
-                s[l] += (double)fs[l];
-                if (need_wx) wx[l] += (double)fwx[l];
-                if (t) {
-                    wtx[l] += (double)fwtx[l];
-                    wt[l] += (double)fwt[l];
-                }
-            }
         }
-        for (int l = 0; l < FX_L; l++) {
-            st->s[j + l] = s[l];
-            st->wx[j + l] = wx[l];
-            st->wtx[j + l] = wtx[l];
-            st->wt[j + l] = wt[l];
-            st->sh[j + l] = sh[l];
+        for (int64_t j = 0; j < mv; j++) {
+            st->s[j] += (double)fs[j];
+            if (need_wx) st->wx[j] += (double)fwx[j];
+            if (t) {
+                st->wtx[j] += (double)fwtx[j];
+                st->wt[j] += (double)fwt[j];
+            }
         }
     }
 }
 
 /* Pass C: out[c, j] = exp(x - sh_j) k_j - w_c (ct_j t_cj + cc_j), or with
- * take_log (x - sh_j) - k_j.  Columns whose k is NaN come out NaN; columns
- * with live == 0 come out exactly 0 (ignored positions). */
+ * take_log (x - sh_j) - k_j.  The w_c term is there only with soft targets
+ * or offset (label smoothing).  Columns whose k is NaN come out NaN; with
+ * live given, columns with live == 0 come out exactly 0 (ignored positions).
+ * Where k is finite x - sh <= 0, so the exp needs no upper clamp. */
 FX_ALWAYS_INLINE void FXC(fx_cols_write)(const FX_T *x, const FX_T *t, const FX_T *w, int64_t nc,
-                                         int64_t m, int64_t stride, int take_log,
+                                         int64_t m, int64_t stride, int take_log, int offset,
                                          const FXC(fx_cols_state) *st, const FX_T *live,
                                          FX_T *out) {
     for (int64_t c = 0; c < nc; c++) {
@@ -124,12 +128,15 @@ FX_ALWAYS_INLINE void FXC(fx_cols_write)(const FX_T *x, const FX_T *t, const FX_
             if (take_log) {
                 g = (xv - sh) - k;
             } else {
-                FX_V a = FXR(fx_load)(st->cc + j);
-                if (t) {
-                    const FX_T *q = t + c * stride + j;
-                    a = FXR(fx_load)(st->ct + j) * (full ? FXR(fx_load)(q) : FXR(fx_load_part)(q, len, 0)) + a;
+                g = FX_EXP_NEG(xv - sh) * k;
+                if (t || offset) {
+                    FX_V a = FXR(fx_load)(st->cc + j);
+                    if (t) {
+                        const FX_T *q = t + c * stride + j;
+                        a = FXR(fx_load)(st->ct + j) * (full ? FXR(fx_load)(q) : FXR(fx_load_part)(q, len, 0)) + a;
+                    }
+                    g -= a * wc;
                 }
-                g = FX_EXP(xv - sh) * k - a * wc;
             }
             if (live) g = FX_SEL(FXR(fx_load)(live + j) != FX_BC(0), g, FX_BC(0));
             if (full) FXR(fx_store)(orow + j, g);
@@ -164,7 +171,7 @@ static void FXC(fx_softmax_cols)(const FX_T *x, int64_t nc, int64_t m, int64_t s
             st.cc[j] = 0;
             if (j >= mm) st.sh[j] = 0;
         }
-        FXC(fx_cols_write)(x + j0, NULL, NULL, nc, mm, stride, take_log, &st, NULL, out + j0);
+        FXC(fx_cols_write)(x + j0, NULL, NULL, nc, mm, stride, take_log, 0, &st, NULL, out + j0);
     }
 }
 
@@ -249,12 +256,29 @@ static void FXC(fx_ce_cols)(const FX_T *x, const FX_T *t, const int64_t *labels,
         }
         if (!grad) continue;
         FX_T *gc = grad + j0;
+        /* Each combination of the options is its own specialised loop. */
+        int all_live = 1;
+        for (int64_t j = 0; j < mm; j++) all_live &= live[j] != 0;
+        const FX_T *lv = all_live ? NULL : live;
         if (tc) {
-            if (w) FXC(fx_cols_write)(xc, tc, w, nc, mm, stride, 0, &st, live, gc);
-            else FXC(fx_cols_write)(xc, tc, NULL, nc, mm, stride, 0, &st, live, gc);
+            if (w) {
+                if (lv) FXC(fx_cols_write)(xc, tc, w, nc, mm, stride, 0, 1, &st, lv, gc);
+                else FXC(fx_cols_write)(xc, tc, w, nc, mm, stride, 0, 1, &st, NULL, gc);
+            } else {
+                if (lv) FXC(fx_cols_write)(xc, tc, NULL, nc, mm, stride, 0, 1, &st, lv, gc);
+                else FXC(fx_cols_write)(xc, tc, NULL, nc, mm, stride, 0, 1, &st, NULL, gc);
+            }
         } else {
-            if (w) FXC(fx_cols_write)(xc, NULL, w, nc, mm, stride, 0, &st, live, gc);
-            else FXC(fx_cols_write)(xc, NULL, NULL, nc, mm, stride, 0, &st, live, gc);
+            if (eps != 0.0 && w) {
+                if (lv) FXC(fx_cols_write)(xc, NULL, w, nc, mm, stride, 0, 1, &st, lv, gc);
+                else FXC(fx_cols_write)(xc, NULL, w, nc, mm, stride, 0, 1, &st, NULL, gc);
+            } else if (eps != 0.0) {
+                if (lv) FXC(fx_cols_write)(xc, NULL, NULL, nc, mm, stride, 0, 1, &st, lv, gc);
+                else FXC(fx_cols_write)(xc, NULL, NULL, nc, mm, stride, 0, 1, &st, NULL, gc);
+            } else {
+                if (lv) FXC(fx_cols_write)(xc, NULL, NULL, nc, mm, stride, 0, 0, &st, lv, gc);
+                else FXC(fx_cols_write)(xc, NULL, NULL, nc, mm, stride, 0, 0, &st, NULL, gc);
+            }
             for (int64_t j = 0; j < mm; j++) {
                 const int64_t y = labels[j0 + j];
                 if (y < 0 || !live[j] || isnan((double)st.k[j])) continue;

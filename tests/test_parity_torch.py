@@ -173,6 +173,25 @@ def test_nonfinite_labels_match_torch(dtype, reduction, smoothing):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+@pytest.mark.parametrize("ignore", [False, True])
+def test_nonfinite_positions_with_class_axis_1_match_torch(dtype, smoothing, ignore):
+    # The same rows as positions of an (N, C, D) array: the column kernels,
+    # whose exp drops its upper clamp unless a position holds +inf.
+    x = np.ascontiguousarray(_nonfinite_logits(dtype).T[None])   # (1, 4, 9)
+    y = np.array([[1, 0, 1, 2, 2, 1, 0, 0, 3]])
+    if ignore:
+        y[0, ::4] = -100
+    kw = dict(reduction="none", label_smoothing=smoothing)
+    exp_loss, exp_grad = _torch_ce(x, y, np.ones(y.shape, dtype=dtype), True, **kw)
+    loss, grad = fx.cross_entropy_with_grad(x, y, axis=1, **kw)
+    live = y != -100
+    _assert_matches(loss[live], exp_loss[live], dtype, 1e30)
+    _assert_matches(np.moveaxis(grad, 1, -1)[live], np.moveaxis(exp_grad, 1, -1)[live], dtype)
+    assert np.all(loss[~live] == 0) and np.all(np.moveaxis(grad, 1, -1)[~live] == 0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_nonfinite_probs_match_torch(dtype):
     x = _nonfinite_logits(dtype)
     t = np.full(x.shape, 0.25, dtype=dtype)
