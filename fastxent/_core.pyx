@@ -9,7 +9,7 @@ each block's loss sum is kept apart and the blocks are added in order, so a
 reduction gives the same bits for every thread count.
 """
 from cython.parallel cimport prange, threadid
-from libc.stdint cimport int64_t
+from libc.stdint cimport int64_t, uintptr_t
 from libc.stdlib cimport malloc, free
 from libc.string cimport memset
 from libc.math cimport log, NAN
@@ -386,17 +386,27 @@ def softmax_cols(const real[:, :, ::1] x, real[:, :, ::1] out, bint log, int n_t
                          op + a * c * q + j0, log)
 
 
-cdef double _ce_cols_unit(const real *x, const real *t, const int64_t *labels, int64_t ignore_index,
-                          int64_t a, int64_t j0, int64_t c, int64_t q, const fx_ce_options *opt,
-                          const double *sample_weight, double grad_scale, const double *grad_row_scale,
-                          real *loss_out, real *grad, real *lse_out) noexcept nogil:
-    """Loss sum of positions [j0, j0 + COLS_UNIT) of sample a."""
-    cdef int64_t m = min(<int64_t>COLS_UNIT, q - j0), j, pos
+cdef inline int64_t _cols_phase(const void *grad, int64_t q, int64_t itemsize, int flags) noexcept nogil:
+    """Positions before the first cache line of the gradient when its stores
+    stream and every class row starts at the same offset in a line; else 0.
+    Units then begin on lines, so the streaming stores fill whole lines."""
+    cdef int64_t line = 64 // itemsize, addr = <int64_t><uintptr_t>grad
+    if grad == NULL or not (flags & FX_STREAM_STORES) or q % line != 0 or addr % itemsize != 0:
+        return 0
+    return min(((64 - addr % 64) % 64) // itemsize, q)
+
+
+cdef void _ce_cols_unit(const real *x, const real *t, const int64_t *labels, int64_t ignore_index,
+                        int64_t a, int64_t j0, int64_t m, int64_t c, int64_t q, const fx_ce_options *opt,
+                        const double *sample_weight, double grad_scale, const double *grad_row_scale,
+                        double *pos_loss, real *loss_out, real *grad, real *lse_out) noexcept nogil:
+    """Per-position losses of positions [j0, j0 + m) of sample a (m <= COLS_UNIT)."""
+    cdef int64_t j, pos
     cdef int64_t lab[COLS_UNIT]
     cdef double gs[COLS_UNIT]
     cdef double loss[COLS_UNIT]
     cdef double lse[COLS_UNIT]
-    cdef double acc = 0.0, sw
+    cdef double sw
     for j in range(m):
         pos = a * q + j0 + j
         sw = sample_weight[pos] if sample_weight != NULL else 1.0
@@ -413,12 +423,11 @@ cdef double _ce_cols_unit(const real *x, const real *t, const int64_t *labels, i
             loss[j] = 0.0
         else:
             loss[j] = sw * loss[j]
-        acc += loss[j]
+        pos_loss[pos] = loss[j]
         if loss_out != NULL:
             loss_out[pos] = <real>loss[j]
         if lse_out != NULL:
             lse_out[pos] = <real>lse[j]
-    return acc
 
 
 def cross_entropy_cols(const real[:, :, ::1] x, const real[:, :, ::1] target,
@@ -436,7 +445,7 @@ def cross_entropy_cols(const real[:, :, ::1] x, const real[:, :, ::1] target,
     opt.weight = &weight[0] if weight is not None else NULL
     opt.label_smoothing = label_smoothing
     opt.z_loss = z_loss
-    opt.flags = 0
+    opt.flags = _store_flags(p * c * q * <int64_t>sizeof(real)) if grad is not None else 0
     cdef const real *xp = &x[0, 0, 0]
     cdef const real *tp = &target[0, 0, 0] if target is not None else NULL
     cdef const int64_t *lp = &labels[0, 0] if labels is not None else NULL
@@ -445,20 +454,40 @@ def cross_entropy_cols(const real[:, :, ::1] x, const real[:, :, ::1] target,
     cdef real *lop = &loss_out[0, 0] if loss_out is not None else NULL
     cdef real *gp = &grad[0, 0, 0] if grad is not None else NULL
     cdef real *lsp = &lse_out[0, 0] if lse_out is not None else NULL
+    # Units of COLS_UNIT positions, shifted by the gradient's phase so that
+    # they begin on cache lines; the loss is summed afterwards in blocks of
+    # COLS_UNIT from each sample's first position, whatever the units were.
+    cdef int64_t phase = _cols_phase(gp, q, sizeof(real), opt.flags)
+    cdef int64_t per_shifted = (1 + _cols_units(q - phase)) if phase > 0 else per
+    units = p * per_shifted
     cdef int nt = _threads(p * c * q, units, n_threads)
-    cdef double *partial = <double *>malloc(units * sizeof(double))
-    if partial == NULL:
+    cdef double *pos_loss = <double *>malloc(max(p * q, <int64_t>1) * sizeof(double))
+    if pos_loss == NULL:
         raise MemoryError()
-    cdef double total = 0.0
+    cdef double total = 0.0, block
+    cdef int64_t k, a, j0, j1, pos
     try:
         with nogil:
             for u in prange(units, schedule='static', num_threads=nt):
-                partial[u] = _ce_cols_unit(xp, tp, lp, ignore_index, u // per, (u % per) * COLS_UNIT,
-                                           c, q, &opt, swp, grad_scale, grp, lop, gp, lsp)
-            for u in range(units):
-                total += partial[u]
+                a = u // per_shifted
+                k = u % per_shifted
+                if phase == 0:
+                    j0 = k * COLS_UNIT
+                elif k == 0:
+                    j0 = 0
+                else:
+                    j0 = phase + (k - 1) * COLS_UNIT
+                j1 = min(q, (k + 1) * COLS_UNIT if phase == 0 else (phase if k == 0 else phase + k * COLS_UNIT))
+                _ce_cols_unit(xp, tp, lp, ignore_index, a, j0, j1 - j0, c, q, &opt, swp, grad_scale, grp,
+                              pos_loss, lop, gp, lsp)
+            for a in range(p):
+                for k in range(per):
+                    block = 0.0
+                    for pos in range(a * q + k * COLS_UNIT, a * q + min(q, (k + 1) * COLS_UNIT)):
+                        block += pos_loss[pos]
+                    total += block
     finally:
-        free(partial)
+        free(pos_loss)
     return total
 
 

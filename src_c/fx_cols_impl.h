@@ -18,6 +18,13 @@
 #define FXC(name) FX_CAT(FX_CAT(name, FX_SFX), FX_ISA)
 #define FXR FXC /* the row helpers (fx_load, ...) share the naming */
 #define FX_COLS_CHUNK 256
+/* A cache line of elements.  With streaming stores, chunk edges fall on
+ * lines so that the stores fill whole lines: a line shared by two chunks,
+ * half streamed and half stored, costs several whole ones. */
+#define FX_COLS_LINE (64 / (int64_t)sizeof(FX_T))
+/* The write pass starts each row's vectors at its first aligned element, so
+ * the per-column arrays it reads have a line of slack. */
+#define FX_COLS_PADDED (FX_COLS_CHUNK + 64 / (int)sizeof(FX_T))
 #define FX_COLS_GROUP 32
 #define FX_COLS_L2 (512 * 1024)
 
@@ -28,17 +35,17 @@ typedef struct FXC(fx_cols_state_s) {
     double wx[FX_COLS_CHUNK];  /* sum_c w_c x_c    (smoothing)               */
     double wtx[FX_COLS_CHUNK]; /* sum_c w_c t_c x_c (soft targets)           */
     double wt[FX_COLS_CHUNK];  /* sum_c w_c t_c     (soft targets)           */
-    FX_T k[FX_COLS_CHUNK];     /* pass C: multiplier of exp(x - m)           */
-    FX_T ct[FX_COLS_CHUNK];    /* pass C: multiplier of w_c t_c              */
-    FX_T cc[FX_COLS_CHUNK];    /* pass C: multiplier of w_c                  */
-    FX_T sh[FX_COLS_CHUNK];    /* pass C: the shift (m, or 0 if m not finite)*/
+    FX_T k[FX_COLS_PADDED];     /* pass C: multiplier of exp(x - m)           */
+    FX_T ct[FX_COLS_PADDED];    /* pass C: multiplier of w_c t_c              */
+    FX_T cc[FX_COLS_PADDED];    /* pass C: multiplier of w_c                  */
+    FX_T sh[FX_COLS_PADDED];    /* pass C: the shift (m, or 0 if m not finite)*/
 } FXC(fx_cols_state);
 
 FX_ALWAYS_INLINE int64_t FXC(fx_cols_width)(int64_t n_classes) {
     int64_t w = FX_COLS_L2 / ((n_classes > 0 ? n_classes : 1) * (int64_t)sizeof(FX_T));
-    w = w / FX_L * FX_L;
-    if (w < FX_L) w = FX_L;
-    if (w > FX_COLS_CHUNK) w = FX_COLS_CHUNK;
+    w = w / FX_COLS_LINE * FX_COLS_LINE;
+    if (w < FX_COLS_LINE) w = FX_COLS_LINE;
+    if (w > FX_COLS_CHUNK - FX_COLS_LINE) w = FX_COLS_CHUNK - FX_COLS_LINE;
     return w;
 }
 
@@ -112,37 +119,51 @@ FX_ALWAYS_INLINE void FXC(fx_cols_scan)(const FX_T *x, const FX_T *t, const FX_T
  * or offset (label smoothing).  Columns whose k is NaN come out NaN; with
  * live given, columns with live == 0 come out exactly 0 (ignored positions).
  * Where k is finite x - sh <= 0, so the exp needs no upper clamp. */
-FX_ALWAYS_INLINE void FXC(fx_cols_write)(const FX_T *x, const FX_T *t, const FX_T *w, int64_t nc,
-                                         int64_t m, int64_t stride, int take_log, int offset,
-                                         const FXC(fx_cols_state) *st, const FX_T *live,
-                                         FX_T *out) {
-    for (int64_t c = 0; c < nc; c++) {
-        const FX_T *xr = x + c * stride;
-        FX_T *orow = out + c * stride;
-        const FX_T wc = w ? w[c] : (FX_T)1;
-        for (int64_t j = 0; j < m; j += FX_L) {
-            const int64_t len = (m - j) < FX_L ? (m - j) : FX_L;
-            const int full = len == FX_L;
-            FX_V xv = full ? FXR(fx_load)(xr + j) : FXR(fx_load_part)(xr + j, len, 0);
-            FX_V sh = FXR(fx_load)(st->sh + j), k = FXR(fx_load)(st->k + j), g;
-            if (take_log) {
-                g = (xv - sh) - k;
-            } else {
-                g = FX_EXP_NEG(xv - sh) * k;
-                if (t || offset) {
-                    FX_V a = FXR(fx_load)(st->cc + j);
-                    if (t) {
-                        const FX_T *q = t + c * stride + j;
-                        a = FXR(fx_load)(st->ct + j) * (full ? FXR(fx_load)(q) : FXR(fx_load_part)(q, len, 0)) + a;
-                    }
-                    g -= a * wc;
-                }
-            }
-            if (live) g = FX_SEL(FXR(fx_load)(live + j) != FX_BC(0), g, FX_BC(0));
-            if (full) FXR(fx_store)(orow + j, g);
-            else FXR(fx_store_part)(orow + j, g, len);
+/* Element j (len lanes; len < FX_L only at a row's ends) of class row c. */
+FX_ALWAYS_INLINE FX_V FXC(fx_cols_out_vec)(const FX_T *xr, const FX_T *tr, FX_T wc, int64_t j, int64_t len,
+                                           int take_log, int offset, const FXC(fx_cols_state) *st,
+                                           const FX_T *live) {
+    const int full = len == FX_L;
+    FX_V xv = full ? FXR(fx_load)(xr + j) : FXR(fx_load_part)(xr + j, len, 0);
+    FX_V sh = FXR(fx_load)(st->sh + j), k = FXR(fx_load)(st->k + j), g;
+    if (take_log) {
+        g = (xv - sh) - k;
+    } else {
+        g = FX_EXP_NEG(xv - sh) * k;
+        if (tr || offset) {
+            FX_V a = FXR(fx_load)(st->cc + j);
+            if (tr) a = FXR(fx_load)(st->ct + j) * (full ? FXR(fx_load)(tr + j) : FXR(fx_load_part)(tr + j, len, 0)) + a;
+            g -= a * wc;
         }
     }
+    if (live) g = FX_SEL(FXR(fx_load)(live + j) != FX_BC(0), g, FX_BC(0));
+    return g;
+}
+
+FX_ALWAYS_INLINE void FXC(fx_cols_write)(const FX_T *x, const FX_T *t, const FX_T *w, int64_t nc,
+                                         int64_t m, int64_t stride, int take_log, int offset,
+                                         const FXC(fx_cols_state) *st, const FX_T *live, int stream,
+                                         FX_T *out) {
+    for (int64_t c = 0; c < nc; c++) {
+        const FX_T *xr = x + c * stride, *tr = t ? t + c * stride : NULL;
+        FX_T *orow = out + c * stride;
+        const FX_T wc = w ? w[c] : (FX_T)1;
+        int64_t j = 0;
+        if (stream) {
+            /* Up to the first aligned element, then whole aligned vectors. */
+            int64_t head = (int64_t)((FX_VBYTES - ((uintptr_t)orow % FX_VBYTES)) % FX_VBYTES / sizeof(FX_T));
+            if (head > m) head = m;
+            if (head > 0)
+                FXR(fx_store_part)(orow, FXC(fx_cols_out_vec)(xr, tr, wc, j, head, take_log, offset, st, live), head);
+            for (j = head; j + FX_L <= m; j += FX_L)
+                FX_STREAM(orow + j, FXC(fx_cols_out_vec)(xr, tr, wc, j, FX_L, take_log, offset, st, live));
+        }
+        for (; j + FX_L <= m; j += FX_L)
+            FXR(fx_store)(orow + j, FXC(fx_cols_out_vec)(xr, tr, wc, j, FX_L, take_log, offset, st, live));
+        if (j < m)
+            FXR(fx_store_part)(orow + j, FXC(fx_cols_out_vec)(xr, tr, wc, j, m - j, take_log, offset, st, live), m - j);
+    }
+    if (stream) FX_SFENCE();
 }
 
 /* Log-sum-exp of the m columns of a C x m slab (rows `stride` apart). */
@@ -164,14 +185,14 @@ static void FXC(fx_softmax_cols)(const FX_T *x, int64_t nc, int64_t m, int64_t s
     for (int64_t j0 = 0; j0 < m; j0 += width) {
         const int64_t mm = (m - j0) < width ? (m - j0) : width;
         FXC(fx_cols_scan)(x + j0, NULL, NULL, nc, mm, stride, 0, &st);
-        for (int64_t j = 0; j < FX_COLS_CHUNK; j++) {
+        for (int64_t j = 0; j < FX_COLS_PADDED; j++) {
             const double lse = j < mm ? (double)st.sh[j] + log(st.s[j]) : 0.0;
             const int bad = j < mm && !isfinite(lse);
             st.k[j] = bad ? (FX_T)NAN : j >= mm ? (FX_T)0 : take_log ? (FX_T)log(st.s[j]) : (FX_T)(1.0 / st.s[j]);
             st.cc[j] = 0;
             if (j >= mm) st.sh[j] = 0;
         }
-        FXC(fx_cols_write)(x + j0, NULL, NULL, nc, mm, stride, take_log, 0, &st, NULL, out + j0);
+        FXC(fx_cols_write)(x + j0, NULL, NULL, nc, mm, stride, take_log, 0, &st, NULL, 0, out + j0);
     }
 }
 
@@ -195,10 +216,18 @@ static void FXC(fx_ce_cols)(const FX_T *x, const FX_T *t, const int64_t *labels,
         for (int64_t c = 0; c < nc; c++) wsum += (double)w[c];
     }
     FXC(fx_cols_state) st;
-    FX_T live[FX_COLS_CHUNK];
+    FX_T live[FX_COLS_PADDED];
+    double xy[FX_COLS_CHUNK]; /* the label's logit: grad may overwrite x */
     const int64_t width = FXC(fx_cols_width)(nc);
-    for (int64_t j0 = 0; j0 < m; j0 += width) {
-        const int64_t mm = (m - j0) < width ? (m - j0) : width;
+    /* Streaming stores only pay when they fill whole lines: every class row
+     * must start at the same offset in a line, and the chunks after the
+     * first start on a line boundary (the first takes the head). */
+    const int stream = grad && opt && (opt->flags & FX_STREAM_STORES) && stride % FX_COLS_LINE == 0 &&
+                       (uintptr_t)grad % sizeof(FX_T) == 0;
+    const int64_t first = width + (stream ? (int64_t)((64 - (uintptr_t)grad % 64) % 64 / sizeof(FX_T)) : 0);
+    for (int64_t j0 = 0, mm; j0 < m; j0 += mm) {
+        const int64_t want = j0 == 0 ? first : width;
+        mm = (m - j0) < want ? (m - j0) : want;
         const FX_T *xc = x + j0, *tc = t ? t + j0 : NULL;
         if (tc) {
             if (w) {
@@ -214,7 +243,7 @@ static void FXC(fx_ce_cols)(const FX_T *x, const FX_T *t, const int64_t *labels,
         } else {
             FXC(fx_cols_scan)(xc, NULL, NULL, nc, mm, stride, 0, &st);
         }
-        for (int64_t j = 0; j < FX_COLS_CHUNK; j++) {
+        for (int64_t j = 0; j < FX_COLS_PADDED; j++) {
             st.k[j] = st.ct[j] = st.cc[j] = 0;
             live[j] = 0;
             if (j >= mm) {
@@ -240,7 +269,8 @@ static void FXC(fx_ce_cols)(const FX_T *x, const FX_T *t, const int64_t *labels,
                 l = (1.0 - eps) * (st.wt[j] * lse - st.wtx[j]);
                 a_sum = (1.0 - eps) * st.wt[j];
             } else {
-                l = (1.0 - eps) * wy * (lse - (double)xc[y * stride + j]);
+                xy[j] = (double)xc[y * stride + j];
+                l = (1.0 - eps) * wy * (lse - xy[j]);
                 a_sum = (1.0 - eps) * wy;
             }
             if (eps != 0.0) {
@@ -262,29 +292,32 @@ static void FXC(fx_ce_cols)(const FX_T *x, const FX_T *t, const int64_t *labels,
         const FX_T *lv = all_live ? NULL : live;
         if (tc) {
             if (w) {
-                if (lv) FXC(fx_cols_write)(xc, tc, w, nc, mm, stride, 0, 1, &st, lv, gc);
-                else FXC(fx_cols_write)(xc, tc, w, nc, mm, stride, 0, 1, &st, NULL, gc);
+                if (lv) FXC(fx_cols_write)(xc, tc, w, nc, mm, stride, 0, 1, &st, lv, stream, gc);
+                else FXC(fx_cols_write)(xc, tc, w, nc, mm, stride, 0, 1, &st, NULL, stream, gc);
             } else {
-                if (lv) FXC(fx_cols_write)(xc, tc, NULL, nc, mm, stride, 0, 1, &st, lv, gc);
-                else FXC(fx_cols_write)(xc, tc, NULL, nc, mm, stride, 0, 1, &st, NULL, gc);
+                if (lv) FXC(fx_cols_write)(xc, tc, NULL, nc, mm, stride, 0, 1, &st, lv, stream, gc);
+                else FXC(fx_cols_write)(xc, tc, NULL, nc, mm, stride, 0, 1, &st, NULL, stream, gc);
             }
         } else {
             if (eps != 0.0 && w) {
-                if (lv) FXC(fx_cols_write)(xc, NULL, w, nc, mm, stride, 0, 1, &st, lv, gc);
-                else FXC(fx_cols_write)(xc, NULL, w, nc, mm, stride, 0, 1, &st, NULL, gc);
+                if (lv) FXC(fx_cols_write)(xc, NULL, w, nc, mm, stride, 0, 1, &st, lv, stream, gc);
+                else FXC(fx_cols_write)(xc, NULL, w, nc, mm, stride, 0, 1, &st, NULL, stream, gc);
             } else if (eps != 0.0) {
-                if (lv) FXC(fx_cols_write)(xc, NULL, NULL, nc, mm, stride, 0, 1, &st, lv, gc);
-                else FXC(fx_cols_write)(xc, NULL, NULL, nc, mm, stride, 0, 1, &st, NULL, gc);
+                if (lv) FXC(fx_cols_write)(xc, NULL, NULL, nc, mm, stride, 0, 1, &st, lv, stream, gc);
+                else FXC(fx_cols_write)(xc, NULL, NULL, nc, mm, stride, 0, 1, &st, NULL, stream, gc);
             } else {
-                if (lv) FXC(fx_cols_write)(xc, NULL, NULL, nc, mm, stride, 0, 0, &st, lv, gc);
-                else FXC(fx_cols_write)(xc, NULL, NULL, nc, mm, stride, 0, 0, &st, NULL, gc);
+                if (lv) FXC(fx_cols_write)(xc, NULL, NULL, nc, mm, stride, 0, 0, &st, lv, stream, gc);
+                else FXC(fx_cols_write)(xc, NULL, NULL, nc, mm, stride, 0, 0, &st, NULL, stream, gc);
             }
             for (int64_t j = 0; j < mm; j++) {
                 const int64_t y = labels[j0 + j];
                 if (y < 0 || !live[j] || isnan((double)st.k[j])) continue;
                 const double wy = w ? (double)w[y] : 1.0;
                 const double g = gs ? gs[j0 + j] : 1.0;
-                gc[y * stride + j] = (FX_T)((double)gc[y * stride + j] - g * (1.0 - eps) * wy);
+                /* From the saved logit, not by reading gc back: after a
+                 * streaming store that read waits for memory. */
+                const double e = exp(xy[j] - (double)st.sh[j]) * (double)st.k[j];
+                gc[y * stride + j] = (FX_T)(e - (double)st.cc[j] * wy - g * (1.0 - eps) * wy);
             }
         }
     }
@@ -293,5 +326,7 @@ static void FXC(fx_ce_cols)(const FX_T *x, const FX_T *t, const int64_t *labels,
 #undef FXC
 #undef FXR
 #undef FX_COLS_CHUNK
+#undef FX_COLS_LINE
+#undef FX_COLS_PADDED
 #undef FX_COLS_GROUP
 #undef FX_COLS_L2

@@ -686,3 +686,26 @@ def test_float16_overflow_no_warning(call):
     else:
         out = np.empty_like(x)
         assert fx.log_softmax(x, out=out)[0, 1] == -np.inf
+
+
+@pytest.mark.parametrize("offset", [0, 4, 16, 60])
+def test_large_class_axis_1_gradient_at_any_alignment_of_out(offset, rng):
+    # A gradient of 16 MiB or more is written with streaming stores, in units
+    # that start on the cache lines of out=: every alignment of out= must
+    # give the numbers of the row kernels, and the loss its one summation
+    # order (the same bits as without the gradient).
+    x = rng.standard_normal((2, 1024, 2048)).astype(np.float32)
+    y = rng.integers(0, 1024, (2, 2048))
+    y[:, ::7] = -100
+    w = (rng.random(1024) + 0.5).astype(np.float32)
+    buf = np.empty(x.nbytes + 128, np.uint8)
+    start = (-buf.ctypes.data) % 64 + offset
+    out = buf[start:start + x.nbytes].view(np.float32).reshape(x.shape)
+    kw = dict(weight=w, label_smoothing=0.1)
+    loss, grad = fx.cross_entropy_with_grad(x, y, axis=1, out=out, **kw)
+    assert grad is out
+    rows_loss, rows_grad = fx.cross_entropy_with_grad(np.moveaxis(x, 1, -1), y, **kw)
+    np.testing.assert_allclose(np.moveaxis(grad, 1, -1), rows_grad, rtol=1e-5, atol=1e-9)
+    np.testing.assert_allclose(loss, rows_loss, rtol=1e-6)
+    assert loss == fx.cross_entropy(x, y, axis=1, **kw)
+    assert np.all(np.moveaxis(grad, 1, -1)[y == -100] == 0)
