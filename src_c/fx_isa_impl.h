@@ -5,6 +5,7 @@
 #include "fx_vecmath.h"
 
 #define FX_T float
+#define FX_TBYTES 4
 #define FX_V fx_vf32
 #define FX_VMEM fx_vf32_mem
 #define FX_VI fx_vi32
@@ -25,6 +26,7 @@
 #include "fx_prob_impl.h"
 #include "fx_narrow_impl.h"
 #undef FX_T
+#undef FX_TBYTES
 #undef FX_V
 #undef FX_VMEM
 #undef FX_VI
@@ -42,6 +44,7 @@
 #undef FX_STREAM
 
 #define FX_T double
+#define FX_TBYTES 8
 #define FX_V fx_vf64
 #define FX_VMEM fx_vf64_mem
 #define FX_VI fx_vi64
@@ -62,6 +65,7 @@
 #include "fx_prob_impl.h"
 #include "fx_narrow_impl.h"
 #undef FX_T
+#undef FX_TBYTES
 #undef FX_V
 #undef FX_VMEM
 #undef FX_VI
