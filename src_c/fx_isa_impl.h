@@ -18,7 +18,6 @@
 #define FX_BC FXV(fx_bcast_f32)
 #define FX_SFX _f32
 #define FX_LOADP FXV(fx_loadp_f32)
-#define FX_GATHER FXV(fx_gather_f32)
 #define FX_STOREP FXV(fx_storep_f32)
 #define FX_STREAM FX_STREAM_F32
 #include "fx_rows_impl.h"
@@ -39,7 +38,6 @@
 #undef FX_BC
 #undef FX_SFX
 #undef FX_LOADP
-#undef FX_GATHER
 #undef FX_STOREP
 #undef FX_STREAM
 
@@ -57,7 +55,6 @@
 #define FX_BC FXV(fx_bcast_f64)
 #define FX_SFX _f64
 #define FX_LOADP FXV(fx_loadp_f64)
-#define FX_GATHER FXV(fx_gather_f64)
 #define FX_STOREP FXV(fx_storep_f64)
 #define FX_STREAM FX_STREAM_F64
 #include "fx_rows_impl.h"
@@ -78,7 +75,6 @@
 #undef FX_BC
 #undef FX_SFX
 #undef FX_LOADP
-#undef FX_GATHER
 #undef FX_STOREP
 #undef FX_STREAM
 #undef FXV
