@@ -198,20 +198,20 @@ FX_ALWAYS_INLINE FX_V FXR(fx_nfrom_f64)(const double *p) {
 }
 
 /*
- * The cross-entropy inputs of one block as lanes, rows past `rows` ignored.
- * A row is live when its label is in [0, n) and not ignore_index; labels
- * were checked by the caller, the range test only keeps ignore_index (any
- * int64) apart from the classes.
+ * Cross-entropy inputs and outputs (all per row from the batch's first
+ * row).  A row is live when its label is in [0, n) and not ignore_index;
+ * labels were checked by the caller, the range test only keeps
+ * ignore_index (any int64) apart from the classes.
  */
 typedef struct {
     const int64_t *labels;
     int64_t ignore_index;
-    const FX_T *w;      /* class weights or NULL                      */
-    const double *sw;   /* sample weights (loss and gradient) or NULL */
-    double grad_scale;  /* gradient scale ...                         */
-    const double *grs;  /* ... times this per row, or NULL            */
-    FX_T *loss, *lse;   /* optional per-row outputs                   */
-    fx_vf64 acc[2];     /* the loss sum, per lane                     */
+    const FX_T *w;     /* class weights or NULL                      */
+    const double *sw;  /* sample weights (loss and gradient) or NULL */
+    double grad_scale; /* gradient scale ...                         */
+    const double *grs; /* ... times this per row, or NULL            */
+    FX_T *loss, *lse;  /* optional outputs                           */
+    fx_vf64 acc[2];    /* the loss sum, per lane                     */
 } FXR(fx_nce);
 
 FX_ALWAYS_INLINE void FXR(fx_nlabels)(const int64_t *labels, int64_t ignore_index, int64_t n, FX_VI *lab,
@@ -232,33 +232,34 @@ FX_ALWAYS_INLINE void FXR(fx_nlabels)(const int64_t *labels, int64_t ignore_inde
 #endif
 }
 
+/* A block between its two phases. */
+typedef struct {
+    FX_V v[FX_NARROW_MAX]; /* the columns, or their exp(x - sh)        */
+    FX_V sh, s;            /* shift, sum of exp(x - sh)                 */
+    FX_VI lab, live;       /* cross-entropy: labels, live rows          */
+    FX_V xy, wy, sw, gs;   /* x_y, w_y, sample weight, gradient scale   */
+} FXR(fx_nblock);
+
 /*
- * One block of `rows` (<= FX_L) rows of n classes starting at x.
- *   FX_NARROW_LSE:          lse[r]
- *   FX_NARROW_SOFTMAX/LOG:  out[r * n + c]
- *   FX_NARROW_CE:           ce->loss[r], ce->lse[r] (both optional), out = the
- *       gradient (optional); ce->acc += the losses.  Ignored rows: loss 0,
- *       gradient 0.
+ * Phase 1 of a block of `rows` (<= FX_L) rows starting at row r0 of x (n
+ * classes): the columns, their shift and sum of exponentials, and the
+ * cross-entropy lanes.  keep: v[c] becomes exp(v[c] - sh).
  * whole: see fx_narrow_in.
  */
-FX_ALWAYS_INLINE void FXR(fx_narrow_block)(const FX_T *x, int64_t n, int64_t rows, int whole, int mode,
-                                           FXR(fx_nce) *ce, FX_T *out, FX_T *lse) {
-    FX_V v[FX_NARROW_MAX];
-    const FX_V zero = FX_BC(0), nan = FX_BC((FX_T)NAN);
-    FXR(fx_narrow_in)(x, n, rows, whole, v);
+FX_ALWAYS_INLINE void FXR(fx_narrow_sum)(FXR(fx_nblock) *b, const FX_T *x, int64_t n, int64_t r0,
+                                         int64_t rows, int whole, int mode, const FXR(fx_nce) *ce,
+                                         int keep) {
+    const FX_V zero = FX_BC(0);
+    FX_V *v = b->v;
+    FXR(fx_narrow_in)(x + r0 * n, n, rows, whole, v);
     FX_V m = FX_BC((FX_T)-INFINITY);
     for (int64_t c = 0; c < n; c++) m = FX_MAX(v[c], m);
-    const FX_VI zi = {0};
-    FX_VI lab = zi, live = zi;
-    FX_V xy = zero, wy = zero, swv = zero;
-    const double *sw = NULL, *grs = NULL;
-    /* Labels and scales of a partial block come through padded copies. */
-    int64_t lab_p[FX_L];
-    double sw_p[FX_L], grs_p[FX_L];
     if (mode == FX_NARROW_CE) {
-        const int64_t *labels = ce->labels;
-        sw = ce->sw;
-        grs = ce->grs;
+        /* Labels and scales of a partial block come through padded copies. */
+        int64_t lab_p[FX_L];
+        double sw_p[FX_L], grs_p[FX_L];
+        const int64_t *labels = ce->labels + r0;
+        const double *sw = ce->sw ? ce->sw + r0 : NULL, *grs = ce->grs ? ce->grs + r0 : NULL;
         if (rows < FX_L) {
             for (int64_t r = 0; r < FX_L; r++) {
                 lab_p[r] = r < rows ? labels[r] : -1;
@@ -269,23 +270,32 @@ FX_ALWAYS_INLINE void FXR(fx_narrow_block)(const FX_T *x, int64_t n, int64_t row
             sw = sw ? sw_p : NULL;
             grs = grs ? grs_p : NULL;
         }
-        FXR(fx_nlabels)(labels, ce->ignore_index, n, &lab, &live);
-        if (sw) swv = FXR(fx_nfrom_f64)(sw);
+        FXR(fx_nlabels)(labels, ce->ignore_index, n, &b->lab, &b->live);
+        b->gs = FX_BC((FX_T)ce->grad_scale);
+        if (sw) {
+            b->sw = FXR(fx_nfrom_f64)(sw);
+            b->gs = b->gs * b->sw;
+        }
+        if (grs) b->gs = b->gs * FXR(fx_nfrom_f64)(grs);
         /* x_y and w_y by selection over the classes: no gather, no branch. */
+        const FX_VI zi = {0};
+        FX_V xy = zero, wy = zero;
         if (ce->w) {
             for (int64_t c = 0; c < n; c++) {
-                const FX_VI is_y = lab == zi + (FX_NIT)c;
+                const FX_VI is_y = b->lab == zi + (FX_NIT)c;
                 xy = FX_SEL(is_y, v[c], xy);
                 wy = FX_SEL(is_y, FX_BC(ce->w[c]), wy);
             }
         } else {
-            for (int64_t c = 0; c < n; c++) xy = FX_SEL(lab == zi + (FX_NIT)c, v[c], xy);
+            for (int64_t c = 0; c < n; c++) xy = FX_SEL(b->lab == zi + (FX_NIT)c, v[c], xy);
             wy = FX_BC(1);
         }
+        b->xy = xy;
+        b->wy = wy;
     }
     const FX_V sh = FX_SEL((m - m) == zero, m, zero); /* m where finite, else 0 */
     FX_V s = zero;
-    if (mode == FX_NARROW_SOFTMAX || (mode == FX_NARROW_CE && out)) {
+    if (keep) {
         for (int64_t c = 0; c < n; c++) {
             v[c] = FX_EXP(v[c] - sh);
             s += v[c];
@@ -293,98 +303,116 @@ FX_ALWAYS_INLINE void FXR(fx_narrow_block)(const FX_T *x, int64_t n, int64_t row
     } else {
         for (int64_t c = 0; c < n; c++) s += FX_EXP(v[c] - sh);
     }
-    const FX_V ls = FX_LOG(s);
-    const FX_V vlse = sh + ls;
+    b->sh = sh;
+    b->s = s;
+}
+
+/*
+ * Phase 2, given ls = log(s):
+ *   FX_NARROW_LSE:          lse[r]
+ *   FX_NARROW_SOFTMAX/LOG:  out[r * n + c]
+ *   FX_NARROW_CE:           ce->loss[r], ce->lse[r] (both optional), out = the
+ *       gradient (optional); ce->acc += the losses.  Ignored rows: loss 0,
+ *       gradient 0.
+ * Row indices from the batch's first row, r0 the block's.
+ */
+FX_ALWAYS_INLINE void FXR(fx_narrow_finish)(FXR(fx_nblock) *b, FX_V ls, int64_t n, int64_t r0, int64_t rows,
+                                            int mode, FXR(fx_nce) *ce, FX_T *out, FX_T *lse) {
+    const FX_V zero = FX_BC(0), nan = FX_BC((FX_T)NAN);
+    FX_V *v = b->v;
+    const FX_V vlse = b->sh + ls;
     const FX_VI finite = (vlse - vlse) == zero;
-    if (mode == FX_NARROW_LSE || (mode == FX_NARROW_CE && ce->lse)) {
-        FX_T *dst = mode == FX_NARROW_LSE ? lse : ce->lse;
+    if (mode == FX_NARROW_CE) lse = ce->lse;
+    if (lse) {
         if (rows == FX_L)
-            *(FX_VMEM *)dst = vlse;
+            *(FX_VMEM *)(lse + r0) = vlse;
         else
-            FX_STOREP(dst, vlse, rows);
+            FX_STOREP(lse + r0, vlse, rows);
     }
     if (mode == FX_NARROW_LSE) return;
     if (mode == FX_NARROW_CE) {
-        FX_V loss = FX_SEL(finite, wy * (vlse - xy), nan);
-        if (sw) loss = swv * loss;
-        loss = FX_SEL(live, loss, zero);
+        FX_V loss = FX_SEL(finite, b->wy * (vlse - b->xy), nan);
+        if (ce->sw) loss = b->sw * loss;
+        loss = FX_SEL(b->live, loss, zero);
         FXR(fx_nacc)(ce->acc, loss);
         if (ce->loss) {
             if (rows == FX_L)
-                *(FX_VMEM *)ce->loss = loss;
+                *(FX_VMEM *)(ce->loss + r0) = loss;
             else
-                FX_STOREP(ce->loss, loss, rows);
+                FX_STOREP(ce->loss + r0, loss, rows);
         }
         if (!out) return;
-        FX_V gs = FX_BC((FX_T)ce->grad_scale);
-        if (sw) gs = gs * swv;
-        if (grs) gs = gs * FXR(fx_nfrom_f64)(grs);
-        const FX_V sub = gs * wy, k = sub / s;
+        const FX_V sub = b->gs * b->wy, k = sub / b->s;
+        const FX_VI zi = {0};
         for (int64_t c = 0; c < n; c++) {
-            FX_V g = v[c] * k - FX_SEL(lab == zi + (FX_NIT)c, sub, zero);
+            FX_V g = v[c] * k - FX_SEL(b->lab == zi + (FX_NIT)c, sub, zero);
             g = FX_SEL(finite, g, nan);
-            v[c] = FX_SEL(live, g, zero);
+            v[c] = FX_SEL(b->live, g, zero);
         }
     } else {
-        const FX_V k = FX_BC(1) / s;
+        const FX_V k = FX_BC(1) / b->s;
         for (int64_t c = 0; c < n; c++) {
-            const FX_V o = mode == FX_NARROW_LOG_SOFTMAX ? (v[c] - sh) - ls : v[c] * k;
+            const FX_V o = mode == FX_NARROW_LOG_SOFTMAX ? (v[c] - b->sh) - ls : v[c] * k;
             v[c] = FX_SEL(finite, o, nan);
         }
     }
-    FXR(fx_narrow_out)(out, n, rows, v);
+    FXR(fx_narrow_out)(out + r0 * n, n, rows, v);
 }
 
-/* Elements that loading a block whole reads (fx_narrow_in). */
-FX_ALWAYS_INLINE int64_t FXR(fx_narrow_reach)(int64_t n) {
-    return (FX_L - 1) * n + (n + FX_L - 1) / FX_L * FX_L;
+/*
+ * nb (1 or 2) blocks from row r0, the last one of `rows` rows.  Two blocks
+ * are summed before either takes its log: the log is one long dependency
+ * chain per block, which the other block's work hides.
+ */
+FX_ALWAYS_INLINE void FXR(fx_narrow_blocks)(const FX_T *x, int64_t n, int64_t r0, int nb, int64_t rows,
+                                            int whole, int mode, FXR(fx_nce) *ce, FX_T *out, FX_T *lse) {
+    FXR(fx_nblock) b[2];
+    FX_V ls[2];
+    const int keep = mode == FX_NARROW_SOFTMAX || (mode == FX_NARROW_CE && out);
+    for (int i = 0; i < nb; i++)
+        FXR(fx_narrow_sum)(&b[i], x, n, r0 + i * FX_L, i == nb - 1 ? rows : FX_L, whole, mode, ce, keep);
+    for (int i = 0; i < nb; i++) ls[i] = FX_LOG(b[i].s);
+    for (int i = 0; i < nb; i++)
+        FXR(fx_narrow_finish)(&b[i], ls[i], n, r0 + i * FX_L, i == nb - 1 ? rows : FX_L, mode, ce, out, lse);
+}
+
+/* All n_rows rows: pairs of blocks while both can be loaded whole, then
+ * single blocks. */
+FX_ALWAYS_INLINE void FXR(fx_narrow_run)(const FX_T *x, int64_t n_rows, int64_t n, int mode, FXR(fx_nce) *ce,
+                                         FX_T *out, FX_T *lse) {
+    /* Elements that loading a block whole reads (fx_narrow_in). */
+    const int64_t reach = (FX_L - 1) * n + (n + FX_L - 1) / FX_L * FX_L;
+    int64_t r0 = 0;
+    for (; r0 + 2 * FX_L <= n_rows && FX_L * n + reach <= (n_rows - r0) * n; r0 += 2 * FX_L)
+        FXR(fx_narrow_blocks)(x, n, r0, 2, FX_L, 1, mode, ce, out, lse);
+    for (; r0 < n_rows; r0 += FX_L) {
+        const int64_t rows = (n_rows - r0) < FX_L ? (n_rows - r0) : FX_L;
+        const int whole = rows == FX_L && reach <= (n_rows - r0) * n;
+        FXR(fx_narrow_blocks)(x, n, r0, 1, rows, whole, mode, ce, out, lse);
+    }
 }
 
 /* The batch entry points: n_rows rows of n (<= FX_NARROW_MAX) classes. */
 static void FXR(fx_narrow_lse)(const FX_T *x, int64_t n_rows, int64_t n, FX_T *lse) {
-    const int64_t reach = FXR(fx_narrow_reach)(n);
-    for (int64_t r0 = 0; r0 < n_rows; r0 += FX_L) {
-        const int64_t rows = (n_rows - r0) < FX_L ? (n_rows - r0) : FX_L;
-        const int whole = rows == FX_L && reach <= (n_rows - r0) * n;
-        FXR(fx_narrow_block)(x + r0 * n, n, rows, whole, FX_NARROW_LSE, NULL, NULL, lse + r0);
-    }
+    FXR(fx_narrow_run)(x, n_rows, n, FX_NARROW_LSE, NULL, NULL, lse);
 }
 
 static void FXR(fx_narrow_softmax)(const FX_T *x, int64_t n_rows, int64_t n, FX_T *out, int take_log) {
-    const int64_t reach = FXR(fx_narrow_reach)(n);
-    for (int64_t r0 = 0; r0 < n_rows; r0 += FX_L) {
-        const int64_t rows = (n_rows - r0) < FX_L ? (n_rows - r0) : FX_L;
-        const int whole = rows == FX_L && reach <= (n_rows - r0) * n;
-        if (take_log)
-            FXR(fx_narrow_block)(x + r0 * n, n, rows, whole, FX_NARROW_LOG_SOFTMAX, NULL, out + r0 * n, NULL);
-        else
-            FXR(fx_narrow_block)(x + r0 * n, n, rows, whole, FX_NARROW_SOFTMAX, NULL, out + r0 * n, NULL);
-    }
+    if (take_log)
+        FXR(fx_narrow_run)(x, n_rows, n, FX_NARROW_LOG_SOFTMAX, NULL, out, NULL);
+    else
+        FXR(fx_narrow_run)(x, n_rows, n, FX_NARROW_SOFTMAX, NULL, out, NULL);
 }
 
 static double FXR(fx_narrow_ce)(const FX_T *x, int64_t n_rows, int64_t n, const int64_t *labels,
                                 int64_t ignore_index, const FX_T *w, const double *sw, double grad_scale,
                                 const double *grs, FX_T *loss, FX_T *grad, FX_T *lse) {
-    FXR(fx_nce) ce;
-    ce.ignore_index = ignore_index;
-    ce.w = w;
-    ce.grad_scale = grad_scale;
-    ce.acc[0] = ce.acc[1] = (fx_vf64){0};
-    const int64_t reach = FXR(fx_narrow_reach)(n);
-    for (int64_t r0 = 0; r0 < n_rows; r0 += FX_L) {
-        const int64_t rows = (n_rows - r0) < FX_L ? (n_rows - r0) : FX_L;
-        const int whole = rows == FX_L && reach <= (n_rows - r0) * n;
-        ce.labels = labels + r0;
-        ce.sw = sw ? sw + r0 : NULL;
-        ce.grs = grs ? grs + r0 : NULL;
-        ce.loss = loss ? loss + r0 : NULL;
-        ce.lse = lse ? lse + r0 : NULL;
-        /* With and without the gradient: two loops, each fully specialised. */
-        if (grad)
-            FXR(fx_narrow_block)(x + r0 * n, n, rows, whole, FX_NARROW_CE, &ce, grad + r0 * n, NULL);
-        else
-            FXR(fx_narrow_block)(x + r0 * n, n, rows, whole, FX_NARROW_CE, &ce, NULL, NULL);
-    }
+    FXR(fx_nce) ce = {labels, ignore_index, w, sw, grad_scale, grs, loss, lse, {{0}, {0}}};
+    /* With and without the gradient: each loop fully specialised. */
+    if (grad)
+        FXR(fx_narrow_run)(x, n_rows, n, FX_NARROW_CE, &ce, grad, NULL);
+    else
+        FXR(fx_narrow_run)(x, n_rows, n, FX_NARROW_CE, &ce, NULL, NULL);
     /* The lanes' sums, added in a fixed order. */
     const fx_vf64 a = ce.acc[0] + ce.acc[1];
     double total = 0.0;
