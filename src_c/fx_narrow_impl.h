@@ -126,16 +126,32 @@ FX_ALWAYS_INLINE void FXR(fx_ntranspose)(FX_V *t) {
 #endif
 }
 
+/*
+ * Every loop over the columns runs over NC slots, a compile-time constant
+ * (one chunk of FX_L columns, two, or FX_NARROW_MAX), with slots past n
+ * skipped: fully unrolled, the columns stay in registers and every address
+ * is a constant offset.  (With a run-time bound they went through the stack
+ * and the row addresses were spilled: that cost as much as the exps.)
+ */
+#define FX_NFOR(c, NC, n) _Pragma("GCC unroll 32") for (int c = 0; c < (NC); c++) if (c < (n))
+
 FX_ALWAYS_INLINE FX_V FXR(fx_nload)(const FX_T *p) { return *(const FX_VMEM *)p; }
 
 /*
  * The columns of a block: v[c][r] = x[r * n + c] for r < rows (0 above).
- * v needs ceil(n / FX_L) * FX_L entries; those past n get whatever the rows'
- * neighbours hold.  whole: every row's last chunk can be loaded whole
- * (its lanes past the row fall inside x), the fast path.
+ * Slots from n to the end of the last chunk get whatever the rows'
+ * neighbours hold.  whole: every row's last chunk can be loaded whole (its
+ * lanes past the row fall inside x), the fast path.
  */
-FX_ALWAYS_INLINE void FXR(fx_narrow_in)(const FX_T *x, int64_t n, int64_t rows, int whole, FX_V *v) {
-    for (int64_t c0 = 0; c0 < n; c0 += FX_L) {
+FX_ALWAYS_INLINE void FXR(fx_narrow_in)(const FX_T *x, int64_t n, int64_t rows, int whole, FX_V *v, const int NC) {
+    _Pragma("GCC unroll 16") for (int k = 0; k < NC / FX_L; k++) {
+        const int c0 = k * FX_L;
+        if (c0 >= n) {
+            /* Never read (fx_narrow_out has the same guard), but the
+             * compiler cannot tell. */
+            _Pragma("GCC unroll 16") for (int j = 0; j < FX_L; j++) v[c0 + j] = FX_BC(0);
+            continue;
+        }
         FX_V t[FX_L];
         if (whole) {
             _Pragma("GCC unroll 16") for (int r = 0; r < FX_L; r++) t[r] = FXR(fx_nload)(x + r * n + c0);
@@ -155,23 +171,30 @@ FX_ALWAYS_INLINE void FXR(fx_narrow_in)(const FX_T *x, int64_t n, int64_t rows, 
  * the block (a later store rewrites it; the block's input is already in
  * registers, so out may be x), partially at the block's end.
  */
-FX_ALWAYS_INLINE void FXR(fx_narrow_out)(FX_T *out, int64_t n, int64_t rows, FX_V *v) {
+FX_ALWAYS_INLINE void FXR(fx_narrow_out)(FX_T *out, int64_t n, int64_t rows, FX_V *v, const int NC) {
     FX_V w[FX_NARROW_MAX]; /* row r of chunk k in w[k * FX_L + r] */
-    for (int64_t c0 = 0; c0 < n; c0 += FX_L) {
+    _Pragma("GCC unroll 16") for (int k = 0; k < NC / FX_L; k++) {
+        if (k * FX_L >= n) {
+            _Pragma("GCC unroll 16") for (int j = 0; j < FX_L; j++) w[k * FX_L + j] = FX_BC(0); /* as in fx_narrow_in */
+            continue;
+        }
         FX_V t[FX_L];
-        _Pragma("GCC unroll 16") for (int j = 0; j < FX_L; j++) t[j] = v[c0 + j];
+        _Pragma("GCC unroll 16") for (int j = 0; j < FX_L; j++) t[j] = v[k * FX_L + j];
         FXR(fx_ntranspose)(t);
-        _Pragma("GCC unroll 16") for (int j = 0; j < FX_L; j++) w[c0 + FX_NPERM(j)] = t[j];
+        _Pragma("GCC unroll 16") for (int j = 0; j < FX_L; j++) w[k * FX_L + FX_NPERM(j)] = t[j];
     }
     const int64_t end = rows * n;
-    for (int64_t r = 0; r < rows; r++)
-        for (int64_t c0 = 0; c0 < n; c0 += FX_L) {
-            const int64_t at = r * n + c0;
+    _Pragma("GCC unroll 16") for (int r = 0; r < FX_L; r++) {
+        if (r >= rows) break;
+        _Pragma("GCC unroll 16") for (int k = 0; k < NC / FX_L; k++) {
+            if (k * FX_L >= n) break;
+            const int64_t at = r * n + k * FX_L;
             if (at + FX_L <= end)
-                *(FX_VMEM *)(out + at) = w[c0 + r];
+                *(FX_VMEM *)(out + at) = w[k * FX_L + r];
             else
-                FX_STOREP(out + at, w[c0 + r], n - c0 < FX_L ? n - c0 : FX_L);
+                FX_STOREP(out + at, w[k * FX_L + r], n - k * FX_L < FX_L ? n - k * FX_L : FX_L);
         }
+    }
 }
 
 /* Lanes in double, added to acc (FX_L / lanes of double vectors). */
@@ -248,12 +271,12 @@ typedef struct {
  */
 FX_ALWAYS_INLINE void FXR(fx_narrow_sum)(FXR(fx_nblock) *b, const FX_T *x, int64_t n, int64_t r0,
                                          int64_t rows, int whole, int mode, const FXR(fx_nce) *ce,
-                                         int keep) {
+                                         int keep, const int NC) {
     const FX_V zero = FX_BC(0);
     FX_V *v = b->v;
-    FXR(fx_narrow_in)(x + r0 * n, n, rows, whole, v);
+    FXR(fx_narrow_in)(x + r0 * n, n, rows, whole, v, NC);
     FX_V m = FX_BC((FX_T)-INFINITY);
-    for (int64_t c = 0; c < n; c++) m = FX_MAX(v[c], m);
+    FX_NFOR(c, NC, n) m = FX_MAX(v[c], m);
     if (mode == FX_NARROW_CE) {
         /* Labels and scales of a partial block come through padded copies. */
         int64_t lab_p[FX_L];
@@ -272,36 +295,31 @@ FX_ALWAYS_INLINE void FXR(fx_narrow_sum)(FXR(fx_nblock) *b, const FX_T *x, int64
         }
         FXR(fx_nlabels)(labels, ce->ignore_index, n, &b->lab, &b->live);
         b->gs = FX_BC((FX_T)ce->grad_scale);
+        b->sw = FX_BC(1);
         if (sw) {
             b->sw = FXR(fx_nfrom_f64)(sw);
             b->gs = b->gs * b->sw;
         }
         if (grs) b->gs = b->gs * FXR(fx_nfrom_f64)(grs);
-        /* x_y and w_y by selection over the classes: no gather, no branch. */
+        /* x_y and w_y by selection over the classes (one matches, or none):
+         * no gather, no branch; integer ors, which the compiler may add up
+         * as a tree. */
         const FX_VI zi = {0};
-        FX_V xy = zero, wy = zero;
-        if (ce->w) {
-            for (int64_t c = 0; c < n; c++) {
-                const FX_VI is_y = b->lab == zi + (FX_NIT)c;
-                xy = FX_SEL(is_y, v[c], xy);
-                wy = FX_SEL(is_y, FX_BC(ce->w[c]), wy);
-            }
-        } else {
-            for (int64_t c = 0; c < n; c++) xy = FX_SEL(b->lab == zi + (FX_NIT)c, v[c], xy);
-            wy = FX_BC(1);
+        FX_VI xy = zi, wy = zi;
+        FX_NFOR(c, NC, n) {
+            const FX_VI is_y = b->lab == zi + (FX_NIT)c;
+            xy |= (FX_VI)v[c] & is_y;
+            if (ce->w) wy |= (FX_VI)FX_BC(ce->w[c]) & is_y;
         }
-        b->xy = xy;
-        b->wy = wy;
+        b->xy = (FX_V)xy;
+        b->wy = ce->w ? (FX_V)wy : FX_BC(1);
     }
     const FX_V sh = FX_SEL((m - m) == zero, m, zero); /* m where finite, else 0 */
     FX_V s = zero;
-    if (keep) {
-        for (int64_t c = 0; c < n; c++) {
-            v[c] = FX_EXP(v[c] - sh);
-            s += v[c];
-        }
-    } else {
-        for (int64_t c = 0; c < n; c++) s += FX_EXP(v[c] - sh);
+    FX_NFOR(c, NC, n) {
+        const FX_V e = FX_EXP(v[c] - sh);
+        if (keep) v[c] = e;
+        s += e;
     }
     b->sh = sh;
     b->s = s;
@@ -317,11 +335,13 @@ FX_ALWAYS_INLINE void FXR(fx_narrow_sum)(FXR(fx_nblock) *b, const FX_T *x, int64
  * Row indices from the batch's first row, r0 the block's.
  */
 FX_ALWAYS_INLINE void FXR(fx_narrow_finish)(FXR(fx_nblock) *b, FX_V ls, int64_t n, int64_t r0, int64_t rows,
-                                            int mode, FXR(fx_nce) *ce, FX_T *out, FX_T *lse) {
+                                            int mode, FXR(fx_nce) *ce, FX_T *out, FX_T *lse, const int NC) {
     const FX_V zero = FX_BC(0), nan = FX_BC((FX_T)NAN);
     FX_V *v = b->v;
+    /* softmax passes s for ls (no log): only s = +inf must give NaN
+     * through k below (s = 0 and NaN do by themselves). */
     const FX_V vlse = b->sh + ls;
-    const FX_VI finite = (vlse - vlse) == zero;
+    const FX_VI finite = mode == FX_NARROW_SOFTMAX ? b->s != FX_BC((FX_T)INFINITY) : (vlse - vlse) == zero;
     if (mode == FX_NARROW_CE) lse = ce->lse;
     if (lse) {
         if (rows == FX_L)
@@ -342,21 +362,19 @@ FX_ALWAYS_INLINE void FXR(fx_narrow_finish)(FXR(fx_nblock) *b, FX_V ls, int64_t 
                 FX_STOREP(ce->loss + r0, loss, rows);
         }
         if (!out) return;
-        const FX_V sub = b->gs * b->wy, k = sub / b->s;
+        /* Rows of a non-finite lse get NaN through k (exp * NaN), ignored
+         * rows 0 by the select (their exps may be inf or NaN). */
+        const FX_V sub = FX_SEL(b->live, b->gs * b->wy, zero), k = FX_SEL(finite, sub / b->s, nan);
         const FX_VI zi = {0};
-        for (int64_t c = 0; c < n; c++) {
-            FX_V g = v[c] * k - FX_SEL(b->lab == zi + (FX_NIT)c, sub, zero);
-            g = FX_SEL(finite, g, nan);
-            v[c] = FX_SEL(b->live, g, zero);
-        }
+        FX_NFOR(c, NC, n) v[c] = FX_SEL(b->live, v[c] * k, zero) - FX_SEL(b->lab == zi + (FX_NIT)c, sub, zero);
     } else {
-        const FX_V k = FX_BC(1) / b->s;
-        for (int64_t c = 0; c < n; c++) {
-            const FX_V o = mode == FX_NARROW_LOG_SOFTMAX ? (v[c] - b->sh) - ls : v[c] * k;
-            v[c] = FX_SEL(finite, o, nan);
-        }
+        /* A non-finite lse gives NaN everywhere: through k or ls, except
+         * where the sum is 0 (a row of -inf: 0 * inf and -inf + inf are
+         * NaN already). */
+        const FX_V k = FX_SEL(finite, FX_BC(1) / b->s, nan), lsn = FX_SEL(finite, ls, nan);
+        FX_NFOR(c, NC, n) v[c] = mode == FX_NARROW_LOG_SOFTMAX ? (v[c] - b->sh) - lsn : v[c] * k;
     }
-    FXR(fx_narrow_out)(out + r0 * n, n, rows, v);
+    FXR(fx_narrow_out)(out + r0 * n, n, rows, v, NC);
 }
 
 /*
@@ -365,31 +383,65 @@ FX_ALWAYS_INLINE void FXR(fx_narrow_finish)(FXR(fx_nblock) *b, FX_V ls, int64_t 
  * chain per block, which the other block's work hides.
  */
 FX_ALWAYS_INLINE void FXR(fx_narrow_blocks)(const FX_T *x, int64_t n, int64_t r0, int nb, int64_t rows,
-                                            int whole, int mode, FXR(fx_nce) *ce, FX_T *out, FX_T *lse) {
-    FXR(fx_nblock) b[2];
-    FX_V ls[2];
+                                            int whole, int mode, FXR(fx_nce) *ce, FX_T *out, FX_T *lse,
+                                            const int NC) {
     const int keep = mode == FX_NARROW_SOFTMAX || (mode == FX_NARROW_CE && out);
-    for (int i = 0; i < nb; i++)
-        FXR(fx_narrow_sum)(&b[i], x, n, r0 + i * FX_L, i == nb - 1 ? rows : FX_L, whole, mode, ce, keep);
-    for (int i = 0; i < nb; i++) ls[i] = FX_LOG(b[i].s);
-    for (int i = 0; i < nb; i++)
-        FXR(fx_narrow_finish)(&b[i], ls[i], n, r0 + i * FX_L, i == nb - 1 ? rows : FX_L, mode, ce, out, lse);
+    if (nb == 2 && mode == FX_NARROW_CE && !out) {
+        /* Two named blocks, not an array: every access constant, so the
+         * compiler keeps them in registers. */
+        FXR(fx_nblock) b0, b1;
+        FXR(fx_narrow_sum)(&b0, x, n, r0, FX_L, whole, mode, ce, keep, NC);
+        FXR(fx_narrow_sum)(&b1, x, n, r0 + FX_L, rows, whole, mode, ce, keep, NC);
+        const FX_V ls0 = FX_LOG(b0.s), ls1 = FX_LOG(b1.s);
+        FXR(fx_narrow_finish)(&b0, ls0, n, r0, FX_L, mode, ce, out, lse, NC);
+        FXR(fx_narrow_finish)(&b1, ls1, n, r0 + FX_L, rows, mode, ce, out, lse, NC);
+    } else if (nb == 2) {
+        /* With outputs the columns of two blocks do not fit in the
+         * registers: through the stack (an array indexed in a loop). */
+        FXR(fx_nblock) b[2];
+        FX_V ls[2];
+        for (int i = 0; i < 2; i++)
+            FXR(fx_narrow_sum)(&b[i], x, n, r0 + i * FX_L, i ? rows : FX_L, whole, mode, ce, keep, NC);
+        for (int i = 0; i < 2; i++) ls[i] = FX_LOG(b[i].s);
+        for (int i = 0; i < 2; i++)
+            FXR(fx_narrow_finish)(&b[i], ls[i], n, r0 + i * FX_L, i ? rows : FX_L, mode, ce, out, lse, NC);
+    } else {
+        FXR(fx_nblock) b0;
+        FXR(fx_narrow_sum)(&b0, x, n, r0, rows, whole, mode, ce, keep, NC);
+        /* softmax needs no log */
+        const FX_V ls0 = mode == FX_NARROW_SOFTMAX ? b0.s : FX_LOG(b0.s);
+        FXR(fx_narrow_finish)(&b0, ls0, n, r0, rows, mode, ce, out, lse, NC);
+    }
 }
 
-/* All n_rows rows: pairs of blocks while both can be loaded whole, then
- * single blocks. */
-FX_ALWAYS_INLINE void FXR(fx_narrow_run)(const FX_T *x, int64_t n_rows, int64_t n, int mode, FXR(fx_nce) *ce,
-                                         FX_T *out, FX_T *lse) {
+/* All n_rows rows (NC slots): pairs of blocks while both can be loaded
+ * whole, then single blocks. */
+FX_ALWAYS_INLINE void FXR(fx_narrow_run_nc)(const FX_T *x, int64_t n_rows, int64_t n, int mode, FXR(fx_nce) *ce,
+                                            FX_T *out, FX_T *lse, const int NC) {
     /* Elements that loading a block whole reads (fx_narrow_in). */
     const int64_t reach = (FX_L - 1) * n + (n + FX_L - 1) / FX_L * FX_L;
     int64_t r0 = 0;
-    for (; r0 + 2 * FX_L <= n_rows && FX_L * n + reach <= (n_rows - r0) * n; r0 += 2 * FX_L)
-        FXR(fx_narrow_blocks)(x, n, r0, 2, FX_L, 1, mode, ce, out, lse);
+    /* Pairs hide the log's latency; softmax has no log. */
+    if (mode != FX_NARROW_SOFTMAX)
+        for (; r0 + 2 * FX_L <= n_rows && FX_L * n + reach <= (n_rows - r0) * n; r0 += 2 * FX_L)
+            FXR(fx_narrow_blocks)(x, n, r0, 2, FX_L, 1, mode, ce, out, lse, NC);
     for (; r0 < n_rows; r0 += FX_L) {
         const int64_t rows = (n_rows - r0) < FX_L ? (n_rows - r0) : FX_L;
         const int whole = rows == FX_L && reach <= (n_rows - r0) * n;
-        FXR(fx_narrow_blocks)(x, n, r0, 1, rows, whole, mode, ce, out, lse);
+        FXR(fx_narrow_blocks)(x, n, r0, 1, rows, whole, mode, ce, out, lse, NC);
     }
+}
+
+/* One or two chunks of columns get their own code (registers); more (up to
+ * FX_NARROW_MAX, narrow ISAs only) share the widest. */
+FX_ALWAYS_INLINE void FXR(fx_narrow_run)(const FX_T *x, int64_t n_rows, int64_t n, int mode, FXR(fx_nce) *ce,
+                                         FX_T *out, FX_T *lse) {
+    if (n <= FX_L)
+        FXR(fx_narrow_run_nc)(x, n_rows, n, mode, ce, out, lse, FX_L);
+    else if (n <= 2 * FX_L || 2 * FX_L >= FX_NARROW_MAX)
+        FXR(fx_narrow_run_nc)(x, n_rows, n, mode, ce, out, lse, 2 * FX_L);
+    else
+        FXR(fx_narrow_run_nc)(x, n_rows, n, mode, ce, out, lse, FX_NARROW_MAX);
 }
 
 /* The batch entry points: n_rows rows of n (<= FX_NARROW_MAX) classes. */
@@ -421,6 +473,7 @@ static double FXR(fx_narrow_ce)(const FX_T *x, int64_t n_rows, int64_t n, const 
 }
 
 #undef FX_NSTEP
+#undef FX_NFOR
 #undef FX_NIT
 #undef FX_SHUF
 #undef FX_NE
