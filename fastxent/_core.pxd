@@ -85,14 +85,16 @@ cdef extern from "fastxent.h" nogil:
     void fx_write_row_f64(const double *x, int64_t n, int take_log, double shift, double k, int flags,
                           double *out)
     void fx_lse_merge(double *m, double *s, double m2, double s2)
-    void fx_narrow_logsumexp_f32(const float *x, int64_t n_rows, int64_t n, double *lse)
+    void fx_narrow_logsumexp_f32(const float *x, int64_t n_rows, int64_t n, float *lse)
     void fx_narrow_logsumexp_f64(const double *x, int64_t n_rows, int64_t n, double *lse)
     void fx_narrow_softmax_f32(const float *x, int64_t n_rows, int64_t n, float *out, int take_log)
     void fx_narrow_softmax_f64(const double *x, int64_t n_rows, int64_t n, double *out, int take_log)
     double fx_narrow_ce_f32(const float *x, int64_t n_rows, int64_t n, const int64_t *labels,
-                            const float *w, const double *gs, double *loss, float *grad, double *lse)
+                            int64_t ignore_index, const float *w, const double *sw, double grad_scale,
+                            const double *grs, float *loss, float *grad, float *lse)
     double fx_narrow_ce_f64(const double *x, int64_t n_rows, int64_t n, const int64_t *labels,
-                            const double *w, const double *gs, double *loss, double *grad, double *lse)
+                            int64_t ignore_index, const double *w, const double *sw, double grad_scale,
+                            const double *grs, double *loss, double *grad, double *lse)
 
 ctypedef fused real:
     float
@@ -204,7 +206,7 @@ cdef inline void softcap_grad_row(const real *capped, int64_t n, double cap, rea
         fx_softcap_grad_row_f64(capped, n, cap, grad)
 
 
-cdef inline void narrow_lse(const real *x, int64_t n_rows, int64_t n, double *lse) noexcept nogil:
+cdef inline void narrow_lse(const real *x, int64_t n_rows, int64_t n, real *lse) noexcept nogil:
     if real is float:
         fx_narrow_logsumexp_f32(x, n_rows, n, lse)
     else:
@@ -220,12 +222,12 @@ cdef inline void narrow_softmax(const real *x, int64_t n_rows, int64_t n, real *
 
 
 cdef inline double narrow_ce(const real *x, int64_t n_rows, int64_t n, const int64_t *labels,
-                             const real *w, const double *gs, double *loss, real *grad,
-                             double *lse) noexcept nogil:
+                             int64_t ignore_index, const real *w, const double *sw, double grad_scale,
+                             const double *grs, real *loss, real *grad, real *lse) noexcept nogil:
     if real is float:
-        return fx_narrow_ce_f32(x, n_rows, n, labels, w, gs, loss, grad, lse)
+        return fx_narrow_ce_f32(x, n_rows, n, labels, ignore_index, w, sw, grad_scale, grs, loss, grad, lse)
     else:
-        return fx_narrow_ce_f64(x, n_rows, n, labels, w, gs, loss, grad, lse)
+        return fx_narrow_ce_f64(x, n_rows, n, labels, ignore_index, w, sw, grad_scale, grs, loss, grad, lse)
 
 
 cdef inline void lse_scan_row(const real *x, int64_t n, double *m, double *s) noexcept nogil:

@@ -99,11 +99,8 @@ cdef inline int64_t _rows_per_block(int64_t c) noexcept nogil:
 
 
 cdef void _narrow_lse_unit(const real *x, int64_t u, int64_t n, int64_t c, real *out) noexcept nogil:
-    cdef double buf[NARROW_UNIT]
-    cdef int64_t first = u * NARROW_UNIT, rows = min(<int64_t>NARROW_UNIT, n - u * NARROW_UNIT), j
-    narrow_lse(x + first * c, rows, c, buf)
-    for j in range(rows):
-        out[first + j] = <real>buf[j]
+    cdef int64_t first = u * NARROW_UNIT, rows = min(<int64_t>NARROW_UNIT, n - u * NARROW_UNIT)
+    narrow_lse(x + first * c, rows, c, out + first)
 
 
 def logsumexp_rows(const real[:, ::1] x, real[::1] out, int n_threads):
@@ -238,29 +235,13 @@ cdef double _ce_narrow_unit(const real *x, const int64_t *labels, int64_t ignore
                            double grad_scale, const double *grad_row_scale, real *loss_out, real *grad,
                            real *lse_out) noexcept nogil:
     """Plain (label, optional class weight) cross-entropy of one unit of narrow rows."""
-    cdef int64_t first = u * NARROW_UNIT, rows = min(<int64_t>NARROW_UNIT, n - u * NARROW_UNIT), j, i
-    cdef int64_t lab[NARROW_UNIT]
-    cdef double gs[NARROW_UNIT]
-    cdef double loss[NARROW_UNIT]
-    cdef double lse[NARROW_UNIT]
-    cdef double acc = 0.0, sw
-    for j in range(rows):
-        i = first + j
-        lab[j] = -1 if labels[i] == ignore_index else labels[i]
-        sw = sample_weight[i] if sample_weight != NULL else 1.0
-        gs[j] = grad_scale * sw * (grad_row_scale[i] if grad_row_scale != NULL else 1.0)
-    narrow_ce(x + first * c, rows, c, lab, w, gs, loss, grad + first * c if grad != NULL else NULL,
-              lse if lse_out != NULL else NULL)
-    for j in range(rows):
-        i = first + j
-        sw = sample_weight[i] if sample_weight != NULL else 1.0
-        loss[j] = sw * loss[j] if lab[j] >= 0 else 0.0
-        acc += loss[j]
-        if loss_out != NULL:
-            loss_out[i] = <real>loss[j]
-        if lse_out != NULL:
-            lse_out[i] = <real>lse[j]
-    return acc
+    cdef int64_t first = u * NARROW_UNIT, rows = min(<int64_t>NARROW_UNIT, n - u * NARROW_UNIT)
+    return narrow_ce(x + first * c, rows, c, labels + first, ignore_index, w,
+                     sample_weight + first if sample_weight != NULL else NULL, grad_scale,
+                     grad_row_scale + first if grad_row_scale != NULL else NULL,
+                     loss_out + first if loss_out != NULL else NULL,
+                     grad + first * c if grad != NULL else NULL,
+                     lse_out + first if lse_out != NULL else NULL)
 
 
 def cross_entropy_rows(const real[:, ::1] x, const real[:, ::1] target, const int64_t[::1] labels,

@@ -184,19 +184,23 @@ void fx_softcap_grad_row_f64(const double *capped, int64_t n, double cap, double
 
 /*
  * Narrow rows (n <= FX_NARROW_MAX classes), n_rows at a time, SIMD across
- * rows.  Labels < 0 mark ignored rows (loss 0, gradient 0); w (class
- * weights), loss, grad and lse are optional; gs[r] scales row r's gradient
- * (required with grad).  fx_narrow_ce returns the sum of the row losses.
+ * rows.  fx_narrow_ce: rows whose label is ignore_index (or outside [0, n))
+ * are ignored (loss 0, gradient 0); w (class weights), sw (sample weights,
+ * scaling the loss and the gradient), grs (per-row gradient scales, times
+ * grad_scale), loss, grad and lse are optional (NULL).  It returns the sum
+ * of the row losses.
  */
 #define FX_NARROW_MAX 32
-void fx_narrow_logsumexp_f32(const float *x, int64_t n_rows, int64_t n, double *lse);
+void fx_narrow_logsumexp_f32(const float *x, int64_t n_rows, int64_t n, float *lse);
 void fx_narrow_logsumexp_f64(const double *x, int64_t n_rows, int64_t n, double *lse);
 void fx_narrow_softmax_f32(const float *x, int64_t n_rows, int64_t n, float *out, int take_log);
 void fx_narrow_softmax_f64(const double *x, int64_t n_rows, int64_t n, double *out, int take_log);
-double fx_narrow_ce_f32(const float *x, int64_t n_rows, int64_t n, const int64_t *labels,
-                        const float *w, const double *gs, double *loss, float *grad, double *lse);
-double fx_narrow_ce_f64(const double *x, int64_t n_rows, int64_t n, const int64_t *labels,
-                        const double *w, const double *gs, double *loss, double *grad, double *lse);
+double fx_narrow_ce_f32(const float *x, int64_t n_rows, int64_t n, const int64_t *labels, int64_t ignore_index,
+                        const float *w, const double *sw, double grad_scale, const double *grs, float *loss,
+                        float *grad, float *lse);
+double fx_narrow_ce_f64(const double *x, int64_t n_rows, int64_t n, const int64_t *labels, int64_t ignore_index,
+                        const double *w, const double *sw, double grad_scale, const double *grs, double *loss,
+                        double *grad, double *lse);
 
 #ifdef __cplusplus
 }

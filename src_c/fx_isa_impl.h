@@ -5,6 +5,7 @@
 #include "fx_vecmath.h"
 
 #define FX_T float
+#define FX_TBYTES 4
 #define FX_V fx_vf32
 #define FX_VMEM fx_vf32_mem
 #define FX_VI fx_vi32
@@ -17,7 +18,6 @@
 #define FX_BC FXV(fx_bcast_f32)
 #define FX_SFX _f32
 #define FX_LOADP FXV(fx_loadp_f32)
-#define FX_GATHER FXV(fx_gather_f32)
 #define FX_STOREP FXV(fx_storep_f32)
 #define FX_STREAM FX_STREAM_F32
 #include "fx_rows_impl.h"
@@ -25,6 +25,7 @@
 #include "fx_prob_impl.h"
 #include "fx_narrow_impl.h"
 #undef FX_T
+#undef FX_TBYTES
 #undef FX_V
 #undef FX_VMEM
 #undef FX_VI
@@ -37,11 +38,11 @@
 #undef FX_BC
 #undef FX_SFX
 #undef FX_LOADP
-#undef FX_GATHER
 #undef FX_STOREP
 #undef FX_STREAM
 
 #define FX_T double
+#define FX_TBYTES 8
 #define FX_V fx_vf64
 #define FX_VMEM fx_vf64_mem
 #define FX_VI fx_vi64
@@ -54,7 +55,6 @@
 #define FX_BC FXV(fx_bcast_f64)
 #define FX_SFX _f64
 #define FX_LOADP FXV(fx_loadp_f64)
-#define FX_GATHER FXV(fx_gather_f64)
 #define FX_STOREP FXV(fx_storep_f64)
 #define FX_STREAM FX_STREAM_F64
 #include "fx_rows_impl.h"
@@ -62,6 +62,7 @@
 #include "fx_prob_impl.h"
 #include "fx_narrow_impl.h"
 #undef FX_T
+#undef FX_TBYTES
 #undef FX_V
 #undef FX_VMEM
 #undef FX_VI
@@ -74,7 +75,6 @@
 #undef FX_BC
 #undef FX_SFX
 #undef FX_LOADP
-#undef FX_GATHER
 #undef FX_STOREP
 #undef FX_STREAM
 #undef FXV

@@ -109,14 +109,14 @@ typedef struct {
     void (*softcap_f64)(const double *, int64_t, double, double *);
     void (*softcap_grad_f32)(const float *, int64_t, double, float *);
     void (*softcap_grad_f64)(const double *, int64_t, double, double *);
-    void (*narrow_lse_f32)(const float *, int64_t, int64_t, double *);
+    void (*narrow_lse_f32)(const float *, int64_t, int64_t, float *);
     void (*narrow_lse_f64)(const double *, int64_t, int64_t, double *);
     void (*narrow_softmax_f32)(const float *, int64_t, int64_t, float *, int);
     void (*narrow_softmax_f64)(const double *, int64_t, int64_t, double *, int);
-    double (*narrow_ce_f32)(const float *, int64_t, int64_t, const int64_t *, const float *,
-                            const double *, double *, float *, double *);
-    double (*narrow_ce_f64)(const double *, int64_t, int64_t, const int64_t *, const double *,
-                            const double *, double *, double *, double *);
+    double (*narrow_ce_f32)(const float *, int64_t, int64_t, const int64_t *, int64_t, const float *,
+                            const double *, double, const double *, float *, float *, float *);
+    double (*narrow_ce_f64)(const double *, int64_t, int64_t, const int64_t *, int64_t, const double *,
+                            const double *, double, const double *, double *, double *, double *);
     void (*lse_scan_f32)(const float *, int64_t, double *, double *);
     void (*lse_scan_f64)(const double *, int64_t, double *, double *);
     void (*write_f32)(const float *, int64_t, int, double, double, int, float *);
@@ -298,15 +298,16 @@ void fx_softcap_grad_row_f64(const double *capped, int64_t n, double cap, double
     fx_kernels()->softcap_grad_f64(capped, n, cap, grad);
 }
 
-void fx_narrow_logsumexp_f32(const float *x, int64_t n_rows, int64_t n, double *lse) {
+void fx_narrow_logsumexp_f32(const float *x, int64_t n_rows, int64_t n, float *lse) {
     fx_kernels()->narrow_lse_f32(x, n_rows, n, lse);
 }
 void fx_narrow_softmax_f32(const float *x, int64_t n_rows, int64_t n, float *out, int take_log) {
     fx_kernels()->narrow_softmax_f32(x, n_rows, n, out, take_log);
 }
-double fx_narrow_ce_f32(const float *x, int64_t n_rows, int64_t n, const int64_t *labels, const float *w,
-                        const double *gs, double *loss, float *grad, double *lse) {
-    return fx_kernels()->narrow_ce_f32(x, n_rows, n, labels, w, gs, loss, grad, lse);
+double fx_narrow_ce_f32(const float *x, int64_t n_rows, int64_t n, const int64_t *labels, int64_t ignore_index,
+                        const float *w, const double *sw, double grad_scale, const double *grs, float *loss,
+                        float *grad, float *lse) {
+    return fx_kernels()->narrow_ce_f32(x, n_rows, n, labels, ignore_index, w, sw, grad_scale, grs, loss, grad, lse);
 }
 
 void fx_narrow_logsumexp_f64(const double *x, int64_t n_rows, int64_t n, double *lse) {
@@ -315,9 +316,10 @@ void fx_narrow_logsumexp_f64(const double *x, int64_t n_rows, int64_t n, double 
 void fx_narrow_softmax_f64(const double *x, int64_t n_rows, int64_t n, double *out, int take_log) {
     fx_kernels()->narrow_softmax_f64(x, n_rows, n, out, take_log);
 }
-double fx_narrow_ce_f64(const double *x, int64_t n_rows, int64_t n, const int64_t *labels, const double *w,
-                        const double *gs, double *loss, double *grad, double *lse) {
-    return fx_kernels()->narrow_ce_f64(x, n_rows, n, labels, w, gs, loss, grad, lse);
+double fx_narrow_ce_f64(const double *x, int64_t n_rows, int64_t n, const int64_t *labels, int64_t ignore_index,
+                        const double *w, const double *sw, double grad_scale, const double *grs, double *loss,
+                        double *grad, double *lse) {
+    return fx_kernels()->narrow_ce_f64(x, n_rows, n, labels, ignore_index, w, sw, grad_scale, grs, loss, grad, lse);
 }
 
 void fx_lse_scan_row_f32(const float *x, int64_t n, double *m, double *s) {

@@ -1,10 +1,15 @@
 /*
  * fx_narrow_impl.h -- rows shorter than a few vectors (n_classes <=
  * FX_NARROW_MAX): SIMD across rows instead of along them.  FX_L rows are
- * processed at once, one row per lane: the block (contiguous in memory) is
- * read once and transposed in registers, so a 10-class row costs a few
- * vector operations instead of a whole row kernel's fixed cost.
- * Same macros as fx_rows_impl.h.
+ * processed at once, one row per lane, so a 10-class row costs a few vector
+ * operations instead of a whole row kernel's fixed cost.
+ *
+ * A block of FX_L rows is read with one contiguous load per row and chunk
+ * of FX_L columns, and turned into column vectors by an in-register
+ * transpose (hardware gathers cost ~20 cycles each even from L1, and the
+ * hardware prefetchers follow plain loads).  Outputs go back through the
+ * same transpose and one store per row and chunk.
+ * Same macros as fx_rows_impl.h, plus FX_TBYTES (sizeof(FX_T)).
  */
 
 #define FXR(name) FX_CAT(FX_CAT(name, FX_SFX), FX_ISA)
@@ -15,118 +20,473 @@ enum { FX_NARROW_LSE = 0, FX_NARROW_SOFTMAX = 1, FX_NARROW_LOG_SOFTMAX = 2, FX_N
 #endif
 
 /*
- * One block of `rows` (<= FX_L) rows of n classes starting at x.
- *   FX_NARROW_LSE:          lse[r]
- *   FX_NARROW_SOFTMAX/LOG:  out[r * n + c]
- *   FX_NARROW_CE:           loss[r] (optional), grad (optional), lse (optional)
- *       against labels[r] (< 0: ignored, loss 0 and gradient 0), class
- *       weights w (optional), gradient scales gs[r].
- * Returns the sum of the rows' losses (CE), in row order.
+ * The transpose is the classic x86 one, so that every step is a single
+ * native shuffle (unpcklps/unpckhps, unpcklpd/unpckhpd, shuff32x4 or
+ * vperm2f128): pairs of registers 1 apart are interleaved element-wise
+ * within 128-bit lanes, then (float32 only) pairs 2 apart by element pairs,
+ * then pairs FX_NE, 2 FX_NE, ... apart by whole 128-bit lanes.  The result
+ * holds column (or row) FX_NPERM(j) in register j: for float32 the first two
+ * steps swap bits 0 and 1 of the index.
  */
-FX_ALWAYS_INLINE double FXR(fx_narrow_block)(const FX_T *x, int64_t n, int64_t rows, int mode,
-                                             const int64_t *labels, const FX_T *w, const double *gs,
-                                             double *loss, FX_T *out, double *lse) {
-    FX_V v[FX_NARROW_MAX];
+#define FX_NE (16 / FX_TBYTES) /* elements per 128-bit lane */
+#if FX_TBYTES == 4
+#define FX_NPERM(j) (((j) & ~3) | (((j) & 1) << 1) | (((j) >> 1) & 1))
+#else
+#define FX_NPERM(j) (j)
+#endif
+#if FX_TBYTES == 4 && FX_VBYTES == 64
+#define FX_TR1_LO 0, 16, 1, 17, 4, 20, 5, 21, 8, 24, 9, 25, 12, 28, 13, 29
+#define FX_TR1_HI 2, 18, 3, 19, 6, 22, 7, 23, 10, 26, 11, 27, 14, 30, 15, 31
+#define FX_TR2_LO 0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29
+#define FX_TR2_HI 2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31
+#define FX_TRQ_LO 0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27
+#define FX_TRQ_HI 4, 5, 6, 7, 12, 13, 14, 15, 20, 21, 22, 23, 28, 29, 30, 31
+#define FX_HALF_LO 0, 1, 2, 3, 4, 5, 6, 7
+#define FX_HALF_HI 8, 9, 10, 11, 12, 13, 14, 15
+#define FX_IOTA 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15
+#define FX_EVEN 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30
+#define FX_ODD 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31
+#elif FX_TBYTES == 4 && FX_VBYTES == 32
+#define FX_TR1_LO 0, 8, 1, 9, 4, 12, 5, 13
+#define FX_TR1_HI 2, 10, 3, 11, 6, 14, 7, 15
+#define FX_TR2_LO 0, 1, 8, 9, 4, 5, 12, 13
+#define FX_TR2_HI 2, 3, 10, 11, 6, 7, 14, 15
+#define FX_TRQ_LO 0, 1, 2, 3, 8, 9, 10, 11
+#define FX_TRQ_HI 4, 5, 6, 7, 12, 13, 14, 15
+#define FX_HALF_LO 0, 1, 2, 3
+#define FX_HALF_HI 4, 5, 6, 7
+#define FX_IOTA 0, 1, 2, 3, 4, 5, 6, 7
+#define FX_EVEN 0, 2, 4, 6, 8, 10, 12, 14
+#define FX_ODD 1, 3, 5, 7, 9, 11, 13, 15
+#elif FX_TBYTES == 4 && FX_VBYTES == 16
+#define FX_TR1_LO 0, 4, 1, 5
+#define FX_TR1_HI 2, 6, 3, 7
+#define FX_TR2_LO 0, 1, 4, 5
+#define FX_TR2_HI 2, 3, 6, 7
+#define FX_HALF_LO 0, 1
+#define FX_HALF_HI 2, 3
+#define FX_IOTA 0, 1, 2, 3
+#define FX_EVEN 0, 2, 4, 6
+#define FX_ODD 1, 3, 5, 7
+#elif FX_TBYTES == 8 && FX_VBYTES == 64
+#define FX_TR1_LO 0, 8, 2, 10, 4, 12, 6, 14
+#define FX_TR1_HI 1, 9, 3, 11, 5, 13, 7, 15
+#define FX_TRQ_LO 0, 1, 4, 5, 8, 9, 12, 13
+#define FX_TRQ_HI 2, 3, 6, 7, 10, 11, 14, 15
+#elif FX_TBYTES == 8 && FX_VBYTES == 32
+#define FX_TR1_LO 0, 4, 2, 6
+#define FX_TR1_HI 1, 5, 3, 7
+#define FX_TRQ_LO 0, 1, 4, 5
+#define FX_TRQ_HI 2, 3, 6, 7
+#elif FX_TBYTES == 8 && FX_VBYTES == 16
+#define FX_TR1_LO 0, 2
+#define FX_TR1_HI 1, 3
+#else
+#error "fx_narrow_impl.h: no transpose for this vector width"
+#endif
+
+/* GCC before 12 has only __builtin_shuffle (same code for constant masks). */
+#if defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 12)
+#define FX_SHUF(IT, a, b, ...) __builtin_shufflevector(a, b, __VA_ARGS__)
+#else
+#define FX_SHUF(IT, a, b, ...) __builtin_shuffle(a, b, (IT){__VA_ARGS__})
+#endif
+
+#if FX_TBYTES == 4
+typedef int32_t FXR(fx_nvi_mem) __attribute__((vector_size(FX_VBYTES), aligned(4), may_alias));
+typedef uint32_t FXR(fx_nvu) __attribute__((vector_size(FX_VBYTES)));
+typedef int32_t FXR(fx_nvi_half) __attribute__((vector_size(FX_VBYTES / 2)));
+typedef float FXR(fx_nvh) __attribute__((vector_size(FX_VBYTES / 2)));
+#define FX_NIT int32_t
+#else
+typedef int64_t FXR(fx_nvi_mem) __attribute__((vector_size(FX_VBYTES), aligned(8), may_alias));
+typedef uint64_t FXR(fx_nvu) __attribute__((vector_size(FX_VBYTES)));
+#define FX_NIT int64_t
+#endif
+
+/* One step of the transpose: registers i and i + d (bit d of i clear). */
+#define FX_NSTEP(t, d, LO, HI)                                  \
+    _Pragma("GCC unroll 16") for (int i = 0; i < FX_L; i++) {    \
+        if (i & (d)) continue;                                   \
+        const FX_V a_ = t[i], b_ = t[i + (d)];                   \
+        t[i] = FX_SHUF(FX_VI, a_, b_, LO);                       \
+        t[i + (d)] = FX_SHUF(FX_VI, a_, b_, HI);                 \
+    }
+
+FX_ALWAYS_INLINE void FXR(fx_ntranspose)(FX_V *t) {
+    FX_NSTEP(t, 1, FX_TR1_LO, FX_TR1_HI)
+#if FX_NE == 4 && FX_L >= 4
+    FX_NSTEP(t, 2, FX_TR2_LO, FX_TR2_HI)
+#endif
+#if FX_L >= 2 * FX_NE
+    FX_NSTEP(t, FX_NE, FX_TRQ_LO, FX_TRQ_HI)
+#endif
+#if FX_L >= 4 * FX_NE
+    FX_NSTEP(t, 2 * FX_NE, FX_TRQ_LO, FX_TRQ_HI)
+#endif
+}
+
+/*
+ * Every loop over the columns runs over NC slots, a compile-time constant
+ * (one chunk of FX_L columns, two, or FX_NARROW_MAX), with slots past n
+ * skipped: fully unrolled, the columns stay in registers and every address
+ * is a constant offset.  (With a run-time bound they went through the stack
+ * and the row addresses were spilled: that cost as much as the exps.)
+ */
+#define FX_NFOR(c, NC, n) _Pragma("GCC unroll 32") for (int c = 0; c < (NC); c++) if (c < (n))
+
+FX_ALWAYS_INLINE FX_V FXR(fx_nload)(const FX_T *p) { return *(const FX_VMEM *)p; }
+
+/*
+ * The columns of a block: v[c][r] = x[r * n + c] for r < rows (0 above).
+ * Slots from n to the end of the last chunk get whatever the rows'
+ * neighbours hold.  whole: every row's last chunk can be loaded whole (its
+ * lanes past the row fall inside x), the fast path.
+ */
+FX_ALWAYS_INLINE void FXR(fx_narrow_in)(const FX_T *x, int64_t n, int64_t rows, int whole, FX_V *v, const int NC) {
+    _Pragma("GCC unroll 16") for (int k = 0; k < NC / FX_L; k++) {
+        const int c0 = k * FX_L;
+        if (c0 >= n) {
+            /* Never read (fx_narrow_out has the same guard), but the
+             * compiler cannot tell. */
+            _Pragma("GCC unroll 16") for (int j = 0; j < FX_L; j++) v[c0 + j] = FX_BC(0);
+            continue;
+        }
+        FX_V t[FX_L];
+        if (whole) {
+            _Pragma("GCC unroll 16") for (int r = 0; r < FX_L; r++) t[r] = FXR(fx_nload)(x + r * n + c0);
+        } else {
+            const int64_t len = n - c0 < FX_L ? n - c0 : FX_L;
+            _Pragma("GCC unroll 16") for (int r = 0; r < FX_L; r++)
+                t[r] = r < rows ? FX_LOADP(x + r * n + c0, len, 0) : FX_BC(0);
+        }
+        FXR(fx_ntranspose)(t);
+        _Pragma("GCC unroll 16") for (int j = 0; j < FX_L; j++) v[c0 + FX_NPERM(j)] = t[j];
+    }
+}
+
+/*
+ * The inverse: out[r * n + c] = v[c][r] for r < rows, c < n.  Rows are
+ * stored in address order, each chunk whole where its overhang stays inside
+ * the block (a later store rewrites it; the block's input is already in
+ * registers, so out may be x), partially at the block's end.
+ */
+FX_ALWAYS_INLINE void FXR(fx_narrow_out)(FX_T *out, int64_t n, int64_t rows, FX_V *v, const int NC) {
+    FX_V w[FX_NARROW_MAX]; /* row r of chunk k in w[k * FX_L + r] */
+    _Pragma("GCC unroll 16") for (int k = 0; k < NC / FX_L; k++) {
+        if (k * FX_L >= n) {
+            _Pragma("GCC unroll 16") for (int j = 0; j < FX_L; j++) w[k * FX_L + j] = FX_BC(0); /* as in fx_narrow_in */
+            continue;
+        }
+        FX_V t[FX_L];
+        _Pragma("GCC unroll 16") for (int j = 0; j < FX_L; j++) t[j] = v[k * FX_L + j];
+        FXR(fx_ntranspose)(t);
+        _Pragma("GCC unroll 16") for (int j = 0; j < FX_L; j++) w[k * FX_L + FX_NPERM(j)] = t[j];
+    }
+    const int64_t end = rows * n;
+    _Pragma("GCC unroll 16") for (int r = 0; r < FX_L; r++) {
+        if (r >= rows) break;
+        _Pragma("GCC unroll 16") for (int k = 0; k < NC / FX_L; k++) {
+            if (k * FX_L >= n) break;
+            const int64_t at = r * n + k * FX_L;
+            if (at + FX_L <= end)
+                *(FX_VMEM *)(out + at) = w[k * FX_L + r];
+            else
+                FX_STOREP(out + at, w[k * FX_L + r], n - k * FX_L < FX_L ? n - k * FX_L : FX_L);
+        }
+    }
+}
+
+/* Lanes in double, added to acc (FX_L / lanes of double vectors). */
+FX_ALWAYS_INLINE void FXR(fx_nacc)(fx_vf64 *acc, FX_V v) {
+#if FX_TBYTES == 4
+    const FXR(fx_nvh) lo = FX_SHUF(FXR(fx_nvi_half), v, v, FX_HALF_LO);
+    const FXR(fx_nvh) hi = FX_SHUF(FXR(fx_nvi_half), v, v, FX_HALF_HI);
+    acc[0] += __builtin_convertvector(lo, fx_vf64);
+    acc[1] += __builtin_convertvector(hi, fx_vf64);
+#else
+    acc[0] += v;
+#endif
+}
+
+/* FX_L doubles as FX_T lanes. */
+FX_ALWAYS_INLINE FX_V FXR(fx_nfrom_f64)(const double *p) {
+#if FX_TBYTES == 4
+    const FXR(fx_nvh) lo = __builtin_convertvector(*(const fx_vf64_mem *)p, FXR(fx_nvh));
+    const FXR(fx_nvh) hi = __builtin_convertvector(*(const fx_vf64_mem *)(p + FX_L / 2), FXR(fx_nvh));
+    return FX_SHUF(FX_VI, lo, hi, FX_IOTA);
+#else
+    return *(const fx_vf64_mem *)p;
+#endif
+}
+
+/*
+ * Cross-entropy inputs and outputs (all per row from the batch's first
+ * row).  A row is live when its label is in [0, n) and not ignore_index;
+ * labels were checked by the caller, the range test only keeps
+ * ignore_index (any int64) apart from the classes.
+ */
+typedef struct {
+    const int64_t *labels;
+    int64_t ignore_index;
+    const FX_T *w;     /* class weights or NULL                      */
+    const double *sw;  /* sample weights (loss and gradient) or NULL */
+    double grad_scale; /* gradient scale ...                         */
+    const double *grs; /* ... times this per row, or NULL            */
+    FX_T *loss, *lse;  /* optional outputs                           */
+    fx_vf64 acc[2];    /* the loss sum, per lane                     */
+} FXR(fx_nce);
+
+FX_ALWAYS_INLINE void FXR(fx_nlabels)(const int64_t *labels, int64_t ignore_index, int64_t n, FX_VI *lab,
+                                      FX_VI *live) {
+    const FX_VI zi = {0};
+    /* A valid label never equals -1 (nor, as int32, ignore_index's low half
+     * when ignore_index is not a class). */
+    const FX_NIT ig = (FX_NIT)(ignore_index >= 0 && ignore_index < n ? ignore_index : -1);
+#if FX_TBYTES == 4
+    const FX_VI a = *(const FXR(fx_nvi_mem) *)labels, b = *(const FXR(fx_nvi_mem) *)(labels + FX_L / 2);
+    const FX_VI lo = FX_SHUF(FX_VI, a, b, FX_EVEN), hi = FX_SHUF(FX_VI, a, b, FX_ODD);
+    *live = (hi == zi) & ((FXR(fx_nvu))lo < (FXR(fx_nvu))(zi + (FX_NIT)n)) & (lo != zi + ig);
+    *lab = lo;
+#else
+    const FX_VI l = *(const FXR(fx_nvi_mem) *)labels;
+    *live = ((FXR(fx_nvu))l < (FXR(fx_nvu))(zi + (FX_NIT)n)) & (l != zi + ig);
+    *lab = l;
+#endif
+}
+
+/* A block between its two phases. */
+typedef struct {
+    FX_V v[FX_NARROW_MAX]; /* the columns, or their exp(x - sh)        */
+    FX_V sh, s;            /* shift, sum of exp(x - sh)                 */
+    FX_VI lab, live;       /* cross-entropy: labels, live rows          */
+    FX_V xy, wy, sw, gs;   /* x_y, w_y, sample weight, gradient scale   */
+} FXR(fx_nblock);
+
+/*
+ * Phase 1 of a block of `rows` (<= FX_L) rows starting at row r0 of x (n
+ * classes): the columns, their shift and sum of exponentials, and the
+ * cross-entropy lanes.  keep: v[c] becomes exp(v[c] - sh).
+ * whole: see fx_narrow_in.
+ */
+FX_ALWAYS_INLINE void FXR(fx_narrow_sum)(FXR(fx_nblock) *b, const FX_T *x, int64_t n, int64_t r0,
+                                         int64_t rows, int whole, int mode, const FXR(fx_nce) *ce,
+                                         int keep, const int NC) {
     const FX_V zero = FX_BC(0);
-    /* Gather the columns; the outputs go back through a buffer (vector
-     * stores, then scalar loads: forwarding works in that direction). */
-    FX_T buf[FX_NARROW_MAX * FX_L];
-    /* Gathers are not followed by the hardware prefetchers: fetch the
-     * block after the next one ahead of them. */
-    for (int64_t b = 0; b < n * FX_L * (int64_t)sizeof(FX_T); b += 64)
-        __builtin_prefetch((const char *)(x + 2 * n * FX_L) + b);
-    for (int64_t c = 0; c < n; c++) v[c] = FX_GATHER(x + c, n, rows);
+    FX_V *v = b->v;
+    FXR(fx_narrow_in)(x + r0 * n, n, rows, whole, v, NC);
     FX_V m = FX_BC((FX_T)-INFINITY);
-    for (int64_t c = 0; c < n; c++) m = FX_MAX(v[c], m);
+    FX_NFOR(c, NC, n) m = FX_MAX(v[c], m);
+    if (mode == FX_NARROW_CE) {
+        /* Labels and scales of a partial block come through padded copies. */
+        int64_t lab_p[FX_L];
+        double sw_p[FX_L], grs_p[FX_L];
+        const int64_t *labels = ce->labels + r0;
+        const double *sw = ce->sw ? ce->sw + r0 : NULL, *grs = ce->grs ? ce->grs + r0 : NULL;
+        if (rows < FX_L) {
+            for (int64_t r = 0; r < FX_L; r++) {
+                lab_p[r] = r < rows ? labels[r] : -1;
+                sw_p[r] = r < rows && sw ? sw[r] : 0.0;
+                grs_p[r] = r < rows && grs ? grs[r] : 0.0;
+            }
+            labels = lab_p;
+            sw = sw ? sw_p : NULL;
+            grs = grs ? grs_p : NULL;
+        }
+        FXR(fx_nlabels)(labels, ce->ignore_index, n, &b->lab, &b->live);
+        b->gs = FX_BC((FX_T)ce->grad_scale);
+        b->sw = FX_BC(1);
+        if (sw) {
+            b->sw = FXR(fx_nfrom_f64)(sw);
+            b->gs = b->gs * b->sw;
+        }
+        if (grs) b->gs = b->gs * FXR(fx_nfrom_f64)(grs);
+        /* x_y and w_y by selection over the classes (one matches, or none):
+         * no gather, no branch; integer ors, which the compiler may add up
+         * as a tree. */
+        const FX_VI zi = {0};
+        FX_VI xy = zi, wy = zi;
+        FX_NFOR(c, NC, n) {
+            const FX_VI is_y = b->lab == zi + (FX_NIT)c;
+            xy |= (FX_VI)v[c] & is_y;
+            if (ce->w) wy |= (FX_VI)FX_BC(ce->w[c]) & is_y;
+        }
+        b->xy = (FX_V)xy;
+        b->wy = ce->w ? (FX_V)wy : FX_BC(1);
+    }
     const FX_V sh = FX_SEL((m - m) == zero, m, zero); /* m where finite, else 0 */
     FX_V s = zero;
-    for (int64_t c = 0; c < n; c++) s += FX_EXP(v[c] - sh);
-    const FX_V ls = FX_LOG(s);
-    const FX_V vlse = sh + ls;
-    const FX_VI finite = (vlse - vlse) == zero;
-    /* Per-row scalars go through arrays: writing single lanes of a vector
-     * variable would stall on store forwarding at every lane. */
-    FX_T lse_a[FX_L], s_a[FX_L];
-    FXR(fx_store)(lse_a, vlse);
-    FXR(fx_store)(s_a, s);
-    if (mode == FX_NARROW_LSE) {
-        for (int64_t r = 0; r < rows; r++) lse[r] = (double)lse_a[r];
-        return 0.0;
+    FX_NFOR(c, NC, n) {
+        const FX_V e = FX_EXP(v[c] - sh);
+        if (keep) v[c] = e;
+        s += e;
     }
-    double total = 0.0;
+    b->sh = sh;
+    b->s = s;
+}
+
+/*
+ * Phase 2, given ls = log(s):
+ *   FX_NARROW_LSE:          lse[r]
+ *   FX_NARROW_SOFTMAX/LOG:  out[r * n + c]
+ *   FX_NARROW_CE:           ce->loss[r], ce->lse[r] (both optional), out = the
+ *       gradient (optional); ce->acc += the losses.  Ignored rows: loss 0,
+ *       gradient 0.
+ * Row indices from the batch's first row, r0 the block's.
+ */
+FX_ALWAYS_INLINE void FXR(fx_narrow_finish)(FXR(fx_nblock) *b, FX_V ls, int64_t n, int64_t r0, int64_t rows,
+                                            int mode, FXR(fx_nce) *ce, FX_T *out, FX_T *lse, const int NC) {
+    const FX_V zero = FX_BC(0), nan = FX_BC((FX_T)NAN);
+    FX_V *v = b->v;
+    /* softmax passes s for ls (no log): only s = +inf must give NaN
+     * through k below (s = 0 and NaN do by themselves). */
+    const FX_V vlse = b->sh + ls;
+    const FX_VI finite = mode == FX_NARROW_SOFTMAX ? b->s != FX_BC((FX_T)INFINITY) : (vlse - vlse) == zero;
+    if (mode == FX_NARROW_CE) lse = ce->lse;
+    if (lse) {
+        if (rows == FX_L)
+            *(FX_VMEM *)(lse + r0) = vlse;
+        else
+            FX_STOREP(lse + r0, vlse, rows);
+    }
+    if (mode == FX_NARROW_LSE) return;
     if (mode == FX_NARROW_CE) {
-        FX_T k_a[FX_L], sub_a[FX_L], live_a[FX_L], lab_a[FX_L];
-        for (int64_t r = 0; r < FX_L; r++) {
-            const int64_t y = r < rows ? labels[r] : -1;
-            k_a[r] = sub_a[r] = live_a[r] = 0;
-            lab_a[r] = -1;
-            if (r < rows && lse) lse[r] = (double)lse_a[r];
-            if (y < 0) {
-                if (r < rows && loss) loss[r] = 0.0;
-                continue;
-            }
-            const double wy = w ? (double)w[y] : 1.0;
-            const double l = isfinite((double)lse_a[r]) ? wy * ((double)lse_a[r] - (double)x[r * n + y]) : NAN;
-            if (loss) loss[r] = l;
-            total += l;
-            k_a[r] = (FX_T)(gs[r] * wy / (double)s_a[r]);
-            sub_a[r] = (FX_T)(gs[r] * wy);
-            live_a[r] = 1;
-            lab_a[r] = (FX_T)y;
+        FX_V loss = FX_SEL(finite, b->wy * (vlse - b->xy), nan);
+        if (ce->sw) loss = b->sw * loss;
+        loss = FX_SEL(b->live, loss, zero);
+        FXR(fx_nacc)(ce->acc, loss);
+        if (ce->loss) {
+            if (rows == FX_L)
+                *(FX_VMEM *)(ce->loss + r0) = loss;
+            else
+                FX_STOREP(ce->loss + r0, loss, rows);
         }
-        if (!out) return total;
-        const FX_V k = FXR(fx_load)(k_a), sub = FXR(fx_load)(sub_a), lab = FXR(fx_load)(lab_a);
-        const FX_VI live = FXR(fx_load)(live_a) != zero;
-        for (int64_t c = 0; c < n; c++) {
-            FX_V g = FX_EXP(v[c] - sh) * k;
-            g = g - FX_SEL(lab == FX_BC((FX_T)c), sub, zero);
-            g = FX_SEL(finite, g, FX_BC((FX_T)NAN));
-            v[c] = FX_SEL(live, g, zero);
-        }
+        if (!out) return;
+        /* Rows of a non-finite lse get NaN through k (exp * NaN), ignored
+         * rows 0 by the select (their exps may be inf or NaN). */
+        const FX_V sub = FX_SEL(b->live, b->gs * b->wy, zero), k = FX_SEL(finite, sub / b->s, nan);
+        const FX_VI zi = {0};
+        FX_NFOR(c, NC, n) v[c] = FX_SEL(b->live, v[c] * k, zero) - FX_SEL(b->lab == zi + (FX_NIT)c, sub, zero);
     } else {
-        const FX_V k = FX_BC(1) / s;
-        for (int64_t c = 0; c < n; c++) {
-            FX_V o = mode == FX_NARROW_LOG_SOFTMAX ? (v[c] - sh) - ls : FX_EXP(v[c] - sh) * k;
-            v[c] = FX_SEL(finite, o, FX_BC((FX_T)NAN));
-        }
+        /* A non-finite lse gives NaN everywhere: through k or ls, except
+         * where the sum is 0 (a row of -inf: 0 * inf and -inf + inf are
+         * NaN already). */
+        const FX_V k = FX_SEL(finite, FX_BC(1) / b->s, nan), lsn = FX_SEL(finite, ls, nan);
+        FX_NFOR(c, NC, n) v[c] = mode == FX_NARROW_LOG_SOFTMAX ? (v[c] - b->sh) - lsn : v[c] * k;
     }
-    for (int64_t c = 0; c < n; c++) FXR(fx_store)(buf + c * FX_L, v[c]);
-    for (int64_t r = 0; r < rows; r++)
-        for (int64_t c = 0; c < n; c++) out[r * n + c] = buf[c * FX_L + r];
-    return total;
+    FXR(fx_narrow_out)(out + r0 * n, n, rows, v, NC);
+}
+
+/*
+ * nb (1 or 2) blocks from row r0, the last one of `rows` rows.  Two blocks
+ * are summed before either takes its log: the log is one long dependency
+ * chain per block, which the other block's work hides.
+ */
+FX_ALWAYS_INLINE void FXR(fx_narrow_blocks)(const FX_T *x, int64_t n, int64_t r0, int nb, int64_t rows,
+                                            int whole, int mode, FXR(fx_nce) *ce, FX_T *out, FX_T *lse,
+                                            const int NC) {
+    const int keep = mode == FX_NARROW_SOFTMAX || (mode == FX_NARROW_CE && out);
+    if (nb == 2 && mode == FX_NARROW_CE && !out) {
+        /* Two named blocks, not an array: every access constant, so the
+         * compiler keeps them in registers. */
+        FXR(fx_nblock) b0, b1;
+        FXR(fx_narrow_sum)(&b0, x, n, r0, FX_L, whole, mode, ce, keep, NC);
+        FXR(fx_narrow_sum)(&b1, x, n, r0 + FX_L, rows, whole, mode, ce, keep, NC);
+        const FX_V ls0 = FX_LOG(b0.s), ls1 = FX_LOG(b1.s);
+        FXR(fx_narrow_finish)(&b0, ls0, n, r0, FX_L, mode, ce, out, lse, NC);
+        FXR(fx_narrow_finish)(&b1, ls1, n, r0 + FX_L, rows, mode, ce, out, lse, NC);
+    } else if (nb == 2) {
+        /* With outputs the columns of two blocks do not fit in the
+         * registers: through the stack (an array indexed in a loop). */
+        FXR(fx_nblock) b[2];
+        FX_V ls[2];
+        for (int i = 0; i < 2; i++)
+            FXR(fx_narrow_sum)(&b[i], x, n, r0 + i * FX_L, i ? rows : FX_L, whole, mode, ce, keep, NC);
+        for (int i = 0; i < 2; i++) ls[i] = FX_LOG(b[i].s);
+        for (int i = 0; i < 2; i++)
+            FXR(fx_narrow_finish)(&b[i], ls[i], n, r0 + i * FX_L, i ? rows : FX_L, mode, ce, out, lse, NC);
+    } else {
+        FXR(fx_nblock) b0;
+        FXR(fx_narrow_sum)(&b0, x, n, r0, rows, whole, mode, ce, keep, NC);
+        /* softmax needs no log */
+        const FX_V ls0 = mode == FX_NARROW_SOFTMAX ? b0.s : FX_LOG(b0.s);
+        FXR(fx_narrow_finish)(&b0, ls0, n, r0, rows, mode, ce, out, lse, NC);
+    }
+}
+
+/* All n_rows rows (NC slots): pairs of blocks while both can be loaded
+ * whole, then single blocks. */
+FX_ALWAYS_INLINE void FXR(fx_narrow_run_nc)(const FX_T *x, int64_t n_rows, int64_t n, int mode, FXR(fx_nce) *ce,
+                                            FX_T *out, FX_T *lse, const int NC) {
+    /* Elements that loading a block whole reads (fx_narrow_in). */
+    const int64_t reach = (FX_L - 1) * n + (n + FX_L - 1) / FX_L * FX_L;
+    int64_t r0 = 0;
+    /* Pairs hide the log's latency; softmax has no log. */
+    if (mode != FX_NARROW_SOFTMAX)
+        for (; r0 + 2 * FX_L <= n_rows && FX_L * n + reach <= (n_rows - r0) * n; r0 += 2 * FX_L)
+            FXR(fx_narrow_blocks)(x, n, r0, 2, FX_L, 1, mode, ce, out, lse, NC);
+    for (; r0 < n_rows; r0 += FX_L) {
+        const int64_t rows = (n_rows - r0) < FX_L ? (n_rows - r0) : FX_L;
+        const int whole = rows == FX_L && reach <= (n_rows - r0) * n;
+        FXR(fx_narrow_blocks)(x, n, r0, 1, rows, whole, mode, ce, out, lse, NC);
+    }
+}
+
+/* One or two chunks of columns get their own code (registers); more (up to
+ * FX_NARROW_MAX, narrow ISAs only) share the widest. */
+FX_ALWAYS_INLINE void FXR(fx_narrow_run)(const FX_T *x, int64_t n_rows, int64_t n, int mode, FXR(fx_nce) *ce,
+                                         FX_T *out, FX_T *lse) {
+    if (n <= FX_L)
+        FXR(fx_narrow_run_nc)(x, n_rows, n, mode, ce, out, lse, FX_L);
+    else if (n <= 2 * FX_L || 2 * FX_L >= FX_NARROW_MAX)
+        FXR(fx_narrow_run_nc)(x, n_rows, n, mode, ce, out, lse, 2 * FX_L);
+    else
+        FXR(fx_narrow_run_nc)(x, n_rows, n, mode, ce, out, lse, FX_NARROW_MAX);
 }
 
 /* The batch entry points: n_rows rows of n (<= FX_NARROW_MAX) classes. */
-static void FXR(fx_narrow_lse)(const FX_T *x, int64_t n_rows, int64_t n, double *lse) {
-    for (int64_t r0 = 0; r0 < n_rows; r0 += FX_L) {
-        const int64_t rows = (n_rows - r0) < FX_L ? (n_rows - r0) : FX_L;
-        FXR(fx_narrow_block)(x + r0 * n, n, rows, FX_NARROW_LSE, NULL, NULL, NULL, NULL, NULL, lse + r0);
-    }
+static void FXR(fx_narrow_lse)(const FX_T *x, int64_t n_rows, int64_t n, FX_T *lse) {
+    FXR(fx_narrow_run)(x, n_rows, n, FX_NARROW_LSE, NULL, NULL, lse);
 }
 
 static void FXR(fx_narrow_softmax)(const FX_T *x, int64_t n_rows, int64_t n, FX_T *out, int take_log) {
-    for (int64_t r0 = 0; r0 < n_rows; r0 += FX_L) {
-        const int64_t rows = (n_rows - r0) < FX_L ? (n_rows - r0) : FX_L;
-        if (take_log)
-            FXR(fx_narrow_block)(x + r0 * n, n, rows, FX_NARROW_LOG_SOFTMAX, NULL, NULL, NULL, NULL,
-                                 out + r0 * n, NULL);
-        else
-            FXR(fx_narrow_block)(x + r0 * n, n, rows, FX_NARROW_SOFTMAX, NULL, NULL, NULL, NULL,
-                                 out + r0 * n, NULL);
-    }
+    if (take_log)
+        FXR(fx_narrow_run)(x, n_rows, n, FX_NARROW_LOG_SOFTMAX, NULL, out, NULL);
+    else
+        FXR(fx_narrow_run)(x, n_rows, n, FX_NARROW_SOFTMAX, NULL, out, NULL);
 }
 
 static double FXR(fx_narrow_ce)(const FX_T *x, int64_t n_rows, int64_t n, const int64_t *labels,
-                                const FX_T *w, const double *gs, double *loss, FX_T *grad,
-                                double *lse) {
+                                int64_t ignore_index, const FX_T *w, const double *sw, double grad_scale,
+                                const double *grs, FX_T *loss, FX_T *grad, FX_T *lse) {
+    FXR(fx_nce) ce = {labels, ignore_index, w, sw, grad_scale, grs, loss, lse, {{0}, {0}}};
+    /* With and without the gradient: each loop fully specialised. */
+    if (grad)
+        FXR(fx_narrow_run)(x, n_rows, n, FX_NARROW_CE, &ce, grad, NULL);
+    else
+        FXR(fx_narrow_run)(x, n_rows, n, FX_NARROW_CE, &ce, NULL, NULL);
+    /* The lanes' sums, added in a fixed order. */
+    const fx_vf64 a = ce.acc[0] + ce.acc[1];
     double total = 0.0;
-    for (int64_t r0 = 0; r0 < n_rows; r0 += FX_L) {
-        const int64_t rows = (n_rows - r0) < FX_L ? (n_rows - r0) : FX_L;
-        total += FXR(fx_narrow_block)(x + r0 * n, n, rows, FX_NARROW_CE, labels + r0, w, gs + r0,
-                                      loss ? loss + r0 : NULL, grad ? grad + r0 * n : NULL,
-                                      lse ? lse + r0 : NULL);
-    }
+    for (int i = 0; i < (int)(sizeof(fx_vf64) / sizeof(double)); i++) total += a[i];
     return total;
 }
 
+#undef FX_NSTEP
+#undef FX_NFOR
+#undef FX_NIT
+#undef FX_SHUF
+#undef FX_NE
+#undef FX_NPERM
+#undef FX_TR1_LO
+#undef FX_TR1_HI
+#undef FX_TR2_LO
+#undef FX_TR2_HI
+#undef FX_TRQ_LO
+#undef FX_TRQ_HI
+#undef FX_HALF_LO
+#undef FX_HALF_HI
+#undef FX_IOTA
+#undef FX_EVEN
+#undef FX_ODD
 #undef FXR

@@ -1,0 +1,120 @@
+"""The narrow-row kernels (n_classes <= 32: SIMD across rows, blocks of rows
+transposed in registers), on every SIMD path this CPU supports.
+
+Each class count has its own chunking (one or two chunks of lanes, or the
+generic code of the narrow ISAs), and a batch ends in partial blocks, pairs
+of blocks and 512-row work units: the shapes below cover all of them.
+"""
+import numpy as np
+import pytest
+
+import fastxent as fx
+from fastxent import _core
+from fastxent import _reference as ref
+
+ORDER = ["baseline", "avx2", "avx512"]
+SUPPORTED = ORDER[: ORDER.index(fx.show_config()["simd_supported"]) + 1]
+# Within a block, a pair, a block and a partial one, two 512-row work units.
+ROWS = [1, 7, 16, 33, 531]
+
+
+@pytest.fixture(params=SUPPORTED)
+def simd(request):
+    before = _core.simd_path()
+    assert _core.set_simd(request.param) == request.param
+    yield request.param
+    _core.set_simd(before)
+
+
+def _data(rng, rows, n, dtype):
+    x = (rng.standard_normal((rows, n)) * 4).astype(dtype)
+    y = rng.integers(0, n, rows)
+    if rows >= 7:
+        x[1, n // 2] = np.nan
+        x[2, :] = -np.inf
+        x[3, n - 1] = np.inf
+        x[4, 0] = -np.inf
+        y[5] = -100
+        y[6] = -100
+        x[6, 0] = np.nan  # an ignored row's gradient is 0 even so
+    return x, y
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", range(1, 33))
+def test_every_width(simd, dtype, n, rng, h):
+    for rows in ROWS:
+        x, y = _data(rng, rows, n, dtype)
+        scale = h.scale(x)
+        msg = f"{simd} rows={rows} n={n}"
+        h.assert_close(fx.logsumexp(x), ref.logsumexp(x), dtype, scale=scale, err_msg=msg)
+        h.assert_close(fx.softmax(x), ref.softmax(x), dtype, err_msg=msg)
+        h.assert_close(fx.log_softmax(x), ref.log_softmax(x), dtype, scale=scale, err_msg=msg)
+        loss, grad, lse = fx.cross_entropy_with_grad(x, y, reduction="none", return_lse=True)
+        h.assert_close(loss, ref.cross_entropy(x, y, reduction="none"), dtype, scale=2 * scale, err_msg=msg)
+        h.assert_close(grad, ref.cross_entropy_grad(x, y, reduction="none"), dtype, scale=2, err_msg=msg)
+        h.assert_close(lse, ref.logsumexp(x), dtype, scale=scale, err_msg=msg)
+        assert np.all(grad[y == -100] == 0), msg
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", [2, 10, 17, 32])
+def test_weights_and_scales(simd, dtype, n, rng, h):
+    x, y = _data(rng, 531, n, dtype)
+    w = rng.random(n) + 0.5
+    sw = rng.random(531) + 0.1
+    go = rng.standard_normal(531)
+    scale = h.scale(x)
+    for reduction in ("none", "sum", "mean"):
+        kw = dict(weight=w, sample_weight=sw, reduction=reduction)
+        grad_output = go if reduction == "none" else 1.5
+        loss, grad = fx.cross_entropy_with_grad(x, y, grad_output=grad_output, **kw)
+        h.assert_close(loss, ref.cross_entropy(x, y, **kw), dtype, scale=2 * scale, err_msg=reduction)
+        h.assert_close(grad, ref.cross_entropy_grad(x, y, grad_output=grad_output, **kw), dtype, scale=2,
+                       err_msg=reduction)
+        plain = fx.cross_entropy(x, y, **kw)
+        h.assert_close(plain, ref.cross_entropy(x, y, **kw), dtype, scale=2 * scale, err_msg=reduction)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("ignore_index", [0, 3, -1, 2**40 + 1, -(2**63)])
+def test_ignore_index_values(simd, dtype, ignore_index, rng, h):
+    # A class index (0, 3) and values outside [0, n): 2**40 + 1 has the low
+    # 32 bits of class 1, so labels must not be compared as int32 alone.
+    n = 10
+    x, y = _data(rng, 100, n, dtype)
+    y[y == -100] = ignore_index
+    y[::7] = ignore_index
+    kw = dict(reduction="none", ignore_index=ignore_index)
+    loss, grad = fx.cross_entropy_with_grad(x, y, **kw)
+    h.assert_close(loss, ref.cross_entropy(x, y, **kw), dtype, scale=2 * h.scale(x))
+    h.assert_close(grad, ref.cross_entropy_grad(x, y, **kw), dtype, scale=2)
+    assert np.all(grad[y == ignore_index] == 0)
+    assert np.all(loss[y == ignore_index] == 0)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", [1, 10, 31])
+def test_inplace_gradient(simd, dtype, n, rng):
+    # The output overwrites the input block by block (rows stored whole may
+    # overhang into the next row): the gradient must not depend on it.
+    x, y = _data(rng, 531, n, dtype)
+    loss, grad = fx.cross_entropy_with_grad(x, y, reduction="none")
+    loss2, grad2 = fx.cross_entropy_with_grad(x, y, reduction="none", inplace=True)
+    np.testing.assert_array_equal(x, grad)
+    np.testing.assert_array_equal(loss2, loss)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", [3, 10, 32])
+def test_same_bits_for_every_thread_count(dtype, n, rng):
+    rows = 70000 // n + 513  # above the serial threshold, several work units and a partial one
+    x, y = _data(rng, rows, n, dtype)
+    out = []
+    for nt in (1, 2, 3):
+        loss, grad, lse = fx.cross_entropy_with_grad(x, y, reduction="sum", return_lse=True, n_threads=nt)
+        out.append((np.float64(loss).tobytes(), grad.tobytes(), lse.tobytes(),
+                    fx.cross_entropy(x, y, n_threads=nt).__repr__(),
+                    fx.softmax(x, n_threads=nt).tobytes(), fx.log_softmax(x, n_threads=nt).tobytes(),
+                    fx.logsumexp(x, n_threads=nt).tobytes()))
+    assert out[1] == out[0] and out[2] == out[0]
