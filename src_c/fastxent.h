@@ -27,7 +27,7 @@
 extern "C" {
 #endif
 
-#define FASTXENT_C_API_VERSION 2
+#define FASTXENT_C_API_VERSION 3
 
 /* Instruction-set paths, lowest first. */
 enum fx_simd_path { FX_SIMD_BASELINE = 0, FX_SIMD_AVX2 = 1, FX_SIMD_AVX512 = 2 };
