@@ -8,10 +8,12 @@
  * Same macros as fx_rows_impl.h.  The slab is processed in chunks of at most
  * FX_COLS_CHUNK positions:
  *   pass A (class rows in order, contiguous segments from DRAM): column max;
- *   pass B (from L2): sum of exp(x - max) per column, in float lanes over
- *           groups of FX_COLS_GROUP classes then in double (the same error
- *           bound as the row kernels), plus the dot products of the options;
- *   pass C (from L2, class rows in order): the outputs.
+ *   pass B (from L2, class rows in order): sum of exp(x - max) per column,
+ *           in float lanes over groups of FX_COLS_GROUP classes then in
+ *           double (the same error bound as the row kernels), plus the dot
+ *           products of the options;
+ *   pass C (from L2, class rows in order): the outputs, with streaming
+ *           stores for large gradients.
  * A chunk is narrowed so that C x chunk fits in about 512 KiB of L2.
  */
 
