@@ -7,12 +7,11 @@
  *
  * Same macros as fx_rows_impl.h.  The slab is processed in chunks of at most
  * FX_COLS_CHUNK positions:
- *   pass A (class rows in order, contiguous segments from DRAM): column max;
- *   pass B (from L2, class rows in order): sum of exp(x - max) per column,
- *           in float lanes over groups of FX_COLS_GROUP classes then in
- *           double (the same error bound as the row kernels), plus the dot
+ *   scan (class rows in order, FX_COLS_GROUP at a time): the blocked online
+ *           log-sum-exp per column -- a group's max from memory, its exps
+ *           from L1 while the next group is prefetched -- plus the dot
  *           products of the options;
- *   pass C (from L2, class rows in order): the outputs, with streaming
+ *   write (from L2, class rows in order): the outputs, with streaming
  *           stores for large gradients.
  * A chunk is narrowed so that C x chunk fits in about 512 KiB of L2.
  */
@@ -37,10 +36,10 @@ typedef struct FXC(fx_cols_state_s) {
     double wx[FX_COLS_CHUNK];  /* sum_c w_c x_c    (smoothing)               */
     double wtx[FX_COLS_CHUNK]; /* sum_c w_c t_c x_c (soft targets)           */
     double wt[FX_COLS_CHUNK];  /* sum_c w_c t_c     (soft targets)           */
-    FX_T k[FX_COLS_PADDED];     /* pass C: multiplier of exp(x - m)           */
-    FX_T ct[FX_COLS_PADDED];    /* pass C: multiplier of w_c t_c              */
-    FX_T cc[FX_COLS_PADDED];    /* pass C: multiplier of w_c                  */
-    FX_T sh[FX_COLS_PADDED];    /* pass C: the shift (m, or 0 if m not finite)*/
+    FX_T k[FX_COLS_PADDED];    /* write: multiplier of exp(x - m)            */
+    FX_T ct[FX_COLS_PADDED];   /* write: multiplier of w_c t_c               */
+    FX_T cc[FX_COLS_PADDED];   /* write: multiplier of w_c                   */
+    FX_T sh[FX_COLS_PADDED];   /* the shift: m, or 0 where m is not finite   */
 } FXC(fx_cols_state);
 
 FX_ALWAYS_INLINE int64_t FXC(fx_cols_width)(int64_t n_classes) {
@@ -51,45 +50,68 @@ FX_ALWAYS_INLINE int64_t FXC(fx_cols_width)(int64_t n_classes) {
     return w;
 }
 
-/* Passes A and B over columns [0, m) of a chunk (m <= FX_COLS_CHUNK).  Both
- * run class row by class row (a row's segment is contiguous), keeping the
- * per-column sums in float lanes for FX_COLS_GROUP classes, then in double. */
+/* The exp-sum of columns [0, m) of a chunk (m <= FX_COLS_CHUNK), plus the
+ * dot products of the options: the blocked online log-sum-exp of the row
+ * kernels, turned on its side.  Class rows are taken FX_COLS_GROUP at a time
+ * (a group is 16 KiB of float32 at full width, L1-resident): the group's
+ * column max is read from memory, then the exps come from L1 while the next
+ * group is prefetched, so the DRAM reads of one group overlap the exps of
+ * the one before.  A group that raises a column's running max rescales that
+ * column's double sum by exp(old shift - new shift) (computed in FX_T: a
+ * relative error of an ulp per rise, and a column's max rises about
+ * ln(groups) times).  Inside a group the sums are float lanes of at most
+ * FX_COLS_GROUP terms in (0, 1], then added in double: the error bound of
+ * the row kernels.  next is where the data of the chunk after this one
+ * starts (prefetched under the last group), or NULL. */
 FX_ALWAYS_INLINE void FXC(fx_cols_scan)(const FX_T *x, const FX_T *t, const FX_T *w, int64_t nc,
-                                        int64_t m, int64_t stride, int need_wx,
+                                        int64_t m, int64_t stride, int need_wx, const FX_T *next,
                                         FXC(fx_cols_state) *st) {
     const int64_t mv = (m + FX_L - 1) / FX_L * FX_L; /* padded to whole vectors */
-    for (int64_t j = 0; j < mv; j++) st->m[j] = (FX_T)-INFINITY;
-    for (int64_t c = 0; c < nc; c++) {
-        const FX_T *row = x + c * stride;
-        int64_t j = 0;
-        for (; j + FX_L <= m; j += FX_L) {
-            FX_V v = FXR(fx_load)(row + j), acc = FXR(fx_load)(st->m + j);
-            FXR(fx_store)(st->m + j, FX_MAX(v, acc));
-        }
-        if (j < m) {
-            FX_V v = FXR(fx_load_part)(row + j, m - j, (FX_T)-INFINITY), acc = FXR(fx_load)(st->m + j);
-            FXR(fx_store)(st->m + j, FX_MAX(v, acc));
-        }
+    FX_T gm[FX_COLS_CHUNK], scale[FX_COLS_CHUNK];
+    FX_T fs[FX_COLS_CHUNK], fwx[FX_COLS_CHUNK], fwtx[FX_COLS_CHUNK], fwt[FX_COLS_CHUNK];
+    for (int64_t j = 0; j < mv; j++) {
+        st->m[j] = (FX_T)-INFINITY;
+        st->sh[j] = 0;
+        st->s[j] = st->wx[j] = st->wtx[j] = st->wt[j] = 0.0;
     }
     /* x - sh <= 0 everywhere unless a column holds +inf (then its shift is 0
      * and the exp needs its upper clamp). */
     int capped = 1;
-    for (int64_t j = 0; j < mv; j++) {
-        const FX_T mj = st->m[j];
-        st->sh[j] = isfinite(mj) ? mj : (FX_T)0;
-        st->s[j] = st->wx[j] = st->wtx[j] = st->wt[j] = 0.0;
-        capped &= mj != (FX_T)INFINITY;
-    }
-    FX_T fs[FX_COLS_CHUNK], fwx[FX_COLS_CHUNK], fwtx[FX_COLS_CHUNK], fwt[FX_COLS_CHUNK];
     for (int64_t c0 = 0; c0 < nc; c0 += FX_COLS_GROUP) {
         const int64_t c1 = (c0 + FX_COLS_GROUP) < nc ? (c0 + FX_COLS_GROUP) : nc;
-        for (int64_t j = 0; j < mv; j++) fs[j] = fwx[j] = fwtx[j] = fwt[j] = 0;
+        for (int64_t j = 0; j < mv; j++) gm[j] = (FX_T)-INFINITY;
         for (int64_t c = c0; c < c1; c++) {
             const FX_T *row = x + c * stride;
+            int64_t j = 0;
+            for (; j + FX_L <= m; j += FX_L)
+                FXR(fx_store)(gm + j, FX_MAX(FXR(fx_load)(row + j), FXR(fx_load)(gm + j)));
+            if (j < m)
+                FXR(fx_store)(gm + j, FX_MAX(FXR(fx_load_part)(row + j, m - j, (FX_T)-INFINITY),
+                                             FXR(fx_load)(gm + j)));
+        }
+        /* The new running max and shift; scale = exp(old shift - new shift)
+         * where the max rose (1 elsewhere, and where the old max was -inf:
+         * the sum is 0 or NaN there and must stay so). */
+        for (int64_t j = 0; j < mv; j += FX_L) {
+            FX_V old = FXR(fx_load)(st->m + j), now = FX_MAX(FXR(fx_load)(gm + j), old);
+            FX_V inf = FX_BC((FX_T)INFINITY);
+            FX_V sh = FX_SEL((now == now) & (now != inf) & (now != -inf), now, FX_BC(0));
+            FX_V f = FX_EXP(FXR(fx_load)(st->sh + j) - sh);
+            FXR(fx_store)(scale + j, FX_SEL((now > old) & (old != -inf), f, FX_BC(1)));
+            FXR(fx_store)(st->m + j, now);
+            FXR(fx_store)(st->sh + j, sh);
+            for (int i = 0; i < FX_L; i++) capped &= now[i] != (FX_T)INFINITY;
+        }
+        for (int64_t j = 0; j < mv; j++) fs[j] = fwx[j] = fwtx[j] = fwt[j] = 0;
+        const FX_T *pf = c1 < nc ? x + c1 * stride : next;
+        for (int64_t c = c0; c < c1; c++) {
+            const FX_T *row = x + c * stride;
+            const FX_T *pfrow = pf ? pf + (c - c0) * stride : NULL;
             const FX_T wc = w ? w[c] : (FX_T)1;
             for (int64_t j = 0; j < m; j += FX_L) {
                 const int64_t len = (m - j) < FX_L ? (m - j) : FX_L;
                 const int full = len == FX_L;
+                if (pfrow) __builtin_prefetch(pfrow + j);
                 FX_V v = full ? FXR(fx_load)(row + j) : FXR(fx_load_part)(row + j, len, (FX_T)-INFINITY);
                 FX_V d = v - FXR(fx_load)(st->sh + j);
                 FXR(fx_store)(fs + j, FXR(fx_load)(fs + j) + (capped ? FX_EXP_NEG(d) : FX_EXP(d)));
@@ -106,7 +128,7 @@ FX_ALWAYS_INLINE void FXC(fx_cols_scan)(const FX_T *x, const FX_T *t, const FX_T
             }
         }
         for (int64_t j = 0; j < mv; j++) {
-            st->s[j] += (double)fs[j];
+            st->s[j] = st->s[j] * (double)scale[j] + (double)fs[j];
             if (need_wx) st->wx[j] += (double)fwx[j];
             if (t) {
                 st->wtx[j] += (double)fwtx[j];
@@ -116,8 +138,8 @@ FX_ALWAYS_INLINE void FXC(fx_cols_scan)(const FX_T *x, const FX_T *t, const FX_T
     }
 }
 
-/* Pass C: out[c, j] = exp(x - sh_j) k_j - w_c (ct_j t_cj + cc_j), or with
- * take_log (x - sh_j) - k_j.  The w_c term is there only with soft targets
+/* The write pass: out[c, j] = exp(x - sh_j) k_j - w_c (ct_j t_cj + cc_j), or
+ * with take_log (x - sh_j) - k_j.  The w_c term is there only with soft targets
  * or offset (label smoothing).  Columns whose k is NaN come out NaN; with
  * live given, columns with live == 0 come out exactly 0 (ignored positions).
  * Where k is finite x - sh <= 0, so the exp needs no upper clamp. */
@@ -174,7 +196,7 @@ static void FXC(fx_logsumexp_cols)(const FX_T *x, int64_t nc, int64_t m, int64_t
     const int64_t width = FXC(fx_cols_width)(nc);
     for (int64_t j0 = 0; j0 < m; j0 += width) {
         const int64_t mm = (m - j0) < width ? (m - j0) : width;
-        FXC(fx_cols_scan)(x + j0, NULL, NULL, nc, mm, stride, 0, &st);
+        FXC(fx_cols_scan)(x + j0, NULL, NULL, nc, mm, stride, 0, j0 + mm < m ? x + j0 + mm : NULL, &st);
         for (int64_t j = 0; j < mm; j++) lse[j0 + j] = (double)st.sh[j] + log(st.s[j]);
     }
 }
@@ -186,7 +208,7 @@ static void FXC(fx_softmax_cols)(const FX_T *x, int64_t nc, int64_t m, int64_t s
     const int64_t width = FXC(fx_cols_width)(nc);
     for (int64_t j0 = 0; j0 < m; j0 += width) {
         const int64_t mm = (m - j0) < width ? (m - j0) : width;
-        FXC(fx_cols_scan)(x + j0, NULL, NULL, nc, mm, stride, 0, &st);
+        FXC(fx_cols_scan)(x + j0, NULL, NULL, nc, mm, stride, 0, j0 + mm < m ? x + j0 + mm : NULL, &st);
         for (int64_t j = 0; j < FX_COLS_PADDED; j++) {
             const double lse = j < mm ? (double)st.sh[j] + log(st.s[j]) : 0.0;
             const int bad = j < mm && !isfinite(lse);
@@ -231,19 +253,20 @@ static void FXC(fx_ce_cols)(const FX_T *x, const FX_T *t, const int64_t *labels,
         const int64_t want = j0 == 0 ? first : width;
         mm = (m - j0) < want ? (m - j0) : want;
         const FX_T *xc = x + j0, *tc = t ? t + j0 : NULL;
+        const FX_T *next = j0 + mm < m ? xc + mm : NULL;
         if (tc) {
             if (w) {
-                if (eps != 0.0) FXC(fx_cols_scan)(xc, tc, w, nc, mm, stride, 1, &st);
-                else FXC(fx_cols_scan)(xc, tc, w, nc, mm, stride, 0, &st);
+                if (eps != 0.0) FXC(fx_cols_scan)(xc, tc, w, nc, mm, stride, 1, next, &st);
+                else FXC(fx_cols_scan)(xc, tc, w, nc, mm, stride, 0, next, &st);
             } else {
-                if (eps != 0.0) FXC(fx_cols_scan)(xc, tc, NULL, nc, mm, stride, 1, &st);
-                else FXC(fx_cols_scan)(xc, tc, NULL, nc, mm, stride, 0, &st);
+                if (eps != 0.0) FXC(fx_cols_scan)(xc, tc, NULL, nc, mm, stride, 1, next, &st);
+                else FXC(fx_cols_scan)(xc, tc, NULL, nc, mm, stride, 0, next, &st);
             }
         } else if (eps != 0.0) {
-            if (w) FXC(fx_cols_scan)(xc, NULL, w, nc, mm, stride, 1, &st);
-            else FXC(fx_cols_scan)(xc, NULL, NULL, nc, mm, stride, 1, &st);
+            if (w) FXC(fx_cols_scan)(xc, NULL, w, nc, mm, stride, 1, next, &st);
+            else FXC(fx_cols_scan)(xc, NULL, NULL, nc, mm, stride, 1, next, &st);
         } else {
-            FXC(fx_cols_scan)(xc, NULL, NULL, nc, mm, stride, 0, &st);
+            FXC(fx_cols_scan)(xc, NULL, NULL, nc, mm, stride, 0, next, &st);
         }
         for (int64_t j = 0; j < FX_COLS_PADDED; j++) {
             st.k[j] = st.ct[j] = st.cc[j] = 0;

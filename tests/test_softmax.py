@@ -163,6 +163,34 @@ def test_extreme_softmax(name, dtype, layout, h):
 
 @pytest.mark.parametrize("name", FUNCS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_column_kernel_class_groups(name, dtype, h):
+    """The column kernels take the class axis 32 classes at a time, merging
+    each group's max and exp-sum into the running ones: special values that
+    arrive in later groups, and a max that rises in every group, must give
+    what one pass over the row gives."""
+    short = _extreme_rows()
+    places = [3, 40, 70, 99]  # four different groups of 32
+    x = np.full((short.shape[0] + 2, 100), -np.inf)
+    x[:short.shape[0], places] = short  # -inf padding changes nothing
+    x[-2] = np.linspace(-20.0, 30.0, 100)
+    x[-1] = x[-2][::-1]
+    x = x.astype(dtype)
+    got = _call_layout(name, x, "columns")
+    expected = _expected(name, x)
+    if name != "logsumexp":
+        got, expected = got[:, places + list(range(100))], expected[:, places + list(range(100))]
+    for i in (0, 3, 4, 5, 6, 7, 8, 9, 10):
+        scale = 1.0 if name == "softmax" else h.scale(x[i])
+        h.assert_close(got[i], expected[i], dtype, scale=scale, err_msg=f"row {i}")
+    if name == "logsumexp":
+        assert got[5] == -np.inf and got[6] == np.inf and np.isnan(got[4])
+    else:
+        padding = np.isneginf(x[0])
+        assert np.all(got[0][4:][padding] == (0 if name == "softmax" else -np.inf))
+
+
+@pytest.mark.parametrize("name", FUNCS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("n_classes", [3, 17, 1025])
 def test_nan_anywhere_in_row(name, dtype, n_classes, rng, h):
     # A NaN in any lane position (head, SIMD body, tail) must reach the result.
