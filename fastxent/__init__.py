@@ -18,6 +18,7 @@ except ImportError as error:  # pragma: no cover - depends on how it is run
     ) from error
 
 from fastxent._binary import binary_cross_entropy, binary_cross_entropy_with_grad
+from fastxent._buffers import release_buffers
 from fastxent._config import __version__, get_cython_include, get_include, show_config
 from fastxent._information import entropy, kl_divergence
 from fastxent._losses import cross_entropy, cross_entropy_with_grad
@@ -35,6 +36,7 @@ __all__ = [
     "get_include",
     "log_softmax",
     "logsumexp",
+    "release_buffers",
     "show_config",
     "softmax",
 ]

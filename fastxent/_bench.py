@@ -34,6 +34,10 @@ Method (see DESIGN.md, "Performance method"):
   read the N x C logits are limited by ``bytes read / read bandwidth``;
   those that also write an N x C array by ``(read + write) bytes / copy
   bandwidth``.
+* softmax and log_softmax return a new array from every call, and every
+  contender pays for it.  fastxent recycles the memory of an output that is
+  no longer referenced (``fastxent._buffers``), so from the second call on
+  its pages are mapped already; the others fault new pages in.
 """
 import gc
 import json

@@ -1,7 +1,7 @@
 """Binary (multi-label) cross-entropy, element-wise, fused with its gradient."""
 import numpy as np
 
-from fastxent import _core
+from fastxent import _buffers, _core
 from fastxent import _validation as v
 
 
@@ -139,7 +139,7 @@ def _bce(x, target, weight, pos_weight, reduction, label_smoothing, from_logits,
         elif out is not None and same:
             grad = out.reshape(rows.shape)
         else:
-            grad = np.empty(rows.shape, dtype=compute)
+            grad = _buffers.empty(rows.shape, compute)
     loss_rows = np.empty(rows.shape, dtype=compute) if reduction == "none" else None
     total = _core.bce_rows(rows, t_rows, w_rows, pw, eps, from_logits, grad_scale, go_rows,
                            loss_rows, grad, nt)

@@ -4,7 +4,7 @@ import platform
 
 import numpy as np
 
-from fastxent import _core
+from fastxent import _buffers, _core
 
 try:
     from fastxent import _build_info
@@ -31,7 +31,8 @@ def show_config():
     Keys: version, openmp (the build has OpenMP), max_threads (threads a call
     uses with n_threads=None now), num_procs, simd (the instruction-set path
     in use), simd_supported (the best path this CPU allows), compiler, cflags,
-    platform, cpu, numpy, python.
+    platform, cpu, numpy, python, buffer_cache (bytes of recycled output
+    memory held, and the limit: see ``release_buffers``).
     """
     info = _build_info
     return {
@@ -47,6 +48,7 @@ def show_config():
         "cpu": _cpu_model(),
         "numpy": np.__version__,
         "python": platform.python_version(),
+        "buffer_cache": dict(zip(("held", "limit"), _buffers.cached_bytes())),
     }
 
 

@@ -1,7 +1,7 @@
 """Cross-entropy loss and its gradient, fused in one pass over the logits."""
 import numpy as np
 
-from fastxent import _core
+from fastxent import _buffers, _core
 from fastxent import _validation as v
 
 _EMPTY = ("nan", "zero")
@@ -293,9 +293,9 @@ def cross_entropy_with_grad(logits, target, *, axis=-1, weight=None, sample_weig
     elif out is not None and same_dtype and not moved:
         dest = out
     elif moved:
-        dest = np.empty(p.target_shape + (p.n_classes,), dtype=p.compute)
+        dest = _buffers.empty(p.target_shape + (p.n_classes,), p.compute)
     else:
-        dest = np.empty(p.arr.shape, dtype=p.compute)
+        dest = _buffers.empty(p.arr.shape, p.compute)
     loss, lse = _run(p, dest, grad_scale, grad_rows, return_lse)
     if moved:
         dest = np.moveaxis(dest, -1, p.axis)

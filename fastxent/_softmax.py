@@ -1,7 +1,7 @@
 """log-sum-exp, softmax and log-softmax along one axis."""
 import numpy as np
 
-from fastxent import _core
+from fastxent import _buffers, _core
 from fastxent import _validation as v
 
 
@@ -45,7 +45,7 @@ def logsumexp(x, axis=-1, *, out=None, n_threads=None):
         v.no_partial_overlap(out, arr)
     view = v.class_view(arr, axis, compute)
     direct = out is not None and compute == arr.dtype
-    result = out if direct else np.empty(shape, dtype=compute)
+    result = out if direct else _buffers.empty(shape, compute)
     if view.ndim == 2:
         _core.logsumexp_rows(view, result.reshape(-1), nt)
     else:
@@ -64,7 +64,7 @@ def _softmax_like(x, axis, out, n_threads, log):
         v.no_partial_overlap(out, arr)
     view = v.class_view(arr, axis, compute)
     direct = out is not None and compute == arr.dtype
-    result = out if direct else np.empty(arr.shape, dtype=compute)
+    result = out if direct else _buffers.empty(arr.shape, compute)
     if view.ndim == 2:
         _core.softmax_rows(view, result.reshape(view.shape), log, nt)
     else:
