@@ -9,7 +9,7 @@ each block's loss sum is kept apart and the blocks are added in order, so a
 reduction gives the same bits for every thread count.
 """
 from cython.parallel cimport prange, threadid
-from libc.stdint cimport int64_t, uint64_t, uintptr_t
+from libc.stdint cimport int64_t, uintptr_t
 from libc.stdlib cimport malloc, free
 from libc.string cimport memset
 from libc.math cimport log, NAN
@@ -18,7 +18,7 @@ from fastxent._core cimport (
     real, fx_ce_options, FX_STREAM_STORES, lse_row, softmax_row, ce_label_row, ce_prob_row,
     FX_NARROW_MAX, narrow_lse, narrow_softmax, narrow_ce, lse_scan_row, write_row, fx_lse_merge,
     lse_cols, softmax_in_cols, ce_cols, nll_prob_row, entropy_row, kl_row, bce, softcap_row,
-    softcap_grad_row,
+    softcap_grad_row, fx_count_labels,
     fx_simd_path, fx_simd_name, fx_simd_supported, fx_simd_set,
 )
 
@@ -167,15 +167,11 @@ def softmax_rows(const real[:, ::1] x, real[:, ::1] out, bint log, int n_threads
 cdef void _check_labels_unit(const int64_t *labels, int64_t n, int64_t n_classes, int64_t ignore_index,
                              int64_t *res) noexcept nogil:
     """res[0]: index of the first bad label in labels[:n], or -1; res[1]: labels not ignore_index."""
-    cdef int64_t i, y, live = 0, bad = 0
-    # Branch-free counts first (one pass at memory speed); the position of a
-    # bad label is looked for only when there is one.
-    for i in range(n):
-        y = labels[i]
-        live += y != ignore_index
-        bad += (y != ignore_index) & (<uint64_t>y >= <uint64_t>n_classes)
+    cdef int64_t i, y, bad = 0
+    # The counts first (vectorised, fx_kernels.c); the position of a bad
+    # label is looked for only when there is one.
+    res[1] = fx_count_labels(labels, n, n_classes, ignore_index, &bad)
     res[0] = -1
-    res[1] = live
     if bad:
         for i in range(n):
             y = labels[i]
