@@ -307,11 +307,13 @@ FX_ALWAYS_INLINE void FXR(fx_narrow_sum)(FXR(fx_nblock) *b, const FX_T *x, int64
         const FX_VI zi = {0};
         FX_VI xy = zi, wy = zi;
 #if FX_VBYTES == 64 && FX_TBYTES == 8
-        if (!ce->w) {
-            /* float64: one masked gather of x_y from the rows just loaded
-             * (in L1) beats the selection, whose compares and the columns
-             * they keep alive spill registers (ce 3-6%, with the gradient
-             * 7% faster; float32 selection is faster than a 16-lane gather). */
+        if (!ce->w && !keep) {
+            /* float64 without the gradient: one masked gather of x_y from
+             * the rows just loaded (in L1) beats the selection, whose
+             * compares and the columns they keep alive spill registers
+             * (ce kernel 4% faster).  With the gradient it was 8% slower,
+             * and for float32 the selection is faster than a 16-lane
+             * gather. */
             const __m512i idx = _mm512_add_epi64(_mm512_setr_epi64(0, n, 2 * n, 3 * n, 4 * n, 5 * n, 6 * n, 7 * n),
                                                  (__m512i)b->lab);
             const __mmask8 k = _mm512_test_epi64_mask((__m512i)b->live, (__m512i)b->live);
