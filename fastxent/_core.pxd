@@ -45,6 +45,9 @@ cdef extern from "fastxent.h" nogil:
                               const fx_ce_options *opt, double grad_scale,
                               double *grad, double *lse_out)
 
+    int64_t fx_count_labels(const int64_t *labels, int64_t n, int64_t n_classes, int64_t ignore_index,
+                            int64_t *bad)
+
     void fx_logsumexp_cols_f32(const float *x, int64_t n_classes, int64_t m, int64_t stride, double *lse)
     void fx_logsumexp_cols_f64(const double *x, int64_t n_classes, int64_t m, int64_t stride, double *lse)
     void fx_softmax_cols_f32(const float *x, int64_t n_classes, int64_t m, int64_t stride, float *out,

@@ -18,7 +18,7 @@ from fastxent._core cimport (
     real, fx_ce_options, FX_STREAM_STORES, lse_row, softmax_row, ce_label_row, ce_prob_row,
     FX_NARROW_MAX, narrow_lse, narrow_softmax, narrow_ce, lse_scan_row, write_row, fx_lse_merge,
     lse_cols, softmax_in_cols, ce_cols, nll_prob_row, entropy_row, kl_row, bce, softcap_row,
-    softcap_grad_row,
+    softcap_grad_row, fx_count_labels,
     fx_simd_path, fx_simd_name, fx_simd_supported, fx_simd_set,
 )
 
@@ -47,6 +47,8 @@ cdef enum:
     # result, is the same for any thread count.
     SPLIT_MIN = 1 << 20
     SPLIT_SLICE = 1 << 16
+    # Labels per work unit of check_labels.
+    LABEL_UNIT = 1 << 16
 
 
 def openmp_enabled():
@@ -162,16 +164,48 @@ def softmax_rows(const real[:, ::1] x, real[:, ::1] out, bint log, int n_threads
 # labels
 
 
-def check_labels(const int64_t[::1] labels, int64_t n_classes, int64_t ignore_index):
-    """Index of the first label outside [0, n_classes) that is not ignored, or -1."""
-    cdef int64_t i, y, n = labels.shape[0], bad = -1
-    with nogil:
+cdef void _check_labels_unit(const int64_t *labels, int64_t n, int64_t n_classes, int64_t ignore_index,
+                             int64_t *res) noexcept nogil:
+    """res[0]: index of the first bad label in labels[:n], or -1; res[1]: labels not ignore_index."""
+    cdef int64_t i, y, bad = 0
+    # The counts first (vectorised, fx_kernels.c); the position of a bad
+    # label is looked for only when there is one.
+    res[1] = fx_count_labels(labels, n, n_classes, ignore_index, &bad)
+    res[0] = -1
+    if bad:
         for i in range(n):
             y = labels[i]
             if y != ignore_index and (y < 0 or y >= n_classes):
-                bad = i
+                res[0] = i
                 break
-    return bad
+
+
+def check_labels(const int64_t[::1] labels, int64_t n_classes, int64_t ignore_index, int n_threads=1):
+    """(index of the first label outside [0, n_classes) that is not ignored, or -1;
+    the number of labels that are not ignore_index).
+
+    Units of LABEL_UNIT labels are checked in parallel; the first bad one is
+    the first in unit order, so the answer does not depend on the threads.
+    """
+    cdef int64_t n = labels.shape[0], units = (n + LABEL_UNIT - 1) // LABEL_UNIT, u, bad = -1, live = 0
+    if n == 0:
+        return -1, 0
+    cdef int nt = _threads(n, units, n_threads)
+    cdef const int64_t *lp = &labels[0]
+    cdef int64_t *res = <int64_t *>malloc(2 * units * sizeof(int64_t))
+    if res == NULL:
+        raise MemoryError()
+    with nogil:
+        for u in prange(units, schedule='static', num_threads=nt):
+            _check_labels_unit(lp + u * LABEL_UNIT, min(<int64_t>LABEL_UNIT, n - u * LABEL_UNIT), n_classes,
+                               ignore_index, &res[2 * u])
+        for u in range(units):
+            if res[2 * u] >= 0:
+                bad = u * LABEL_UNIT + res[2 * u]
+                break
+            live += res[2 * u + 1]
+    free(res)
+    return bad, live
 
 
 # ---------------------------------------------------------------------------

@@ -45,7 +45,7 @@ def _prepare(logits, target, *, axis, weight, sample_weight, ignore_index, reduc
 
     tgt = np.asarray(target)
     if tgt.dtype.kind in "iu":
-        p.labels = v.labels_array(tgt, p.target_shape, p.n_classes, p.ignore_index)
+        p.labels, p.live = v.labels_array(tgt, p.target_shape, p.n_classes, p.ignore_index, p.n_threads)
         p.probs_view = None
     elif tgt.dtype.kind == "f" or tgt.dtype.name == "bfloat16":
         if tgt.shape != arr.shape:
@@ -87,9 +87,9 @@ def _sum_row_weights(p):
         if p.sample_weight is not None:
             return float(p.sample_weight.sum())
         return float(np.prod(p.target_shape, dtype=np.int64))
-    live = p.labels != p.ignore_index
     if p.weight64 is None and p.sample_weight is None:
-        return float(np.count_nonzero(live))
+        return float(p.live)  # counted by the label check
+    live = p.labels != p.ignore_index
     row_weight = np.ones(p.labels.shape[0])
     if p.weight64 is not None:
         row_weight[live] = p.weight64[p.labels[live]]

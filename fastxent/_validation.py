@@ -146,8 +146,9 @@ def boolean(name, value):
     return bool(value)
 
 
-def labels_array(target, shape, n_classes, ignore_index):
-    """Integer class labels as a flat int64 array, checked against [0, n_classes)."""
+def labels_array(target, shape, n_classes, ignore_index, n_threads=1):
+    """Integer class labels as a flat int64 array, checked against [0, n_classes),
+    and the number of labels that are not ignore_index."""
     arr = np.asarray(target)
     if arr.shape != shape:
         raise ValueError(
@@ -160,14 +161,14 @@ def labels_array(target, shape, n_classes, ignore_index):
             f"outside [0, {n_classes})"
         )
     flat = np.ascontiguousarray(arr, dtype=np.int64).reshape(-1)
-    bad = _core.check_labels(flat, n_classes, ignore_index)
+    bad, live = _core.check_labels(flat, n_classes, ignore_index, n_threads)
     if bad >= 0:
         position = tuple(int(i) for i in np.unravel_index(bad, shape)) if shape else ()
         raise ValueError(
             f"target holds label {int(flat[bad])} at position {position}, outside [0, {n_classes}) "
             f"and not ignore_index={ignore_index}"
         )
-    return flat
+    return flat, live
 
 
 def weights_array(name, value, shape, dtype):

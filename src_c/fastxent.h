@@ -27,7 +27,8 @@
 extern "C" {
 #endif
 
-#define FASTXENT_C_API_VERSION 3
+/* 4: fx_count_labels. */
+#define FASTXENT_C_API_VERSION 4
 
 /* Instruction-set paths, lowest first. */
 enum fx_simd_path { FX_SIMD_BASELINE = 0, FX_SIMD_AVX2 = 1, FX_SIMD_AVX512 = 2 };
@@ -201,6 +202,15 @@ double fx_narrow_ce_f32(const float *x, int64_t n_rows, int64_t n, const int64_t
 double fx_narrow_ce_f64(const double *x, int64_t n_rows, int64_t n, const int64_t *labels, int64_t ignore_index,
                         const double *w, const double *sw, double grad_scale, const double *grs, double *loss,
                         double *grad, double *lse);
+
+/*
+ * Class labels: returns how many of labels[0..n) are not ignore_index, and
+ * in *bad how many of those lie outside [0, n_classes).  Callers that must
+ * reject bad labels before running a kernel (which would ignore them) look
+ * for the first one only when *bad > 0.
+ */
+int64_t fx_count_labels(const int64_t *labels, int64_t n, int64_t n_classes, int64_t ignore_index,
+                        int64_t *bad);
 
 #ifdef __cplusplus
 }

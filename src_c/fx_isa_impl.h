@@ -4,6 +4,21 @@
  */
 #include "fx_vecmath.h"
 
+/* Dtype-free: labels not ignore_index, and those of them outside
+ * [0, n_classes) in *bad.  Branch-free so that it vectorises: one pass at
+ * memory speed (the scalar loop of the Cython layer ran at ~10 GB/s). */
+static int64_t FXV(fx_count_labels)(const int64_t *labels, int64_t n, int64_t n_classes, int64_t ignore_index,
+                                    int64_t *bad) {
+    int64_t live = 0, nbad = 0;
+    for (int64_t i = 0; i < n; i++) {
+        const int64_t y = labels[i], l = y != ignore_index;
+        live += l;
+        nbad += l & ((uint64_t)y >= (uint64_t)n_classes);
+    }
+    *bad = nbad;
+    return live;
+}
+
 #define FX_T float
 #define FX_TBYTES 4
 #define FX_V fx_vf32

@@ -121,6 +121,7 @@ typedef struct {
     void (*lse_scan_f64)(const double *, int64_t, double *, double *);
     void (*write_f32)(const float *, int64_t, int, double, double, int, float *);
     void (*write_f64)(const double *, int64_t, int, double, double, int, double *);
+    int64_t (*count_labels)(const int64_t *, int64_t, int64_t, int64_t, int64_t *);
 } fx_table;
 
 #define FX_TABLE(isa)                                                                        \
@@ -137,7 +138,7 @@ typedef struct {
             fx_softcap_grad_row_f64##isa, fx_narrow_lse_f32##isa, fx_narrow_lse_f64##isa,    \
             fx_narrow_softmax_f32##isa, fx_narrow_softmax_f64##isa, fx_narrow_ce_f32##isa,   \
             fx_narrow_ce_f64##isa, fx_lse_scan_row_f32##isa, fx_lse_scan_row_f64##isa,       \
-            fx_write_row_f32##isa, fx_write_row_f64##isa                                     \
+            fx_write_row_f32##isa, fx_write_row_f64##isa, fx_count_labels##isa               \
     }
 
 static const fx_table fx_tables[3] = {
@@ -336,6 +337,11 @@ void fx_lse_scan_row_f64(const double *x, int64_t n, double *m, double *s) {
 void fx_write_row_f64(const double *x, int64_t n, int take_log, double shift, double k, int flags,
                       double *out) {
     fx_kernels()->write_f64(x, n, take_log, shift, k, flags, out);
+}
+
+int64_t fx_count_labels(const int64_t *labels, int64_t n, int64_t n_classes, int64_t ignore_index,
+                        int64_t *bad) {
+    return fx_kernels()->count_labels(labels, n, n_classes, ignore_index, bad);
 }
 
 static double fx_shift_of(double m) { return isfinite(m) ? m : 0.0; }

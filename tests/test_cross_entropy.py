@@ -709,3 +709,36 @@ def test_large_class_axis_1_gradient_at_any_alignment_of_out(offset, rng):
     np.testing.assert_allclose(loss, rows_loss, rtol=1e-6)
     assert loss == fx.cross_entropy(x, y, axis=1, **kw)
     assert np.all(np.moveaxis(grad, 1, -1)[y == -100] == 0)
+
+
+# The label check runs in units of 65536 labels, in parallel: a bad label in
+# any unit, the first of several across units, and ignore_index anywhere.
+@pytest.mark.parametrize("n_threads", [1, 2])
+@pytest.mark.parametrize("ignore_index", [-100, 3, -7])
+@pytest.mark.parametrize("bad_at", [[0], [65535], [65536], [200_000, 150_000], [199_999, 70_000, 3]])
+def test_label_check_in_units(n_threads, ignore_index, bad_at, rng):
+    n, c = 200_001, 5
+    x = rng.standard_normal((n, c)).astype(np.float32)
+    y = rng.integers(0, c, n)
+    y[::7] = ignore_index
+    for i, at in enumerate(bad_at):
+        y[at] = c + i if i % 2 == 0 else -1 - i
+    first = min(bad_at)
+    out = np.full_like(x, 7)
+    for call in (lambda: fx.cross_entropy(x, y, ignore_index=ignore_index, n_threads=n_threads),
+                 lambda: fx.cross_entropy_with_grad(x, y, ignore_index=ignore_index, out=out,
+                                                    n_threads=n_threads)):
+        with pytest.raises(ValueError, match=rf"label {y[first]} at position \({first},\)"):
+            call()
+    assert (out == 7).all()  # nothing written before the check
+    # Only ignore_index and valid labels: the mean divides by the live count.
+    for at in bad_at:
+        y[at] = ignore_index
+    live = int(np.count_nonzero(y != ignore_index))
+    loss_sum = fx.cross_entropy(x, y, ignore_index=ignore_index, reduction="sum", n_threads=n_threads)
+    loss_mean = fx.cross_entropy(x, y, ignore_index=ignore_index, n_threads=n_threads)
+    assert loss_mean == pytest.approx(loss_sum / live, rel=1e-12)
+    _, grad = fx.cross_entropy_with_grad(x, y, ignore_index=ignore_index, n_threads=n_threads)
+    _, grad_sum = fx.cross_entropy_with_grad(x, y, ignore_index=ignore_index, reduction="sum",
+                                             n_threads=n_threads)
+    np.testing.assert_allclose(grad, grad_sum / live, rtol=1e-6, atol=1e-12)  # p - 1 cancels
