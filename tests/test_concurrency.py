@@ -260,6 +260,11 @@ import json, os, signal, threading, time
 import numpy as np
 import fastxent as fx
 
+# Python's own Ctrl-C handler, whatever this process inherited: a process
+# started in the background by a non-interactive shell inherits SIGINT
+# ignored, and then Python installs no handler at all.
+signal.signal(signal.SIGINT, signal.default_int_handler)
+
 rng = np.random.default_rng(0)
 a = rng.standard_normal((64, 131072), dtype=np.float32)   # 32 MiB: each call spends ~ms in the kernel
 b = a + np.float32(1)
