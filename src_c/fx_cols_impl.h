@@ -95,7 +95,7 @@ FX_ALWAYS_INLINE void FXC(fx_cols_scan)(const FX_T *x, const FX_T *t, const FX_T
         for (int64_t j = 0; j < mv; j += FX_L) {
             FX_V old = FXR(fx_load)(st->m + j), now = FX_MAX(FXR(fx_load)(gm + j), old);
             FX_V inf = FX_BC((FX_T)INFINITY);
-            FX_V sh = FX_SEL((now == now) & (now != inf) & (now != -inf), now, FX_BC(0));
+            FX_V sh = FX_SEL((now != inf) & (now != -inf), now, FX_BC(0)); /* never NaN */
             FX_V f = FX_EXP(FXR(fx_load)(st->sh + j) - sh);
             FXR(fx_store)(scale + j, FX_SEL((now > old) & (old != -inf), f, FX_BC(1)));
             FXR(fx_store)(st->m + j, now);
