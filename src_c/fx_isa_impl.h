@@ -1,6 +1,6 @@
 /*
  * fx_isa_impl.h -- every kernel of one instruction set, for both dtypes.
- * Included by fx_kernels.c with FX_ISA set (no include guard on purpose).
+ * Included by fx_isa_unit.h with FX_ISA set (no include guard on purpose).
  */
 #include "fx_vecmath.h"
 

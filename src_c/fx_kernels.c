@@ -1,154 +1,42 @@
 /*
- * fx_kernels.c -- compiles the row kernels once per instruction set and
- * dispatches to the best one the CPU supports, at run time.
+ * fx_kernels.c -- the C API's entry points: each dispatches, at run time, to
+ * the best instruction set the CPU supports.
  *
- * One source (fx_vecmath.h, fx_rows_impl.h) is instantiated under
- * `#pragma GCC target` for AVX-512 and AVX2+FMA, and once more for the
- * baseline of the build (SSE2 on x86-64), so a single build runs everywhere
- * and is fast where the CPU allows.  FASTXENT_SIMD=avx512|avx2|baseline
- * lowers the choice (a request above what the CPU supports is ignored).
+ * One source (fx_isa_impl.h and the *_impl.h it includes) is compiled once
+ * per instruction set, each in its own unit (fx_isa_avx512.c, fx_isa_avx2.c,
+ * fx_isa_baseline.c: AVX-512, AVX2+FMA, and the baseline of the build, SSE2
+ * on x86-64), so a single build runs everywhere and is fast where the CPU
+ * allows.  FASTXENT_SIMD=avx512|avx2|baseline lowers the choice (a request
+ * above what the CPU supports is ignored).
  */
 #include <stdlib.h>
 #include <string.h>
 #include <math.h>
 #include <stdint.h>
 #include "fastxent.h"
-#if defined(__x86_64__) || defined(__i386__)
-/* Before any target pragma, so each intrinsic keeps its own target. */
-#include <immintrin.h>
-#endif
-
-#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
-#define FX_HAVE_X86_PATHS 1
-#else
-#define FX_HAVE_X86_PATHS 0
-#endif
+#include "fx_table.h"
 
 /* ---- the per-ISA instantiations ---------------------------------------- */
 
-#if FX_HAVE_X86_PATHS
-#if defined(__clang__)
-#pragma clang attribute push(__attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,avx2,fma"))), apply_to = function)
-#else
-#pragma GCC push_options
-#pragma GCC target("avx512f,avx512dq,avx512bw,avx512vl,avx2,fma")
+/* setup.py compiles the three units as files of their own, in parallel, and
+ * defines FX_SEPARATE_ISA_UNITS; compiled alone, this file is all of the
+ * kernels. */
+#ifndef FX_SEPARATE_ISA_UNITS
+#include "fx_isa_avx512.c"
+#include "fx_isa_avx2.c"
+#include "fx_isa_baseline.c"
 #endif
-#define FX_ISA _avx512
-#define FX_VBYTES 64
-#include "fx_isa_impl.h"
-#undef FX_ISA
-#undef FX_VBYTES
-#if defined(__clang__)
-#pragma clang attribute pop
-#else
-#pragma GCC pop_options
-#endif
-
-#if defined(__clang__)
-#pragma clang attribute push(__attribute__((target("avx2,fma"))), apply_to = function)
-#else
-#pragma GCC push_options
-#pragma GCC target("avx2,fma")
-#endif
-#define FX_ISA _avx2
-#define FX_VBYTES 32
-#include "fx_isa_impl.h"
-#undef FX_ISA
-#undef FX_VBYTES
-#if defined(__clang__)
-#pragma clang attribute pop
-#else
-#pragma GCC pop_options
-#endif
-#endif /* FX_HAVE_X86_PATHS */
-
-#define FX_ISA _baseline
-#define FX_VBYTES 16
-#include "fx_isa_impl.h"
-#undef FX_ISA
-#undef FX_VBYTES
 
 /* ---- dispatch ------------------------------------------------------------ */
 
-typedef struct {
-    double (*lse_f32)(const float *, int64_t);
-    double (*lse_f64)(const double *, int64_t);
-    double (*softmax_f32)(const float *, int64_t, float *, int);
-    double (*softmax_f64)(const double *, int64_t, double *, int);
-    double (*log_softmax_f32)(const float *, int64_t, float *, int);
-    double (*log_softmax_f64)(const double *, int64_t, double *, int);
-    double (*ce_label_f32)(const float *, int64_t, int64_t, const fx_ce_options *, double, float *,
-                           double *);
-    double (*ce_label_f64)(const double *, int64_t, int64_t, const fx_ce_options *, double, double *,
-                           double *);
-    double (*ce_prob_f32)(const float *, const float *, int64_t, const fx_ce_options *, double,
-                          float *, double *);
-    double (*ce_prob_f64)(const double *, const double *, int64_t, const fx_ce_options *, double,
-                          double *, double *);
-    void (*lse_cols_f32)(const float *, int64_t, int64_t, int64_t, double *);
-    void (*lse_cols_f64)(const double *, int64_t, int64_t, int64_t, double *);
-    void (*softmax_cols_f32)(const float *, int64_t, int64_t, int64_t, float *, int);
-    void (*softmax_cols_f64)(const double *, int64_t, int64_t, int64_t, double *, int);
-    void (*ce_cols_f32)(const float *, const float *, const int64_t *, int64_t, int64_t, int64_t,
-                        const fx_ce_options *, const double *, float *, double *, double *);
-    void (*ce_cols_f64)(const double *, const double *, const int64_t *, int64_t, int64_t, int64_t,
-                        const fx_ce_options *, const double *, double *, double *, double *);
-    double (*nll_prob_f32)(const float *, const float *, int64_t, int64_t, const fx_ce_options *,
-                           double, double, float *);
-    double (*nll_prob_f64)(const double *, const double *, int64_t, int64_t, const fx_ce_options *,
-                           double, double, double *);
-    double (*entropy_f32)(const float *, int64_t);
-    double (*entropy_f64)(const double *, int64_t);
-    double (*kl_f32)(const float *, const float *, int64_t);
-    double (*kl_f64)(const double *, const double *, int64_t);
-    double (*bce_f32)(const float *, const float *, int64_t, const float *, const float *, double, int,
-                      double, const float *, float *, float *);
-    double (*bce_f64)(const double *, const double *, int64_t, const double *, const double *, double,
-                      int, double, const double *, double *, double *);
-    void (*softcap_f32)(const float *, int64_t, double, float *);
-    void (*softcap_f64)(const double *, int64_t, double, double *);
-    void (*softcap_grad_f32)(const float *, int64_t, double, float *);
-    void (*softcap_grad_f64)(const double *, int64_t, double, double *);
-    void (*narrow_lse_f32)(const float *, int64_t, int64_t, float *);
-    void (*narrow_lse_f64)(const double *, int64_t, int64_t, double *);
-    void (*narrow_softmax_f32)(const float *, int64_t, int64_t, float *, int);
-    void (*narrow_softmax_f64)(const double *, int64_t, int64_t, double *, int);
-    double (*narrow_ce_f32)(const float *, int64_t, int64_t, const int64_t *, int64_t, const float *,
-                            const double *, double, const double *, float *, float *, float *);
-    double (*narrow_ce_f64)(const double *, int64_t, int64_t, const int64_t *, int64_t, const double *,
-                            const double *, double, const double *, double *, double *, double *);
-    void (*lse_scan_f32)(const float *, int64_t, double *, double *);
-    void (*lse_scan_f64)(const double *, int64_t, double *, double *);
-    void (*write_f32)(const float *, int64_t, int, double, double, int, float *);
-    void (*write_f64)(const double *, int64_t, int, double, double, int, double *);
-    int64_t (*count_labels)(const int64_t *, int64_t, int64_t, int64_t, int64_t *);
-} fx_table;
-
-#define FX_TABLE(isa)                                                                        \
-    {                                                                                        \
-        fx_logsumexp_row_f32##isa, fx_logsumexp_row_f64##isa, fx_softmax_row_f32##isa,      \
-            fx_softmax_row_f64##isa, fx_log_softmax_row_f32##isa,                            \
-            fx_log_softmax_row_f64##isa, fx_ce_label_row_f32##isa, fx_ce_label_row_f64##isa, \
-            fx_ce_prob_row_f32##isa, fx_ce_prob_row_f64##isa, fx_logsumexp_cols_f32##isa,    \
-            fx_logsumexp_cols_f64##isa, fx_softmax_cols_f32##isa, fx_softmax_cols_f64##isa,  \
-            fx_ce_cols_f32##isa, fx_ce_cols_f64##isa, fx_nll_prob_row_f32##isa,               \
-            fx_nll_prob_row_f64##isa, fx_entropy_row_f32##isa, fx_entropy_row_f64##isa,      \
-            fx_kl_row_f32##isa, fx_kl_row_f64##isa, fx_bce_f32##isa, fx_bce_f64##isa,        \
-            fx_softcap_row_f32##isa, fx_softcap_row_f64##isa, fx_softcap_grad_row_f32##isa,  \
-            fx_softcap_grad_row_f64##isa, fx_narrow_lse_f32##isa, fx_narrow_lse_f64##isa,    \
-            fx_narrow_softmax_f32##isa, fx_narrow_softmax_f64##isa, fx_narrow_ce_f32##isa,   \
-            fx_narrow_ce_f64##isa, fx_lse_scan_row_f32##isa, fx_lse_scan_row_f64##isa,       \
-            fx_write_row_f32##isa, fx_write_row_f64##isa, fx_count_labels##isa               \
-    }
-
-static const fx_table fx_tables[3] = {
-    FX_TABLE(_baseline),
+static const fx_table *const fx_tables[3] = {
+    &fx_table_baseline,
 #if FX_HAVE_X86_PATHS
-    FX_TABLE(_avx2),
-    FX_TABLE(_avx512),
+    &fx_table_avx2,
+    &fx_table_avx512,
 #else
-    FX_TABLE(_baseline),
-    FX_TABLE(_baseline),
+    &fx_table_baseline,
+    &fx_table_baseline,
 #endif
 };
 
@@ -203,7 +91,7 @@ int fx_simd_set(int path) {
     return path;
 }
 
-static inline const fx_table *fx_kernels(void) { return &fx_tables[fx_simd_path()]; }
+static inline const fx_table *fx_kernels(void) { return fx_tables[fx_simd_path()]; }
 
 /* ---- the public entry points --------------------------------------------- */
 

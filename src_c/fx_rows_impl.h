@@ -1,6 +1,6 @@
 /*
  * fx_rows_impl.h -- the row kernels, written once for both dtypes and every
- * instruction set.  fx_kernels.c includes this file with:
+ * instruction set.  fx_isa_impl.h includes this file with:
  *   FX_T      float or double          FX_V   the vector of FX_T
  *   FX_VMEM   FX_V for unaligned loads and stores
  *   FX_VI     the matching int vector  FX_L   lanes per vector

@@ -2,7 +2,7 @@
  * fx_vecmath.h -- portable native-width vectors (GCC/Clang vector extensions) and
  * a vectorised exp for float32 and float64.
  *
- * Included once per instruction set by fx_kernels.c, inside a
+ * Included once per instruction set by fx_isa_unit.h, inside a
  * `#pragma GCC target` region, with FX_ISA set to a name suffix and
  * FX_VBYTES to the register width (64 zmm, 32 ymm, 16 xmm).
  * Nothing here depends on -ffast-math: every special value is handled by an
@@ -13,7 +13,7 @@
 #include <stdint.h>
 #include <string.h>
 #include <math.h>
-/* immintrin.h must come before any `#pragma GCC target` (fx_kernels.c). */
+/* immintrin.h must come before any `#pragma GCC target` (fx_isa_unit.h). */
 
 #define FX_CAT2(a, b) a##b
 #define FX_CAT(a, b) FX_CAT2(a, b)
