@@ -1,4 +1,6 @@
 """Binary (multi-label) cross-entropy, element-wise, fused with its gradient."""
+import math
+
 import numpy as np
 
 from fastxent import _buffers, _core
@@ -17,7 +19,7 @@ def _prepare(x, target, weight, pos_weight, reduction, label_smoothing, from_log
     from_logits = v.boolean("from_logits", from_logits)
     nt = v.n_threads(n_threads)
     n_last = arr.shape[-1] if arr.ndim else 1
-    n_rows = int(np.prod(arr.shape[:-1], dtype=np.int64)) if arr.ndim else 1
+    n_rows = math.prod(arr.shape[:-1])
     rows = np.ascontiguousarray(arr, dtype=compute).reshape(n_rows, n_last)
     t_rows = np.ascontiguousarray(tgt, dtype=compute).reshape(rows.shape)
     v.reject_where("target", tgt, ~((t_rows >= 0) & (t_rows <= 1)).reshape(tgt.shape),

@@ -13,6 +13,7 @@ the block itself).  The pool keeps at most ``FASTXENT_BUFFER_CACHE`` bytes
 (default 1 GiB; 0 turns recycling off); ``release_buffers()`` frees the
 blocks nobody uses.
 """
+import math
 import os
 import sys
 import threading
@@ -50,7 +51,7 @@ def _free_at(i):
 def empty(shape, dtype):
     """An uninitialised C-contiguous array, like ``np.empty(shape, dtype)``."""
     dtype = np.dtype(dtype)
-    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    nbytes = math.prod(shape) * dtype.itemsize
     if nbytes < _MIN_BYTES or nbytes > _limit:
         return np.empty(shape, dtype)
     with _lock:

@@ -82,7 +82,9 @@ def set_simd(str name):
 
 
 cdef inline int _threads(int64_t work, int64_t units, int n_threads) noexcept nogil:
-    """Threads for a call: 1 when the work is too small for a parallel region."""
+    """Threads for a call: 1 when the work is too small for a parallel region.
+    Every prange runs with use_threads_if=nt > 1: with one thread it opens no
+    OpenMP region at all (that costs ~0.8 us, a tenth of a small call)."""
     if work < SERIAL_WORK or units < 2 or n_threads <= 1:
         return 1
     return <int>min(<int64_t>n_threads, units)
@@ -119,16 +121,12 @@ def logsumexp_rows(const real[:, ::1] x, real[::1] out, int n_threads):
         units = (n + NARROW_UNIT - 1) // NARROW_UNIT
         nt = _threads(n * c, units, n_threads)
         with nogil:
-            for u in prange(units, schedule='static', num_threads=nt):
+            for u in prange(units, schedule='static', num_threads=nt, use_threads_if=nt > 1):
                 _narrow_lse_unit(xp, u, n, c, op)
         return
     with nogil:
-        if nt > 1:
-            for i in prange(n, schedule='static', num_threads=nt):
-                op[i] = <real>lse_row(xp + i * c, c)
-        else:
-            for i in range(n):
-                op[i] = <real>lse_row(xp + i * c, c)
+        for i in prange(n, schedule='static', num_threads=nt, use_threads_if=nt > 1):
+            op[i] = <real>lse_row(xp + i * c, c)
 
 
 def softmax_rows(const real[:, ::1] x, real[:, ::1] out, bint log, int n_threads):
@@ -147,17 +145,13 @@ def softmax_rows(const real[:, ::1] x, real[:, ::1] out, bint log, int n_threads
         units = (n + NARROW_UNIT - 1) // NARROW_UNIT
         nt = _threads(n * c, units, n_threads)
         with nogil:
-            for u in prange(units, schedule='static', num_threads=nt):
+            for u in prange(units, schedule='static', num_threads=nt, use_threads_if=nt > 1):
                 narrow_softmax(xp + u * NARROW_UNIT * c, min(<int64_t>NARROW_UNIT, n - u * NARROW_UNIT), c,
                                op + u * NARROW_UNIT * c, log)
         return
     with nogil:
-        if nt > 1:
-            for i in prange(n, schedule='static', num_threads=nt):
-                softmax_row(xp + i * c, c, op + i * c, log, flags)
-        else:
-            for i in range(n):
-                softmax_row(xp + i * c, c, op + i * c, log, flags)
+        for i in prange(n, schedule='static', num_threads=nt, use_threads_if=nt > 1):
+            softmax_row(xp + i * c, c, op + i * c, log, flags)
 
 
 # ---------------------------------------------------------------------------
@@ -196,7 +190,7 @@ def check_labels(const int64_t[::1] labels, int64_t n_classes, int64_t ignore_in
     if res == NULL:
         raise MemoryError()
     with nogil:
-        for u in prange(units, schedule='static', num_threads=nt):
+        for u in prange(units, schedule='static', num_threads=nt, use_threads_if=nt > 1):
             _check_labels_unit(lp + u * LABEL_UNIT, min(<int64_t>LABEL_UNIT, n - u * LABEL_UNIT), n_classes,
                                ignore_index, &res[2 * u])
         for u in range(units):
@@ -332,19 +326,14 @@ def cross_entropy_rows(const real[:, ::1] x, const real[:, ::1] target, const in
     try:
         with nogil:
             if narrow:
-                for b in prange(nblocks, schedule='static', num_threads=nt):
+                for b in prange(nblocks, schedule='static', num_threads=nt, use_threads_if=nt > 1):
                     partial[b] = _ce_narrow_unit(xp, lp, ignore_index, b, n, c, wp, swp, grad_scale,
                                                  grp, lop, gp, lsp)
-            elif nt > 1:
-                for b in prange(nblocks, schedule='static', num_threads=nt):
+            else:
+                for b in prange(nblocks, schedule='static', num_threads=nt, use_threads_if=nt > 1):
                     partial[b] = _ce_block(xp, tp, lp, ignore_index, b * rpb, min(n, (b + 1) * rpb),
                                            c, &opt, swp, grad_scale, grp, softcap, clip,
                                            scratch + threadid() * c if scratch != NULL else NULL,
-                                           lop, gp, lsp)
-            else:
-                for b in range(nblocks):
-                    partial[b] = _ce_block(xp, tp, lp, ignore_index, b * rpb, min(n, (b + 1) * rpb),
-                                           c, &opt, swp, grad_scale, grp, softcap, clip, scratch,
                                            lop, gp, lsp)
             for b in range(nblocks):
                 total += partial[b]
@@ -381,7 +370,7 @@ def logsumexp_cols(const real[:, :, ::1] x, real[:, ::1] out, int n_threads):
     cdef const real *xp = &x[0, 0, 0]
     cdef real *op = &out[0, 0]
     with nogil:
-        for u in prange(units, schedule='static', num_threads=nt):
+        for u in prange(units, schedule='static', num_threads=nt, use_threads_if=nt > 1):
             _lse_cols_unit(xp, u // per, (u % per) * COLS_UNIT, c, q, op)
 
 
@@ -394,7 +383,7 @@ def softmax_cols(const real[:, :, ::1] x, real[:, :, ::1] out, bint log, int n_t
     cdef const real *xp = &x[0, 0, 0]
     cdef real *op = &out[0, 0, 0]
     with nogil:
-        for u in prange(units, schedule='static', num_threads=nt):
+        for u in prange(units, schedule='static', num_threads=nt, use_threads_if=nt > 1):
             a = u // per
             j0 = (u % per) * COLS_UNIT
             softmax_in_cols(xp + a * c * q + j0, c, min(<int64_t>COLS_UNIT, q - j0), q,
@@ -483,7 +472,7 @@ def cross_entropy_cols(const real[:, :, ::1] x, const real[:, :, ::1] target,
     cdef int64_t k, a, j0, j1, pos
     try:
         with nogil:
-            for u in prange(units, schedule='static', num_threads=nt):
+            for u in prange(units, schedule='static', num_threads=nt, use_threads_if=nt > 1):
                 a = u // per_shifted
                 k = u % per_shifted
                 if phase == 0:
@@ -518,7 +507,7 @@ def entropy_rows(const real[:, ::1] p, double[::1] out, int n_threads):
     cdef const real *pp = &p[0, 0]
     cdef double *op = &out[0]
     with nogil:
-        for i in prange(n, schedule='static', num_threads=nt):
+        for i in prange(n, schedule='static', num_threads=nt, use_threads_if=nt > 1):
             op[i] = entropy_row(pp + i * c, c)
 
 
@@ -531,7 +520,7 @@ def kl_rows(const real[:, ::1] p, const real[:, ::1] q, double[::1] out, int n_t
     cdef const real *qp = &q[0, 0]
     cdef double *op = &out[0]
     with nogil:
-        for i in prange(n, schedule='static', num_threads=nt):
+        for i in prange(n, schedule='static', num_threads=nt, use_threads_if=nt > 1):
             op[i] = kl_row(pp + i * c, qp + i * c, c)
 
 
@@ -578,14 +567,9 @@ def bce_rows(const real[:, ::1] x, const real[:, ::1] target, const real[:, ::1]
     cdef double total = 0.0
     try:
         with nogil:
-            if nt > 1:
-                for b in prange(nblocks, schedule='static', num_threads=nt):
-                    partial[b] = _bce_block(xp, tp, wp, pwp, b * rpb, min(n, (b + 1) * rpb), c,
-                                            label_smoothing, logits, grad_scale, gop, lop, gp)
-            else:
-                for b in range(nblocks):
-                    partial[b] = _bce_block(xp, tp, wp, pwp, b * rpb, min(n, (b + 1) * rpb), c,
-                                            label_smoothing, logits, grad_scale, gop, lop, gp)
+            for b in prange(nblocks, schedule='static', num_threads=nt, use_threads_if=nt > 1):
+                partial[b] = _bce_block(xp, tp, wp, pwp, b * rpb, min(n, (b + 1) * rpb), c,
+                                        label_smoothing, logits, grad_scale, gop, lop, gp)
             for b in range(nblocks):
                 total += partial[b]
     finally:
@@ -699,7 +683,7 @@ def split_rows(const real[:, ::1] x, const int64_t[::1] labels, int64_t ignore_i
     cdef double m, s, lse, loss, total = 0.0, gs
     try:
         with nogil:
-            for u in prange(units, schedule='static', num_threads=nt):
+            for u in prange(units, schedule='static', num_threads=nt, use_threads_if=nt > 1):
                 lse_scan_row(xp + (u // per) * c + (u % per) * SPLIT_SLICE,
                              min(<int64_t>SPLIT_SLICE, c - (u % per) * SPLIT_SLICE), &ms[2 * u], &ms[2 * u + 1])
             for i in range(n):
@@ -731,7 +715,7 @@ def split_rows(const real[:, ::1] x, const int64_t[::1] labels, int64_t ignore_i
                         row_out[i] = <real>loss
                     total += loss
             if op != NULL:
-                for u in prange(units, schedule='static', num_threads=nt):
+                for u in prange(units, schedule='static', num_threads=nt, use_threads_if=nt > 1):
                     i = u // per
                     k = (u % per) * SPLIT_SLICE
                     write_row(xp + i * c + k, min(<int64_t>SPLIT_SLICE, c - k), mode == 2,

@@ -1,4 +1,6 @@
 """Cross-entropy loss and its gradient, fused in one pass over the logits."""
+import math
+
 import numpy as np
 
 from fastxent import _buffers, _core
@@ -86,7 +88,7 @@ def _sum_row_weights(p):
     if p.labels is None:
         if p.sample_weight is not None:
             return float(p.sample_weight.sum())
-        return float(np.prod(p.target_shape, dtype=np.int64))
+        return float(math.prod(p.target_shape))
     if p.weight64 is None and p.sample_weight is None:
         return float(p.live)  # counted by the label check
     live = p.labels != p.ignore_index
@@ -114,7 +116,7 @@ def _grad_scaling(p, grad_output):
         # An upstream gradient array may hold NaN or inf (autograd passes
         # what it has): it propagates to the live rows, as in PyTorch.
         return 1.0, np.ascontiguousarray(go, dtype=np.float64).reshape(-1)
-    if np.ndim(grad_output) != 0:
+    if type(grad_output) is not float and np.ndim(grad_output) != 0:
         raise ValueError(
             f"grad_output must be a scalar with reduction={p.reduction!r}, got shape {np.shape(grad_output)}"
         )

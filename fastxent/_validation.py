@@ -3,6 +3,7 @@
 Every check runs before any kernel writes anything; each error names the
 argument, what was expected and what was given.
 """
+import math
 import numbers
 import operator
 import os
@@ -63,6 +64,8 @@ def as_array(name, x):
 
 
 def normalize_axis(axis, ndim, name="axis"):
+    if type(axis) is int and -ndim <= axis < ndim:  # the common case, without the ABC checks
+        return axis % ndim
     if isinstance(axis, (bool, np.bool_)) or not isinstance(axis, numbers.Integral):
         raise TypeError(f"{name} must be an integer, got {axis!r}")
     axis = operator.index(axis)
@@ -111,13 +114,14 @@ def reduction(value):
 
 def real_scalar(name, value, low=None, high=None, low_open=False):
     """A finite real number in [low, high] (or (low, high] with low_open)."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        if isinstance(value, np.ndarray) and value.ndim == 0 and value.dtype.kind in "fiu":
-            value = value.item()
-        else:
-            raise TypeError(f"{name} must be a real number, got {value!r}")
+    if type(value) is not float and type(value) is not int:  # the common cases skip the ABC checks
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+            if isinstance(value, np.ndarray) and value.ndim == 0 and value.dtype.kind in "fiu":
+                value = value.item()
+            else:
+                raise TypeError(f"{name} must be a real number, got {value!r}")
     value = float(value)
-    bad = not np.isfinite(value)
+    bad = not math.isfinite(value)
     if low is not None:
         bad = bad or value < low or (low_open and value == low)
     if high is not None:
@@ -132,7 +136,7 @@ def real_scalar(name, value, low=None, high=None, low_open=False):
 
 def integer_scalar(name, value):
     """An integer that fits int64 (what the kernels take)."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+    if type(value) is not int and (isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral)):
         raise TypeError(f"{name} must be an integer, got {value!r}")
     value = int(value)
     if not _INT64.min <= value <= _INT64.max:
@@ -234,8 +238,9 @@ def class_view(arr, axis, dtype, rows=False):
         axis = arr.ndim - 1
     arr = np.ascontiguousarray(arr, dtype=dtype)
     n_classes = arr.shape[axis]
-    outer = int(np.prod(arr.shape[:axis], dtype=np.int64))
-    inner = int(np.prod(arr.shape[axis + 1:], dtype=np.int64))
+    # math.prod, not np.prod: a few microseconds less per call on small arrays.
+    outer = math.prod(arr.shape[:axis])
+    inner = math.prod(arr.shape[axis + 1:])
     if inner == 1:
         return arr.reshape(outer, n_classes)
     return arr.reshape(outer, n_classes, inner)
@@ -244,6 +249,8 @@ def class_view(arr, axis, dtype, rows=False):
 def cast_result(values, dtype):
     """`values` in the caller's dtype.  A float16 result beyond float16's
     range is +-inf, the right answer there: no overflow warning."""
+    if values.dtype == dtype:
+        return values
     with np.errstate(over="ignore"):
         return values.astype(dtype, copy=False)
 

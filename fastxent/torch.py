@@ -42,6 +42,7 @@ How the gradient flows
   faults of a fresh buffer each step; up to 4 such buffers stay allocated
   between calls, and :func:`release_buffers` drops them.
 """
+import math
 import sys
 import threading
 
@@ -135,7 +136,7 @@ class _BufferPool:
     def empty(self, shape, dtype):
         """A C-contiguous tensor of `shape` and NumPy `dtype`, contents undefined."""
         shape, dtype = tuple(shape), np.dtype(dtype)
-        if not self._enabled or int(np.prod(shape)) * dtype.itemsize < self.min_bytes:
+        if not self._enabled or math.prod(shape) * dtype.itemsize < self.min_bytes:
             return torch.from_numpy(np.empty(shape, dtype))
         with self._lock:
             for i in range(len(self._arrays)):
