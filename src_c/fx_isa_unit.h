@@ -44,21 +44,23 @@ FX_TARGET_PUSH(FX_TARGET)
 #endif
 #endif
 
-#define FX_TABLE_NAMED(isa)                                                                        \
-    {                                                                                        \
-        fx_logsumexp_row_f32##isa, fx_logsumexp_row_f64##isa, fx_softmax_row_f32##isa,      \
-            fx_softmax_row_f64##isa, fx_log_softmax_row_f32##isa,                            \
-            fx_log_softmax_row_f64##isa, fx_ce_label_row_f32##isa, fx_ce_label_row_f64##isa, \
-            fx_ce_prob_row_f32##isa, fx_ce_prob_row_f64##isa, fx_logsumexp_cols_f32##isa,    \
-            fx_logsumexp_cols_f64##isa, fx_softmax_cols_f32##isa, fx_softmax_cols_f64##isa,  \
-            fx_ce_cols_f32##isa, fx_ce_cols_f64##isa, fx_nll_prob_row_f32##isa,               \
-            fx_nll_prob_row_f64##isa, fx_entropy_row_f32##isa, fx_entropy_row_f64##isa,      \
-            fx_kl_row_f32##isa, fx_kl_row_f64##isa, fx_bce_f32##isa, fx_bce_f64##isa,        \
-            fx_softcap_row_f32##isa, fx_softcap_row_f64##isa, fx_softcap_grad_row_f32##isa,  \
-            fx_softcap_grad_row_f64##isa, fx_narrow_lse_f32##isa, fx_narrow_lse_f64##isa,    \
-            fx_narrow_softmax_f32##isa, fx_narrow_softmax_f64##isa, fx_narrow_ce_f32##isa,   \
-            fx_narrow_ce_f64##isa, fx_lse_scan_row_f32##isa, fx_lse_scan_row_f64##isa,       \
-            fx_write_row_f32##isa, fx_write_row_f64##isa, fx_count_labels##isa               \
+/* In the order of fx_table's fields (fx_table.h).  FX_TABLE expands FX_ISA
+ * before FX_TABLE_NAMED pastes it onto the names. */
+#define FX_TABLE_NAMED(isa)                                                                \
+    {                                                                                      \
+        fx_logsumexp_row_f32##isa, fx_logsumexp_row_f64##isa, fx_softmax_row_f32##isa,     \
+        fx_softmax_row_f64##isa, fx_log_softmax_row_f32##isa, fx_log_softmax_row_f64##isa, \
+        fx_ce_label_row_f32##isa, fx_ce_label_row_f64##isa, fx_ce_prob_row_f32##isa,       \
+        fx_ce_prob_row_f64##isa, fx_logsumexp_cols_f32##isa, fx_logsumexp_cols_f64##isa,   \
+        fx_softmax_cols_f32##isa, fx_softmax_cols_f64##isa, fx_ce_cols_f32##isa,           \
+        fx_ce_cols_f64##isa, fx_nll_prob_row_f32##isa, fx_nll_prob_row_f64##isa,           \
+        fx_entropy_row_f32##isa, fx_entropy_row_f64##isa, fx_kl_row_f32##isa,              \
+        fx_kl_row_f64##isa, fx_bce_f32##isa, fx_bce_f64##isa,                              \
+        fx_softcap_row_f32##isa, fx_softcap_row_f64##isa, fx_softcap_grad_row_f32##isa,    \
+        fx_softcap_grad_row_f64##isa, fx_narrow_lse_f32##isa, fx_narrow_lse_f64##isa,      \
+        fx_narrow_softmax_f32##isa, fx_narrow_softmax_f64##isa, fx_narrow_ce_f32##isa,     \
+        fx_narrow_ce_f64##isa, fx_lse_scan_row_f32##isa, fx_lse_scan_row_f64##isa,         \
+        fx_write_row_f32##isa, fx_write_row_f64##isa, fx_count_labels##isa                 \
     }
 #define FX_TABLE(isa) FX_TABLE_NAMED(isa)
 
