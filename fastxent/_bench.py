@@ -25,12 +25,15 @@ Method (see DESIGN.md, "Performance method"):
   again: that first run is its one timing (the NumPy reference takes 2-15 s
   a call on the big shapes, where warm-up effects are negligible).  The
   number of timed calls is in the table and the JSON.
-* The bandwidth limit is measured in the same run: read bandwidth from
-  ``np.add.reduce`` over a float64 array larger than the L3 cache, copy
-  bandwidth ((read + write) bytes / time) from ``np.copyto`` into a
-  destination touched beforehand (so page faults are not timed), both
-  medians, each from one thread and from ``threads`` threads working on
-  disjoint halves; the faster of the two is the limit.  Operations that only
+* The bandwidth limit is measured in the same run, at its start and again
+  at its end: read bandwidth from ``np.add.reduce`` over a float64 array
+  larger than the L3 cache, copy bandwidth ((read + write) bytes / time)
+  from ``np.copyto`` into a destination touched beforehand (so page faults
+  are not timed), each from one thread and from ``threads`` threads working
+  on disjoint halves.  The limit is the fastest of all those timings: on a
+  shared machine other work only ever slows a measurement down, and a
+  median of one moment swung by 30-50% between runs on the development VM,
+  taking every row's percentage with it.  Operations that only
   read the N x C logits are limited by ``bytes read / read bandwidth``;
   those that also write an N x C array by ``(read + write) bytes / copy
   bandwidth``.
@@ -375,7 +378,8 @@ def time_calls(fn, repeat, warmups=1, max_time=float("inf")):
 
 
 def measure_bandwidth(mib=512, threads=1, repeat=5):
-    """Read and copy bandwidth (bytes/s) of main memory, measured now.
+    """Read and copy bandwidth (bytes/s) of main memory, measured now: the
+    fastest of `repeat` timings after a warm-up.
 
     Arrays of `mib` MiB (float64), larger than the L3 cache; the copy's
     destination is written before it is timed so its page faults are not.
@@ -385,33 +389,46 @@ def measure_bandwidth(mib=512, threads=1, repeat=5):
     dst = np.zeros(n)
     parts = [slice(i * n // threads, (i + 1) * n // threads) for i in range(threads)]
 
-    def med(fn):
+    def best(fn):
         fn()
         ts = []
         for _ in range(repeat):
             t0 = time.perf_counter()
             fn()
             ts.append(time.perf_counter() - t0)
-        return statistics.median(ts)
+        return min(ts)
 
     out = {"array_mib": mib, "threads": threads}
-    out["read_1t"] = src.nbytes / med(lambda: np.add.reduce(src))
-    out["copy_1t"] = 2 * src.nbytes / med(lambda: np.copyto(dst, src))
+    out["read_1t"] = src.nbytes / best(lambda: np.add.reduce(src))
+    out["copy_1t"] = 2 * src.nbytes / best(lambda: np.copyto(dst, src))
     if threads > 1:
         # NumPy releases the GIL in reductions and copies, so Python threads
         # on disjoint halves run in parallel.
         with ThreadPoolExecutor(threads) as pool:
-            out["read_mt"] = src.nbytes / med(
+            out["read_mt"] = src.nbytes / best(
                 lambda: list(pool.map(lambda s: np.add.reduce(src[s]), parts)))
-            out["copy_mt"] = 2 * src.nbytes / med(
+            out["copy_mt"] = 2 * src.nbytes / best(
                 lambda: list(pool.map(lambda s: np.copyto(dst[s], src[s]), parts)))
     out["read"] = max(out["read_1t"], out.get("read_mt", 0.0))
     out["copy"] = max(out["copy_1t"], out.get("copy_mt", 0.0))
     return out
 
 
-def _limit_seconds(op, case, bw):
-    return case.nbytes(op) / (bw["copy"] if OPS[op][1] else bw["read"])
+def _fastest_bandwidth(before, after):
+    """The limit from two measurements of one run: each rate at its fastest.
+    Both measurements are kept in the report."""
+    out = {key: max(before[key], after[key]) if isinstance(before[key], float) else before[key]
+           for key in before}
+    out["measured"] = {"start": before, "end": after}
+    return out
+
+
+def _set_limits(records, bw):
+    """Each record's limit and percentage of it, once the run's limit is known."""
+    for rec in records:
+        rec["limit"] = rec["bytes"] / (bw["copy"] if OPS[rec["op"]][1] else bw["read"])
+        if rec["status"] == "ok":
+            rec["pct_of_limit"] = 100.0 * rec["limit"] / rec["median"]
 
 
 def run_one(contender, op, case, threads, repeat, oracle, max_time=3.0):
@@ -449,7 +466,7 @@ def run_one(contender, op, case, threads, repeat, oracle, max_time=3.0):
     return rec, first
 
 
-def _case_records(case, ops, contenders, threads, repeat, max_time, bw, progress):
+def _case_records(case, ops, contenders, threads, repeat, max_time, progress):
     records = []
     for op in ops:
         ref = next(c for c in contenders if c.name == "numpy-ref")
@@ -464,7 +481,6 @@ def _case_records(case, ops, contenders, threads, repeat, max_time, bw, progress
             progress(rec)
             op_recs[contender.name] = rec
         del oracle
-        limit = _limit_seconds(op, case, bw)
         ref_time = ref_rec.get("median")
         peer_times = [op_recs[p]["median"] for p in PEERS
                       if p in op_recs and op_recs[p]["status"] == "ok"]
@@ -474,10 +490,8 @@ def _case_records(case, ops, contenders, threads, repeat, max_time, bw, progress
                 continue
             rec = op_recs[name]
             rec["bytes"] = case.nbytes(op)
-            rec["limit"] = limit
             if rec["status"] == "ok":
                 t = rec["median"]
-                rec["pct_of_limit"] = 100.0 * limit / t
                 rec["gbps"] = rec["bytes"] / t / 1e9
                 rec["speedup_vs_reference"] = ref_time / t if ref_time else None
                 rec["speedup_vs_best_peer"] = best_peer / t if best_peer else None
@@ -533,7 +547,7 @@ def run(shapes, dtypes, ops, contender_names=CONTENDER_NAMES, threads=None, repe
         c.available()
     env = environment(contenders)
     env["load_before"] = _load()
-    bw = measure_bandwidth(bandwidth_mib, threads)
+    bw_start = measure_bandwidth(bandwidth_mib, threads)
     total = len(shapes) * len(dtypes) * len(ops) * len(contenders)
     bar = _progress_bar(total, progress, log)
     records = []
@@ -549,7 +563,7 @@ def run(shapes, dtypes, ops, contender_names=CONTENDER_NAMES, threads=None, repe
             for dtype in dtypes:
                 gc.collect()
                 case = Case(shape, dtype)
-                for rec in _case_records(case, ops, contenders, threads, repeat, max_time, bw, tick):
+                for rec in _case_records(case, ops, contenders, threads, repeat, max_time, tick):
                     rec["shape_name"] = name
                     records.append(rec)
                 del case  # the big shapes need their memory back before the next
@@ -558,6 +572,8 @@ def run(shapes, dtypes, ops, contender_names=CONTENDER_NAMES, threads=None, repe
         if bar is not None:
             bar.close()
     env["load_after"] = _load()
+    bw = _fastest_bandwidth(bw_start, measure_bandwidth(bandwidth_mib, threads))
+    _set_limits(records, bw)
     return {"environment": env, "bandwidth": bw,
             "settings": {"threads": threads, "repeat": repeat, "max_time": max_time, "shapes": dict(shapes),
                          "dtypes": list(dtypes), "ops": list(ops),
@@ -613,6 +629,15 @@ def _load_line(env, cfg):
     return line
 
 
+def _bandwidth_spread(bw):
+    """The two measurements behind the limit, when the report has them."""
+    m = bw.get("measured")
+    if not m:
+        return ""
+    return (f" (start: read {m['start']['read'] / 1e9:.1f}, copy {m['start']['copy'] / 1e9:.1f}; "
+            f"end: read {m['end']['read'] / 1e9:.1f}, copy {m['end']['copy'] / 1e9:.1f})")
+
+
 def format_report(report):
     env, bw, settings = report["environment"], report["bandwidth"], report["settings"]
     cfg = env["config"]
@@ -624,8 +649,9 @@ def format_report(report):
              f"{cfg['simd']} (best supported {cfg['simd_supported']}); OpenMP "
              f"{'on' if cfg['openmp'] else 'OFF (serial build)'}",
              _load_line(env, cfg),
-             f"Memory bandwidth ({bw['array_mib']} MiB arrays, median): read {bw['read'] / 1e9:.1f} GB/s, "
-             f"copy (read+write) {bw['copy'] / 1e9:.1f} GB/s",
+             f"Memory bandwidth ({bw['array_mib']} MiB arrays, fastest at the run's start and end): "
+             f"read {bw['read'] / 1e9:.1f} GB/s, copy (read+write) {bw['copy'] / 1e9:.1f} GB/s"
+             + _bandwidth_spread(bw),
              f"Timing: median of up to {settings['repeat']} calls after warm-up, stopping after "
              f"{settings['max_time']:g} s (column 'n'); every result checked against the float64 "
              "NumPy reference first.",

@@ -184,6 +184,23 @@ def test_bandwidth_measurement():
     assert bw["read"] >= bw["read_1t"] > 0 and bw["copy"] >= bw["copy_1t"] > 0
 
 
+def test_limit_is_the_fastest_of_the_start_and_end_measurements(tiny_run):
+    _, report, _ = tiny_run
+    bw = report["bandwidth"]
+    start, end = bw["measured"]["start"], bw["measured"]["end"]
+    for key in ("read", "copy", "read_1t", "copy_1t"):
+        assert bw[key] == max(start[key], end[key]) > 0
+
+
+def test_fastest_bandwidth_takes_each_rate_at_its_best():
+    before = {"array_mib": 8, "threads": 2, "read": 30e9, "copy": 45e9, "read_1t": 20e9, "copy_1t": 25e9}
+    after = {"array_mib": 8, "threads": 2, "read": 48e9, "copy": 30e9, "read_1t": 21e9, "copy_1t": 24e9}
+    bw = B._fastest_bandwidth(before, after)
+    assert (bw["read"], bw["copy"], bw["read_1t"], bw["copy_1t"]) == (48e9, 45e9, 21e9, 25e9)
+    assert bw["array_mib"] == 8 and bw["threads"] == 2
+    assert bw["measured"] == {"start": before, "end": after}
+
+
 def test_progress_bar_falls_back_without_tqdm(monkeypatch):
     monkeypatch.setitem(sys.modules, "tqdm", None)  # makes `import tqdm` raise ImportError
     assert B._progress_bar(10, True, sys.stderr) is None
