@@ -630,10 +630,8 @@ def _load_line(env, cfg):
 
 
 def _bandwidth_spread(bw):
-    """The two measurements behind the limit, when the report has them."""
-    m = bw.get("measured")
-    if not m:
-        return ""
+    """The two measurements behind the limit."""
+    m = bw["measured"]
     return (f" (start: read {m['start']['read'] / 1e9:.1f}, copy {m['start']['copy'] / 1e9:.1f}; "
             f"end: read {m['end']['read'] / 1e9:.1f}, copy {m['end']['copy'] / 1e9:.1f})")
 
