@@ -63,7 +63,7 @@ static int64_t FXV(fx_count_labels)(const int64_t *labels, int64_t n, int64_t n_
 #define FX_VI fx_vi64
 #define FX_L FX_LANES_F64
 #define FX_EXP FXV(fx_exp_f64)
-#define FX_EXP_NEG FXV(fx_exp_f64)
+#define FX_EXP_NEG FXV(fx_exp_neg_f64)
 #define FX_MAX FX_MAX_F64
 #define FX_LOG FXV(fx_log_f64)
 #define FX_SEL FXV(fx_sel_f64)

@@ -146,7 +146,7 @@ static double FXR(fx_bce)(const FX_T *x, const FX_T *t, int64_t n, const FX_T *w
             if (from_logits) {
                 FX_V pwv = pw ? (full ? FXR(fx_load)(pw + o) : FXR(fx_load_part)(pw + o, k, 1)) : one;
                 FX_V ax = FX_SEL(xv < zero, -xv, xv);
-                FX_V e = FX_EXP(-ax); /* in (0, 1] */
+                FX_V e = FX_EXP_NEG(-ax); /* in (0, 1] */
                 FX_V u = one + e;
                 FX_V log1p_e = FX_LOG(u) - ((u - one) - e) / u; /* log1p(e), to ~1 ulp */
                 /* PyTorch's grouping (1 - t) x + lw softplus(-x), lw = (pw - 1) t + 1:

@@ -195,10 +195,14 @@ FX_ALWAYS_INLINE fx_vf32 FXV(fx_exp_f32)(fx_vf32 x) {
     return FXV(fx_exp_neg_f32)((fx_vf32)_mm512_min_ps(_mm512_set1_ps(128.0f), (__m512)x));
 }
 
-/* The same scheme; the table (two registers, vpermt2pd) leaves a degree-7
- * polynomial (truncation 1e-18 relative).  Max error ~1.03 ulp sampled
- * over [-708, 0] (the degree-13 polynomial it replaced: 1.25). */
-FX_ALWAYS_INLINE fx_vf64 FXV(fx_exp_f64)(fx_vf64 x) {
+/* The same scheme; the table (two registers, vpermt2pd) leaves exp(r) - 1
+ * to a degree-6 polynomial r p(r), p fitted to (exp(r) - 1) / r on
+ * |r| <= ln(2)/32 (least squares on 200 Chebyshev nodes in 40-digit
+ * arithmetic; 7.4e-18 absolute with the coefficients rounded to double).
+ * Max error 1.07 ulp over 2e7 samples of [-708, 0] (the degree-7 Taylor
+ * polynomial it replaced: 1.02, for one FMA more).  No upper clamp: valid
+ * for x < +inf, like fx_exp_neg_f32; fx_exp_f64 adds the clamp. */
+FX_ALWAYS_INLINE fx_vf64 FXV(fx_exp_neg_f64)(fx_vf64 x) {
     const __m512d tab0 = _mm512_setr_pd(0x1p+0, 0x1.0b5586cf9890fp+0, 0x1.172b83c7d517bp+0, 0x1.2387a6e756238p+0,
                                         0x1.306fe0a31b715p+0, 0x1.3dea64c123422p+0, 0x1.4bfdad5362a27p+0,
                                         0x1.5ab07dd485429p+0);
@@ -206,17 +210,21 @@ FX_ALWAYS_INLINE fx_vf64 FXV(fx_exp_f64)(fx_vf64 x) {
                                         0x1.9c49182a3f09p+0, 0x1.ae89f995ad3adp+0, 0x1.c199bdd85529cp+0,
                                         0x1.d5818dcfba487p+0, 0x1.ea4afa2a490dap+0);
     const __m512d magic = _mm512_set1_pd(422212465065984.0); /* 1.5 * 2^48: ulp 1/16 */
-    const __m512d xc = _mm512_min_pd(_mm512_set1_pd(1025.0), _mm512_max_pd(_mm512_set1_pd(-1080.0), (__m512d)x));
+    const __m512d xc = _mm512_max_pd(_mm512_set1_pd(-1080.0), (__m512d)x);
     const __m512d t = _mm512_fmadd_pd(xc, _mm512_set1_pd(0x1.71547652b82fep+0), magic);
     const __m512d k = _mm512_sub_pd(t, magic);
     __m512d r = _mm512_fnmadd_pd(k, _mm512_set1_pd(0x1.62e42fefa39efp-1), xc);
     r = _mm512_fnmadd_pd(k, _mm512_set1_pd(0x1.abc9e3b39803fp-56), r);
-    static const double c[6] = {1.0 / 720, 1.0 / 120, 1.0 / 24, 1.0 / 6, 0.5, 1.0};
-    __m512d p = _mm512_fmadd_pd(r, _mm512_set1_pd(1.0 / 5040), _mm512_set1_pd(c[0]));
-    for (int i = 1; i < 6; i++) p = _mm512_fmadd_pd(p, r, _mm512_set1_pd(c[i]));
+    static const double c[5] = {0x1.11126eecc014bp-7, 0x1.555555547d378p-5, 0x1.555555540526dp-3, 0x1.0000000000004p-1, 0x1.000000000000ap+0};
+    __m512d p = _mm512_fmadd_pd(r, _mm512_set1_pd(0x1.6c1842facdf25p-10), _mm512_set1_pd(c[0]));
+    for (int i = 1; i < 5; i++) p = _mm512_fmadd_pd(p, r, _mm512_set1_pd(c[i]));
     const __m512d q = _mm512_mul_pd(p, r);
     const __m512d tj = _mm512_permutex2var_pd(tab0, _mm512_castpd_si512(t), tab1);
     return (fx_vf64)_mm512_scalef_pd(_mm512_fmadd_pd(tj, q, tj), k);
+}
+
+FX_ALWAYS_INLINE fx_vf64 FXV(fx_exp_f64)(fx_vf64 x) {
+    return FXV(fx_exp_neg_f64)((fx_vf64)_mm512_min_pd(_mm512_set1_pd(1025.0), (__m512d)x));
 }
 #else
 FX_ALWAYS_INLINE fx_vf32 FXV(fx_exp_f32)(fx_vf32 x) {
@@ -279,6 +287,7 @@ FX_ALWAYS_INLINE fx_vf64 FXV(fx_exp_f64)(fx_vf64 x) {
 }
 /* Without AVX-512 the clamps are selects on both sides anyway. */
 FX_ALWAYS_INLINE fx_vf32 FXV(fx_exp_neg_f32)(fx_vf32 x) { return FXV(fx_exp_f32)(x); }
+FX_ALWAYS_INLINE fx_vf64 FXV(fx_exp_neg_f64)(fx_vf64 x) { return FXV(fx_exp_f64)(x); }
 #endif /* FX_VBYTES == 64 */
 
 /*

@@ -134,6 +134,26 @@ def test_exp_range_per_path(simd, dtype, h):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_exp_ulp_per_path(simd, dtype):
+    # The vector exp to ~1 ulp.  softmax of [0, -d] is [1, exp(-d)] exactly
+    # once 1 + exp(-d) rounds to 1 (d >= 38 in float64, >= 18 in float32), so
+    # the second column is the kernel's exp itself.  Reference: exp in long
+    # double (float64 inputs) or in float64 (float32 inputs), ~2^-11 ulp or
+    # better.  A polynomial one degree short (the Taylor series of degree 6
+    # instead of 7 for float64) measures ~4.8 ulp here.
+    if dtype == np.float64 and np.finfo(np.longdouble).nmant < 63:
+        pytest.skip("needs an 80-bit long double for the reference")
+    lo, hi = (38.0, 708.0) if dtype == np.float64 else (18.0, 87.0)
+    d = np.random.default_rng(7).uniform(lo, hi, 20000).astype(dtype)
+    got = fx.softmax(np.stack([np.zeros_like(d), -d], axis=1))
+    assert np.all(got[:, 0] == 1)
+    wide = np.longdouble if dtype == np.float64 else np.float64
+    true = np.exp(-d.astype(wide))
+    ulps = np.abs(got[:, 1].astype(wide) - true) / np.spacing(true.astype(dtype)).astype(wide)
+    assert ulps.max() <= 1.25, (simd, float(ulps.max()), float(d[np.argmax(ulps)]))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_paths_agree(dtype, rng, restore_simd):
     # All paths compute the same function; they may round differently.
     x = (rng.standard_normal((20, 1000)) * 3).astype(dtype)
