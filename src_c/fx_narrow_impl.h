@@ -41,8 +41,6 @@ enum { FX_NARROW_LSE = 0, FX_NARROW_SOFTMAX = 1, FX_NARROW_LOG_SOFTMAX = 2, FX_N
 #define FX_TR2_HI 2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31
 #define FX_TRQ_LO 0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27
 #define FX_TRQ_HI 4, 5, 6, 7, 12, 13, 14, 15, 20, 21, 22, 23, 28, 29, 30, 31
-#define FX_HALF_LO 0, 1, 2, 3, 4, 5, 6, 7
-#define FX_HALF_HI 8, 9, 10, 11, 12, 13, 14, 15
 #define FX_IOTA 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15
 #define FX_EVEN 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30
 #define FX_ODD 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31
@@ -53,8 +51,6 @@ enum { FX_NARROW_LSE = 0, FX_NARROW_SOFTMAX = 1, FX_NARROW_LOG_SOFTMAX = 2, FX_N
 #define FX_TR2_HI 2, 3, 10, 11, 6, 7, 14, 15
 #define FX_TRQ_LO 0, 1, 2, 3, 8, 9, 10, 11
 #define FX_TRQ_HI 4, 5, 6, 7, 12, 13, 14, 15
-#define FX_HALF_LO 0, 1, 2, 3
-#define FX_HALF_HI 4, 5, 6, 7
 #define FX_IOTA 0, 1, 2, 3, 4, 5, 6, 7
 #define FX_EVEN 0, 2, 4, 6, 8, 10, 12, 14
 #define FX_ODD 1, 3, 5, 7, 9, 11, 13, 15
@@ -63,8 +59,6 @@ enum { FX_NARROW_LSE = 0, FX_NARROW_SOFTMAX = 1, FX_NARROW_LOG_SOFTMAX = 2, FX_N
 #define FX_TR1_HI 2, 6, 3, 7
 #define FX_TR2_LO 0, 1, 4, 5
 #define FX_TR2_HI 2, 3, 6, 7
-#define FX_HALF_LO 0, 1
-#define FX_HALF_HI 2, 3
 #define FX_IOTA 0, 1, 2, 3
 #define FX_EVEN 0, 2, 4, 6
 #define FX_ODD 1, 3, 5, 7
@@ -85,18 +79,9 @@ enum { FX_NARROW_LSE = 0, FX_NARROW_SOFTMAX = 1, FX_NARROW_LOG_SOFTMAX = 2, FX_N
 #error "fx_narrow_impl.h: no transpose for this vector width"
 #endif
 
-/* GCC before 12 has only __builtin_shuffle (same code for constant masks). */
-#if defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 12)
-#define FX_SHUF(IT, a, b, ...) __builtin_shufflevector(a, b, __VA_ARGS__)
-#else
-#define FX_SHUF(IT, a, b, ...) __builtin_shuffle(a, b, (IT){__VA_ARGS__})
-#endif
-
 #if FX_TBYTES == 4
 typedef int32_t FXR(fx_nvi_mem) __attribute__((vector_size(FX_VBYTES), aligned(4), may_alias));
 typedef uint32_t FXR(fx_nvu) __attribute__((vector_size(FX_VBYTES)));
-typedef int32_t FXR(fx_nvi_half) __attribute__((vector_size(FX_VBYTES / 2)));
-typedef float FXR(fx_nvh) __attribute__((vector_size(FX_VBYTES / 2)));
 #define FX_NIT int32_t
 #else
 typedef int64_t FXR(fx_nvi_mem) __attribute__((vector_size(FX_VBYTES), aligned(8), may_alias));
@@ -200,8 +185,8 @@ FX_ALWAYS_INLINE void FXR(fx_narrow_out)(FX_T *out, int64_t n, int64_t rows, FX_
 /* Lanes in double, added to acc (FX_L / lanes of double vectors). */
 FX_ALWAYS_INLINE void FXR(fx_nacc)(fx_vf64 *acc, FX_V v) {
 #if FX_TBYTES == 4
-    const FXR(fx_nvh) lo = FX_SHUF(FXR(fx_nvi_half), v, v, FX_HALF_LO);
-    const FXR(fx_nvh) hi = FX_SHUF(FXR(fx_nvi_half), v, v, FX_HALF_HI);
+    const fx_vf32h lo = FX_SHUF(fx_vi32h, v, v, FX_HALF_LO);
+    const fx_vf32h hi = FX_SHUF(fx_vi32h, v, v, FX_HALF_HI);
     acc[0] += __builtin_convertvector(lo, fx_vf64);
     acc[1] += __builtin_convertvector(hi, fx_vf64);
 #else
@@ -212,8 +197,8 @@ FX_ALWAYS_INLINE void FXR(fx_nacc)(fx_vf64 *acc, FX_V v) {
 /* FX_L doubles as FX_T lanes. */
 FX_ALWAYS_INLINE FX_V FXR(fx_nfrom_f64)(const double *p) {
 #if FX_TBYTES == 4
-    const FXR(fx_nvh) lo = __builtin_convertvector(*(const fx_vf64_mem *)p, FXR(fx_nvh));
-    const FXR(fx_nvh) hi = __builtin_convertvector(*(const fx_vf64_mem *)(p + FX_L / 2), FXR(fx_nvh));
+    const fx_vf32h lo = __builtin_convertvector(*(const fx_vf64_mem *)p, fx_vf32h);
+    const fx_vf32h hi = __builtin_convertvector(*(const fx_vf64_mem *)(p + FX_L / 2), fx_vf32h);
     return FX_SHUF(FX_VI, lo, hi, FX_IOTA);
 #else
     return *(const fx_vf64_mem *)p;
@@ -495,7 +480,6 @@ static double FXR(fx_narrow_ce)(const FX_T *x, int64_t n_rows, int64_t n, const 
 #undef FX_NSTEP
 #undef FX_NFOR
 #undef FX_NIT
-#undef FX_SHUF
 #undef FX_NE
 #undef FX_NPERM
 #undef FX_TR1_LO
@@ -504,8 +488,6 @@ static double FXR(fx_narrow_ce)(const FX_T *x, int64_t n_rows, int64_t n, const 
 #undef FX_TR2_HI
 #undef FX_TRQ_LO
 #undef FX_TRQ_HI
-#undef FX_HALF_LO
-#undef FX_HALF_HI
 #undef FX_IOTA
 #undef FX_EVEN
 #undef FX_ODD

@@ -59,11 +59,11 @@ FX_ALWAYS_INLINE void FXR(fx_store)(FX_T *p, FX_V v) { *(FX_VMEM *)p = v; }
 FX_ALWAYS_INLINE void FXR(fx_store_part)(FX_T *p, FX_V v, int64_t len) { FX_STOREP(p, v, len); }
 /* Sum of the lanes in double, as a tree (log2(lanes) dependent additions). */
 FX_ALWAYS_INLINE double FXR(fx_hsum)(FX_V v) {
-    double buf[FX_L];
-    for (int i = 0; i < FX_L; i++) buf[i] = (double)v[i];
-    for (int w = FX_L / 2; w >= 1; w /= 2)
-        for (int i = 0; i < w; i++) buf[i] += buf[i + w];
-    return buf[0];
+#if FX_TBYTES == 4
+    return FXV(fx_tree_sum_f64)(FXV(fx_fold_f32)(v));
+#else
+    return FXV(fx_tree_sum_f64)(v);
+#endif
 }
 
 /* Maximum of a block; NaN lanes are skipped (x > acc is false for NaN). */
