@@ -202,6 +202,22 @@ def check_labels(const int64_t[::1] labels, int64_t n_classes, int64_t ignore_in
     return bad, live
 
 
+def count_outside_unit(const real[::1] a, int n_threads=1):
+    """How many values of a lie outside [0, 1] (NaN counts): one parallel pass,
+    no temporaries.  The caller looks for the first one only when there is one."""
+    cdef int64_t n = a.shape[0], units = (n + LABEL_UNIT - 1) // LABEL_UNIT, u, i, bad = 0
+    if n == 0:
+        return 0
+    cdef int nt = _threads(n, units, n_threads)
+    cdef const real *ap = &a[0]
+    cdef real e
+    with nogil:
+        for i in prange(n, schedule='static', num_threads=nt, use_threads_if=nt > 1):
+            e = ap[i]
+            bad += (e < 0) | (e > 1) | (e != e)
+    return bad
+
+
 # ---------------------------------------------------------------------------
 # cross-entropy
 

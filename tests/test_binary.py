@@ -392,6 +392,24 @@ def test_bad_arguments_write_nothing(kw, exc, name, buffer, h):
     h.unchanged(x_before, x)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("bad_value", [np.nan, -1e-30, 1.0000002, np.inf, -np.inf])
+@pytest.mark.parametrize("where", ["target", "x"])
+def test_range_check_of_a_large_array(dtype, bad_value, where):
+    # Large arrays are checked in parallel units: one bad value anywhere,
+    # here in the last element, is found and named with its position; 0, 1
+    # and -0.0 are in range.
+    x = np.full((600, 1000), 0.5, dtype)
+    t = np.ones_like(x)
+    t[::2] = 0
+    t[1, :3] = (-0.0, 0.0, 1.0)
+    kw = dict(from_logits=where == "target", n_threads=2)
+    assert np.isfinite(fx.binary_cross_entropy(x, t, **kw))
+    (t if where == "target" else x)[-1, -1] = bad_value
+    with pytest.raises(ValueError, match=rf"^{where} .*at position \(599, 999\)"):
+        fx.binary_cross_entropy(x, t, **kw)
+
+
 @pytest.mark.parametrize("out,exc", BAD_OUT, ids=["shape", "dtype", "order", "list"])
 def test_bad_out(out, exc, h):
     x = X.copy()
