@@ -597,29 +597,67 @@ def bce_rows(const real[:, ::1] x, const real[:, ::1] target, const real[:, ::1]
 # the small-call fast path
 
 
-cdef double _ce_plain_rows(const real *x, const int64_t *labels, int64_t n, int64_t c,
-                           int64_t ignore_index, int *bad) noexcept nogil:
-    """Sum of lse - x_y over live rows of a small batch, in row order."""
-    cdef double acc = 0.0
-    cdef int64_t i, y
+cdef int64_t _small_live(const int64_t *labels, int64_t n, int64_t c, int64_t ignore_index) noexcept nogil:
+    """Labels that are not ignore_index, or -1 when one lies outside [0, c)."""
+    cdef int64_t i, y, live = 0
     for i in range(n):
         y = labels[i]
         if y == ignore_index:
             continue
         if y < 0 or y >= c:
-            bad[0] = 1
-            return 0.0
-        if c > FX_NARROW_MAX:
-            acc += ce_label_row(x + i * c, c, y, NULL, 0.0, NULL, NULL)
+            return -1
+        live += 1
+    return live
+
+
+cdef double _ce_small_rows(const real *x, const int64_t *labels, int64_t n, int64_t c,
+                           int64_t ignore_index, double gs, real *grad) noexcept nogil:
+    """Loss sum (and gradient, when grad is given) of a small batch: the
+    kernels, blocks and summation order of cross_entropy_rows, so the bits
+    are the same as the general path's."""
+    cdef fx_ce_options opt
+    opt.weight = NULL
+    opt.label_smoothing = 0.0
+    opt.z_loss = 0.0
+    opt.flags = 0
+    cdef double total = 0.0
+    cdef int64_t b, rpb = _rows_per_block(c)
     if c <= FX_NARROW_MAX:
-        for i in range((n + NARROW_UNIT - 1) // NARROW_UNIT):
-            acc += _ce_narrow_unit(x, labels, ignore_index, i, n, c, NULL, NULL, 0.0, NULL, NULL,
-                                   NULL, NULL)
-    return acc
+        for b in range((n + NARROW_UNIT - 1) // NARROW_UNIT):
+            total += _ce_narrow_unit(x, labels, ignore_index, b, n, c, NULL, NULL, gs, NULL, NULL, grad, NULL)
+    else:
+        for b in range((n + rpb - 1) // rpb):
+            total += _ce_block(x, NULL, labels, ignore_index, b * rpb, min(n, (b + 1) * rpb), c, &opt,
+                               NULL, gs, NULL, 0.0, 0.0, NULL, NULL, grad, NULL)
+    return total
 
 
-def cross_entropy_small(x, labels, int64_t ignore_index, bint mean, bint empty_nan):
-    """Plain cross-entropy of a small C-contiguous (N, C) batch with int64 labels.
+cdef object _small_call(const real[:, ::1] x, const int64_t[::1] lab, int64_t ignore_index, bint mean,
+                        bint empty_nan, double grad_output, real *grad):
+    cdef int64_t n = lab.shape[0], c = x.shape[1], live
+    cdef double total
+    if x.shape[0] != n or c == 0:
+        return None
+    live = _small_live(&lab[0], n, c, ignore_index)
+    # No live row with mean: the gradient's scale is NaN or 0 (empty=), the
+    # general path's business.
+    if live < 0 or (grad != NULL and mean and live == 0):
+        return None
+    with nogil:
+        total = _ce_small_rows(&x[0, 0], &lab[0], n, c, ignore_index,
+                               grad_output / live if mean else grad_output, grad)
+    if not mean:
+        return total
+    if live == 0:
+        return NAN if empty_nan else 0.0
+    return total / live
+
+
+def cross_entropy_small(x, labels, int64_t ignore_index, bint mean, bint empty_nan,
+                        double grad_output=1.0, grad=None):
+    """Plain cross-entropy of a small C-contiguous (N, C) batch with int64
+    labels, and with grad (x's shape and dtype, C-contiguous, not overlapping
+    x: the caller checks) its gradient times grad_output.
 
     The whole call stays in C: no option handling, no parallel region.
     Returns None when the input is not of that kind (or holds a bad label),
@@ -627,43 +665,34 @@ def cross_entropy_small(x, labels, int64_t ignore_index, bint mean, bint empty_n
     """
     cdef const float[:, ::1] xf
     cdef const double[:, ::1] xd
+    cdef float[:, ::1] gf = None
+    cdef double[:, ::1] gd = None
     cdef const int64_t[::1] lab
-    cdef int64_t n, c, i, live = 0
-    cdef int bad = 0
-    cdef double total
     try:
         lab = labels
     except (ValueError, TypeError):
         return None
-    n = lab.shape[0]
-    if n == 0:
+    if lab.shape[0] == 0:
         return None
     try:
         xf = x
-        if xf.shape[0] != n or xf.shape[1] == 0:
-            return None
-        c = xf.shape[1]
-        with nogil:
-            total = _ce_plain_rows(&xf[0, 0], &lab[0], n, c, ignore_index, &bad)
+        if grad is not None:
+            gf = grad
     except (ValueError, TypeError):
         try:
             xd = x
+            if grad is not None:
+                gd = grad
         except (ValueError, TypeError):
             return None
-        if xd.shape[0] != n or xd.shape[1] == 0:
+        if gd is not None and (gd.shape[0] != xd.shape[0] or gd.shape[1] != xd.shape[1]):
             return None
-        c = xd.shape[1]
-        with nogil:
-            total = _ce_plain_rows(&xd[0, 0], &lab[0], n, c, ignore_index, &bad)
-    if bad:
+        return _small_call(xd, lab, ignore_index, mean, empty_nan, grad_output,
+                           &gd[0, 0] if gd is not None else NULL)
+    if gf is not None and (gf.shape[0] != xf.shape[0] or gf.shape[1] != xf.shape[1]):
         return None
-    if not mean:
-        return total
-    for i in range(n):
-        live += lab[i] != ignore_index
-    if live == 0:
-        return float("nan") if empty_nan else 0.0
-    return total / live
+    return _small_call(xf, lab, ignore_index, mean, empty_nan, grad_output,
+                       &gf[0, 0] if gf is not None else NULL)
 
 
 # ---------------------------------------------------------------------------

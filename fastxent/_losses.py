@@ -167,6 +167,22 @@ def _run(p, grad=None, grad_scale=1.0, grad_rows=None, return_lse=False):
     return loss, lse
 
 
+def _small_plain_call(logits, target, axis, weight, sample_weight, ignore_index, reduction,
+                      label_smoothing, z_loss, softcap, from_logits, empty, n_threads):
+    """Whether a call may try the small-call fast path: a small (N, C) ndarray,
+    int64 labels, no options.  Small plain calls stay in C (their fixed cost is
+    what users see); the C side still declines anything unusual, a bad label
+    included, and the general path then validates and reports."""
+    return (type(logits) is np.ndarray and type(target) is np.ndarray and logits.ndim == 2
+            and logits.size <= _SMALL_CALL and (axis == -1 or axis == 1) and weight is None
+            and sample_weight is None and label_smoothing == 0.0 and z_loss == 0.0
+            and softcap is None and from_logits is True and type(ignore_index) is int
+            and -(2**63) <= ignore_index < 2**63
+            and (reduction == "mean" or reduction == "sum") and (empty == "nan" or empty == "zero")
+            and target.dtype == np.int64
+            and (n_threads is None or (type(n_threads) is int and n_threads > 0)))
+
+
 def cross_entropy(logits, target, *, axis=-1, weight=None, sample_weight=None, ignore_index=-100,
                   reduction="mean", label_smoothing=0.0, z_loss=0.0, softcap=None, from_logits=True,
                   empty="nan", n_threads=None):
@@ -218,16 +234,8 @@ def cross_entropy(logits, target, *, axis=-1, weight=None, sample_weight=None, i
     -------
     float or ndarray
     """
-    # Small plain calls stay in C (their fixed cost is what users see);
-    # anything unusual, including a bad label, takes the general path below.
-    if (type(logits) is np.ndarray and type(target) is np.ndarray and logits.ndim == 2
-            and logits.size <= _SMALL_CALL and (axis == -1 or axis == 1) and weight is None
-            and sample_weight is None and label_smoothing == 0.0 and z_loss == 0.0
-            and softcap is None and from_logits is True and type(ignore_index) is int
-            and -(2**63) <= ignore_index < 2**63
-            and (reduction == "mean" or reduction == "sum") and (empty == "nan" or empty == "zero")
-            and target.dtype == np.int64
-            and (n_threads is None or (type(n_threads) is int and n_threads > 0))):
+    if _small_plain_call(logits, target, axis, weight, sample_weight, ignore_index, reduction,
+                         label_smoothing, z_loss, softcap, from_logits, empty, n_threads):
         result = _core.cross_entropy_small(logits, target, ignore_index, reduction == "mean",
                                            empty == "nan")
         if result is not None:
@@ -264,6 +272,16 @@ def cross_entropy_with_grad(logits, target, *, axis=-1, weight=None, sample_weig
         ``grad = d loss / d logits * grad_output``; for a label row it is
         ``scale * (softmax(x) - onehot(y))``.  Ignored rows get exactly 0.
     """
+    if (inplace is False and return_lse is False and type(grad_output) is float
+            and math.isfinite(grad_output)
+            and _small_plain_call(logits, target, axis, weight, sample_weight, ignore_index, reduction,
+                                  label_smoothing, z_loss, softcap, from_logits, empty, n_threads)
+            and (out is None or (type(out) is np.ndarray and not np.may_share_memory(out, logits)))):
+        grad = np.empty(logits.shape, logits.dtype) if out is None else out
+        loss = _core.cross_entropy_small(logits, target, ignore_index, reduction == "mean",
+                                         empty == "nan", grad_output, grad)
+        if loss is not None:
+            return loss, grad
     p = _prepare(logits, target, axis=axis, weight=weight, sample_weight=sample_weight,
                  ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing,
                  z_loss=z_loss, softcap=softcap, from_logits=from_logits, empty=empty,

@@ -742,3 +742,58 @@ def test_label_check_in_units(n_threads, ignore_index, bad_at, rng):
     _, grad_sum = fx.cross_entropy_with_grad(x, y, ignore_index=ignore_index, reduction="sum",
                                              n_threads=n_threads)
     np.testing.assert_allclose(grad, grad_sum / live, rtol=1e-6, atol=1e-12)  # p - 1 cancels
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(1, 1), (7, 10), (600, 10), (5, 32), (6, 33), (40, 1000)])
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("with_out", [False, True])
+def test_small_call_fast_path_matches_general_path(dtype, shape, reduction, with_out, rng, monkeypatch):
+    # Small plain calls of cross_entropy and cross_entropy_with_grad run in
+    # C; int32 labels send the same call down the general path.  Same bits.
+    from fastxent import _core
+    taken = []
+    real = _core.cross_entropy_small
+    monkeypatch.setattr(_core, "cross_entropy_small", lambda *a: taken.append(len(a)) or real(*a))
+    x = (rng.standard_normal(shape) * 3).astype(dtype)
+    y = rng.integers(0, shape[1], shape[0])
+    y[::3] = -100
+    y[0] = 0
+    for grad_output in (1.0, 0.37):
+        kw = dict(reduction=reduction, grad_output=grad_output)
+        out = np.full(shape, np.nan, dtype) if with_out else None
+        fast_loss, fast_grad = fx.cross_entropy_with_grad(x, y, out=out, **kw)
+        slow_loss, slow_grad = fx.cross_entropy_with_grad(x, y.astype(np.int32), **kw)
+        assert type(fast_loss) is float and fast_loss == slow_loss
+        assert fast_grad.dtype == dtype and fast_grad.shape == shape
+        np.testing.assert_array_equal(fast_grad, slow_grad)
+        if with_out:
+            assert fast_grad is out
+        assert fx.cross_entropy(x, y, reduction=reduction) == fx.cross_entropy(x, y.astype(np.int32),
+                                                                                 reduction=reduction)
+    assert taken == [7, 5, 7, 5]  # with the gradient, then without, for each grad_output
+
+
+@pytest.mark.parametrize("case", ["bad-label", "all-ignored", "overlapping-out", "readonly-out", "f64-out"])
+def test_small_call_fast_path_declines(case, rng):
+    # What the C fast path does not handle, the general path does, with its errors.
+    x = rng.standard_normal((8, 5)).astype(np.float32)
+    y = rng.integers(0, 5, 8)
+    if case == "bad-label":
+        y[3] = 5
+        with pytest.raises(ValueError, match="target"):
+            fx.cross_entropy_with_grad(x, y)
+    elif case == "all-ignored":
+        loss, grad = fx.cross_entropy_with_grad(x, np.full(8, -100))
+        assert np.isnan(loss) and np.all(grad == 0)
+    elif case == "overlapping-out":
+        with pytest.raises(ValueError, match="out"):
+            fx.cross_entropy_with_grad(x, y, out=x)
+    elif case == "readonly-out":
+        out = np.zeros_like(x)
+        out.flags.writeable = False
+        with pytest.raises(ValueError, match="out"):
+            fx.cross_entropy_with_grad(x, y, out=out)
+    else:
+        with pytest.raises(TypeError, match="out"):
+            fx.cross_entropy_with_grad(x, y, out=np.zeros(x.shape))
