@@ -161,9 +161,17 @@ FX_ALWAYS_INLINE fx_vf32 FXV(fx_loadp_f32)(const float *p, int64_t len, float fi
     return *(const fx_vf32_mem *)buf;
 }
 FX_ALWAYS_INLINE fx_vf64 FXV(fx_loadp_f64)(const double *p, int64_t len, double fill) {
+#if (defined(__x86_64__) || defined(__i386__)) && FX_VBYTES == 16
+    /* Not through a buffer: from that, GCC 12 built the vector in MMX
+     * registers and never ran EMMS, which broke every later x87 (long
+     * double) operation in the process (tests/test_simd_paths.py). */
+    const __m128d f = _mm_set1_pd(fill);
+    return (fx_vf64)(len >= 2 ? _mm_loadu_pd(p) : len == 1 ? _mm_loadl_pd(f, p) : f);
+#else
     double buf[FX_LANES_F64];
     for (int i = 0; i < FX_LANES_F64; i++) buf[i] = i < len ? p[i] : fill;
     return *(const fx_vf64_mem *)buf;
+#endif
 }
 FX_ALWAYS_INLINE void FXV(fx_storep_f32)(float *p, fx_vf32 v, int64_t len) {
     for (int i = 0; i < len; i++) p[i] = v[i];

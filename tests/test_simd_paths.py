@@ -153,6 +153,26 @@ def test_exp_ulp_per_path(simd, dtype):
     assert ulps.max() <= 1.25, (simd, float(ulps.max()), float(d[np.argmax(ulps)]))
 
 
+@pytest.mark.skipif(np.finfo(np.longdouble).nmant < 63, reason="x87 long double only")
+def test_x87_state_left_clean(simd):
+    # No kernel may leave MMX state behind: GCC once moved values through MMX
+    # registers in the baseline float64 narrow kernels without EMMS, and every
+    # later long double (x87) operation in the process failed.
+    rng = np.random.default_rng(3)
+    for dtype in (np.float32, np.float64):
+        for n in (1, 2, 3, 5, 9, 17, 33, 1025):
+            x = rng.standard_normal((37, n)).astype(dtype)
+            y = rng.integers(0, n, 37)
+            t = (x > 0).astype(dtype)
+            fx.logsumexp(x), fx.softmax(x), fx.log_softmax(x), fx.cross_entropy_with_grad(x, y)
+            fx.cross_entropy_with_grad(x, y, weight=rng.random(n) + 0.5, sample_weight=rng.random(37),
+                                       reduction="none", grad_output=rng.standard_normal(37))
+            fx.cross_entropy_with_grad(x, t / np.maximum(t.sum(axis=1, keepdims=True), 1))
+            fx.binary_cross_entropy_with_grad(x, t), fx.entropy(fx.softmax(x))
+            with np.errstate(all="raise"):
+                assert np.longdouble(2) * np.longdouble(3) + np.longdouble(1) == 7, (simd, dtype, n)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_paths_agree(dtype, rng, restore_simd):
     # All paths compute the same function; they may round differently.
