@@ -7,6 +7,7 @@ reported as such, and that the table, the JSON and the PNG are written.
 import importlib.util
 import itertools
 import json
+import os
 import subprocess
 import sys
 
@@ -21,14 +22,16 @@ DTYPES = ("float32", "float64")
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
+def tiny_run(tmp_path_factory, import_root):
     out = tmp_path_factory.mktemp("bench")
     json_path, png_path = out / "run.json", out / "run.png"
     argv = ["bench", "--shapes", ",".join(SHAPES), "--dtype", ",".join(DTYPES), "--repeat", "1",
             "--bandwidth-mib", "4", "--json", str(json_path), "--plot", str(png_path),
             "--no-progress"]
+    # The build under test, in place or installed (see conftest.import_root).
+    env = dict(os.environ, PYTHONPATH=import_root + os.pathsep + os.environ.get("PYTHONPATH", ""))
     proc = subprocess.run([sys.executable, "-m", "fastxent", *argv], capture_output=True,
-                          text=True, timeout=300)
+                          text=True, timeout=300, cwd=import_root, env=env)
     return proc, json.loads(json_path.read_text()), png_path
 
 

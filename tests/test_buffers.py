@@ -78,23 +78,25 @@ def test_the_pool_stays_under_its_limit(monkeypatch):
         np.testing.assert_allclose(o, ref.softmax(x), rtol=1e-5, atol=1e-7)
 
 
-def _run(env_value, code):
-    env = dict(os.environ, FASTXENT_BUFFER_CACHE=env_value)
+def _run(env_value, code, import_root):
+    # The build under test, in place or installed (see conftest.import_root).
+    env = dict(os.environ, FASTXENT_BUFFER_CACHE=env_value,
+               PYTHONPATH=import_root + os.pathsep + os.environ.get("PYTHONPATH", ""))
     return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd="/")
 
 
-def test_environment_variable_turns_recycling_off():
+def test_environment_variable_turns_recycling_off(import_root):
     code = ("import numpy as np, fastxent as fx\n"
             "x = np.ones((512, 4096), np.float32)\n"
             "a = fx.softmax(x); fx.softmax(x)\n"
             "print(fx.show_config()['buffer_cache'])\n")
-    result = _run("0", code)
+    result = _run("0", code, import_root)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "{'held': 0, 'limit': 0}"
 
 
 @pytest.mark.parametrize("value", ["lots", "-1"])
-def test_bad_environment_variable_is_a_clear_error(value):
-    result = _run(value, "import fastxent")
+def test_bad_environment_variable_is_a_clear_error(value, import_root):
+    result = _run(value, "import fastxent", import_root)
     assert result.returncode != 0
     assert "ValueError" in result.stderr and "FASTXENT_BUFFER_CACHE" in result.stderr
