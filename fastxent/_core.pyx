@@ -205,10 +205,10 @@ def check_labels(const int64_t[::1] labels, int64_t n_classes, int64_t ignore_in
 def count_outside_unit(const real[::1] a, int n_threads=1):
     """How many values of a lie outside [0, 1] (NaN counts): one parallel pass,
     no temporaries.  The caller looks for the first one only when there is one."""
-    cdef int64_t n = a.shape[0], units = (n + LABEL_UNIT - 1) // LABEL_UNIT, i, bad = 0
+    cdef int64_t n = a.shape[0], i, bad = 0
     if n == 0:
         return 0
-    cdef int nt = _threads(n, units, n_threads)
+    cdef int nt = _threads(n, n, n_threads)
     cdef const real *ap = &a[0]
     cdef real e
     with nogil:
