@@ -81,6 +81,7 @@ cdef extern from "fastxent.h" nogil:
     void fx_softcap_grad_row_f64(const double *capped, int64_t n, double cap, double *grad)
 
     int FX_NARROW_MAX
+    int FX_SLICE
     void fx_lse_scan_row_f32(const float *x, int64_t n, double *m, double *s)
     void fx_lse_scan_row_f64(const double *x, int64_t n, double *m, double *s)
     void fx_write_row_f32(const float *x, int64_t n, int take_log, double shift, double k, int flags,

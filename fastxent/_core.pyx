@@ -12,7 +12,7 @@ from cython.parallel cimport prange, threadid
 from libc.stdint cimport int64_t, uintptr_t
 from libc.stdlib cimport malloc, free
 from libc.string cimport memset
-from libc.math cimport log, NAN
+from libc.math cimport exp, log, NAN
 
 from fastxent._core cimport (
     real, fx_ce_options, FX_STREAM_STORES, lse_row, softmax_row, ce_label_row, ce_prob_row,
@@ -41,14 +41,15 @@ cdef enum:
     COLS_UNIT = 512
     # Rows per work unit of the narrow-row kernels (n_classes <= FX_NARROW_MAX).
     NARROW_UNIT = 512
-    # Rows of at least SPLIT_MIN classes are cut into slices of SPLIT_SLICE
-    # that threads share, so a single huge row runs on every thread.  Both
-    # depend on the shape only: the merge order, and so every bit of the
-    # result, is the same for any thread count.
+    # Rows of at least SPLIT_MIN classes are always cut into slices of
+    # FX_SLICE that threads share (see _split).
     SPLIT_MIN = 1 << 20
-    SPLIT_SLICE = 1 << 16
     # Labels per work unit of check_labels.
     LABEL_UNIT = 1 << 16
+
+
+# Classes per slice of a row (fastxent.h); for tests.
+SLICE = FX_SLICE
 
 
 def openmp_enabled():
@@ -90,6 +91,17 @@ cdef inline int _threads(int64_t work, int64_t units, int n_threads) noexcept no
     return <int>min(<int64_t>n_threads, units)
 
 
+cdef inline bint _split(int64_t n, int64_t c, int n_threads) noexcept nogil:
+    """Whether rows are cut into slices of FX_SLICE classes that threads
+    share (split_rows): rows of SPLIT_MIN classes or more, and rows of two
+    slices or more when there are fewer rows than threads (one LLM
+    vocabulary row, say).  The row kernels sum a row in the same slices,
+    merged in the same order, so this choice never changes a bit."""
+    if c < 2 * FX_SLICE:
+        return False
+    return c >= SPLIT_MIN or n < _threads(n * c, n * ((c + FX_SLICE - 1) // FX_SLICE), n_threads)
+
+
 cdef inline int64_t _chunk(int64_t units, int nt) noexcept nogil:
     """Units per chunk of a prange's dynamic schedule: about 8 chunks per
     thread.  A thread the OS takes away for a while (other work on a shared
@@ -123,7 +135,7 @@ def logsumexp_rows(const real[:, ::1] x, real[::1] out, int n_threads):
         return
     cdef const real *xp = &x[0, 0]
     cdef real *op = &out[0]
-    if c >= SPLIT_MIN:
+    if _split(n, c, n_threads):
         split_rows(x, None, 0, 0, 0.0, None, out, None, None, n_threads)
         return
     if 0 < c <= FX_NARROW_MAX:
@@ -149,7 +161,7 @@ def softmax_rows(const real[:, ::1] x, real[:, ::1] out, bint log, int n_threads
     cdef real *op = &out[0, 0]
     cdef int flags = _store_flags(n * c * <int64_t>sizeof(real))
     cdef int64_t u, units
-    if c >= SPLIT_MIN:
+    if _split(n, c, n_threads):
         split_rows(x, None, 0, 2 if log else 1, 0.0, None, None, out, None, n_threads)
         return
     if c <= FX_NARROW_MAX:
@@ -318,7 +330,7 @@ def cross_entropy_rows(const real[:, ::1] x, const real[:, ::1] target, const in
     cdef int64_t n = x.shape[0], c = x.shape[1]
     if n == 0:
         return 0.0
-    if (c >= SPLIT_MIN and target is None and weight is None and sample_weight is None
+    if (_split(n, c, n_threads) and target is None and weight is None and sample_weight is None
             and label_smoothing == 0 and z_loss == 0 and softcap == 0 and clip == 0):
         return split_rows(x, labels, ignore_index, 3, grad_scale, grad_row_scale, loss_out, grad,
                           lse_out, n_threads)
@@ -719,7 +731,7 @@ def cross_entropy_small(x, labels, int64_t ignore_index, bint mean, bint empty_n
 
 
 # ---------------------------------------------------------------------------
-# rows of at least SPLIT_MIN classes, split across threads
+# rows split across threads
 
 
 cdef inline double _shift(double m) noexcept nogil:
@@ -730,14 +742,14 @@ def split_rows(const real[:, ::1] x, const int64_t[::1] labels, int64_t ignore_i
                double grad_scale, const double[::1] grad_row_scale, real[::1] row_out,
                real[:, ::1] out, real[::1] lse_out, int n_threads):
     """logsumexp (mode 0), softmax (1), log-softmax (2) or plain cross-entropy
-    (3, labels; out is the gradient when given) of rows of >= SPLIT_MIN classes.
+    (3, labels; out is the gradient when given) of rows cut into slices (_split).
 
     Slices of every row are scanned in parallel, merged per row in slice
     order, then written in parallel.  row_out receives the per-row lse (0-2)
     or loss (3).  Returns the loss sum (mode 3).
     """
     cdef int64_t n = x.shape[0], c = x.shape[1]
-    cdef int64_t per = (c + SPLIT_SLICE - 1) // SPLIT_SLICE, units = n * per, u, i, k, y
+    cdef int64_t per = (c + FX_SLICE - 1) // FX_SLICE, units = n * per, u, i, k, y
     cdef int nt = _threads(n * c, units, n_threads)
     cdef const real *xp = &x[0, 0]
     cdef real *op = &out[0, 0] if out is not None else NULL
@@ -753,8 +765,8 @@ def split_rows(const real[:, ::1] x, const int64_t[::1] labels, int64_t ignore_i
         with nogil:
             for u in prange(units, schedule='dynamic', chunksize=_chunk(units, nt), num_threads=nt,
                             use_threads_if=nt > 1):
-                lse_scan_row(xp + (u // per) * c + (u % per) * SPLIT_SLICE,
-                             min(<int64_t>SPLIT_SLICE, c - (u % per) * SPLIT_SLICE), &ms[2 * u], &ms[2 * u + 1])
+                lse_scan_row(xp + (u // per) * c + (u % per) * FX_SLICE,
+                             min(<int64_t>FX_SLICE, c - (u % per) * FX_SLICE), &ms[2 * u], &ms[2 * u + 1])
             for i in range(n):
                 m = ms[2 * i * per]
                 s = ms[2 * i * per + 1]
@@ -787,8 +799,8 @@ def split_rows(const real[:, ::1] x, const int64_t[::1] labels, int64_t ignore_i
                 for u in prange(units, schedule='dynamic', chunksize=_chunk(units, nt), num_threads=nt,
                                 use_threads_if=nt > 1):
                     i = u // per
-                    k = (u % per) * SPLIT_SLICE
-                    write_row(xp + i * c + k, min(<int64_t>SPLIT_SLICE, c - k), mode == 2,
+                    k = (u % per) * FX_SLICE
+                    write_row(xp + i * c + k, min(<int64_t>FX_SLICE, c - k), mode == 2,
                               kr[2 * i], kr[2 * i + 1], flags, op + i * c + k)
                 if mode == 3:
                     for i in range(n):
@@ -796,8 +808,10 @@ def split_rows(const real[:, ::1] x, const int64_t[::1] labels, int64_t ignore_i
                         if y == ignore_index:
                             memset(op + i * c, 0, c * sizeof(real))
                         elif kr[2 * i + 1] == kr[2 * i + 1]:
+                            # As the row kernel does it (fx_ce_row), for its bits.
                             gs = grad_scale * (grad_row_scale[i] if grad_row_scale is not None else 1.0)
-                            op[i * c + y] = <real>(op[i * c + y] - gs)
+                            op[i * c + y] = <real>(exp(<double>xp[i * c + y] - kr[2 * i])
+                                                   * <double>(<real>kr[2 * i + 1]) - gs)
     finally:
         free(ms)
         free(kr)

@@ -71,12 +71,16 @@ double fx_log_softmax_row_f32(const float *x, int64_t n, float *out, int flags);
 double fx_log_softmax_row_f64(const double *x, int64_t n, double *out, int flags);
 
 /*
- * A row too long for one thread, in slices: fx_lse_scan_row gives a slice's
+ * Every row kernel sums a row in slices of FX_SLICE elements, each with its
+ * own running max, merged in order with fx_lse_merge.  So a row can be split
+ * across threads with the same bits: fx_lse_scan_row gives a slice's
  * running max m and sum s of exp(x - shift(m)) (shift(m) = m if finite,
- * else 0); the caller merges slices in a fixed order (fx_lse_merge) and
- * then writes each slice with fx_write_row:
+ * else 0); the caller cuts the row at multiples of FX_SLICE, merges the
+ * slices in order (fx_lse_merge) and then writes each slice with
+ * fx_write_row:
  *     out = take_log ? (x - shift) - k : exp(x - shift) * k.
  */
+#define FX_SLICE 16384
 void fx_lse_scan_row_f32(const float *x, int64_t n, double *m, double *s);
 void fx_lse_scan_row_f64(const double *x, int64_t n, double *m, double *s);
 void fx_write_row_f32(const float *x, int64_t n, int take_log, double shift, double k, int flags,

@@ -28,6 +28,7 @@
 
 #define FXR(name) FX_CAT(FX_CAT(name, FX_SFX), FX_ISA)
 #define FX_BLOCK 1024
+_Static_assert(FX_SLICE % FX_BLOCK == 0, "a slice is whole blocks");
 
 /* Running state of the blocked online log-sum-exp and of the dot products
  * that label smoothing, class weights and soft targets need. */
@@ -87,8 +88,22 @@ FX_ALWAYS_INLINE FX_T FXR(fx_block_max)(const FX_T *x, int64_t len) {
  */
 FX_ALWAYS_INLINE void FXR(fx_scan)(const FX_T *x, const FX_T *t, const FX_T *w,
                                    int64_t n, int need_wx, FXR(fx_scan_state) *st) {
+    /* (m, s) of the slice (FX_SLICE elements) being scanned; row_m, row_s
+     * the slices before it, merged in order (fastxent.h).  The first slice
+     * is taken as it is, as a caller that splits the row does. */
     double m = -INFINITY, s = 0.0, wx = 0.0, wsum = 0.0, wtx = 0.0, wt = 0.0;
+    double row_m = -INFINITY, row_s = 0.0;
     for (int64_t b = 0; b < n; b += FX_BLOCK) {
+        if (b % FX_SLICE == 0 && b > 0) {
+            if (b == FX_SLICE) {
+                row_m = m;
+                row_s = s;
+            } else {
+                fx_lse_merge(&row_m, &row_s, m, s);
+            }
+            m = -INFINITY;
+            s = 0.0;
+        }
         const int64_t len = (n - b) < FX_BLOCK ? (n - b) : FX_BLOCK;
         const FX_T *xb = x + b;
         const FX_T bm = FXR(fx_block_max)(xb, len);
@@ -153,8 +168,14 @@ FX_ALWAYS_INLINE void FXR(fx_scan)(const FX_T *x, const FX_T *t, const FX_T *w,
             wt += FXR(fx_hsum)(d_wt);
         }
     }
-    st->m = m;
-    st->s = s;
+    if (n <= FX_SLICE) {
+        row_m = m;
+        row_s = s;
+    } else {
+        fx_lse_merge(&row_m, &row_s, m, s);
+    }
+    st->m = row_m;
+    st->s = row_s;
     st->wx = wx;
     st->wsum = wsum;
     st->wtx = wtx;

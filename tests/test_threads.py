@@ -148,3 +148,64 @@ def test_odd_shapes_bit_identical(shape):
         loss, grad = fx.cross_entropy_with_grad(x, y, n_threads=nt)
         assert _bits(loss) == _bits(ref_loss) and _bits(grad) == _bits(ref_grad)
         assert _bits(fx.logsumexp(x, n_threads=nt)) == _bits(fx.logsumexp(x, n_threads=1))
+
+
+def _few_rows(shape, dtype):
+    """Rows of several slices with the awkward cases where slices meet."""
+    rng = np.random.default_rng(17)
+    x = (rng.standard_normal(shape) * 3).astype(dtype)
+    y = rng.integers(0, shape[1], shape[0])
+    # The row's max in its last, partial slice, and a label of probability
+    # ~0.4, whose gradient (p - 1) shows the last bits of p.
+    x[0, -3], x[0, -4], y[0] = 30, 29.5, shape[1] - 4
+    if shape[0] > 1:
+        x[1, : 2 * fx._core.SLICE] = -np.inf  # whole slices of -inf before the finite ones
+        x[1, -1], y[1] = 20, shape[1] - 1
+    if shape[0] > 2:
+        x[2, fx._core.SLICE + 1] = np.nan
+    if shape[0] > 3:
+        x[3, 7] = np.inf
+    if shape[0] > 4:
+        y[4] = -100
+    return x, y
+
+
+FEW_ROWS = [(1, 3 * 16384 + 5), (5, 2 * 16384 + 1), (2, 40_000)]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", FEW_ROWS)
+def test_split_rows_give_the_row_kernels_bits(dtype, shape):
+    # Fewer rows than threads are cut into slices that threads share; the row
+    # kernels sum the same slices in the same order, so every output has the
+    # bits of the unsplit path (n_threads=1), which a thread-dependent choice
+    # of path needs.
+    from fastxent import _core
+    assert shape[1] >= 2 * _core.SLICE
+    x, y = _few_rows(shape, dtype)
+    n = shape[0]
+    for mode, name in ((0, "logsumexp"), (1, "softmax"), (2, "log_softmax")):
+        expected = getattr(fx, name)(x, axis=-1, n_threads=1)
+        got = np.empty(n, dtype) if mode == 0 else np.empty_like(x)
+        _core.split_rows(x, None, 0, mode, 0.0, None, got if mode == 0 else None,
+                         None if mode == 0 else got, None, 2)
+        assert _bits(got) == _bits(expected), name
+    loss, grad, lse = fx.cross_entropy_with_grad(x, y, reduction="sum", n_threads=1, return_lse=True)
+    rows = fx.cross_entropy(x, y, reduction="none", n_threads=1)
+    got_rows, got_grad, got_lse = np.empty(n, dtype), np.empty_like(x), np.empty(n, dtype)
+    total = _core.split_rows(x, y, -100, 3, 1.0, None, got_rows, got_grad, got_lse, 2)
+    assert _bits(got_grad) == _bits(grad)
+    assert _bits(got_lse) == _bits(lse)
+    assert _bits(got_rows) == _bits(rows)
+    assert _bits(float(total)) == _bits(float(loss))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", FEW_ROWS)
+def test_few_long_rows_bit_identical(dtype, shape):
+    x, y = _few_rows(shape, dtype)
+    for name in ("logsumexp", "softmax", "log_softmax"):
+        _assert_same_bits([getattr(fx, name)(x, axis=-1, n_threads=nt) for nt in THREADS], name)
+    runs = [fx.cross_entropy_with_grad(x, y, n_threads=nt, return_lse=True) for nt in THREADS]
+    for k, what in enumerate(("loss", "grad", "lse")):
+        _assert_same_bits([r[k] for r in runs], what)
