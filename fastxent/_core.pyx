@@ -755,7 +755,7 @@ def split_rows(const real[:, ::1] x, const int64_t[::1] labels, int64_t ignore_i
     cdef real *op = &out[0, 0] if out is not None else NULL
     cdef int flags = _store_flags(n * c * <int64_t>sizeof(real))
     cdef double *ms = <double *>malloc(2 * units * sizeof(double))
-    cdef double *kr = <double *>malloc(2 * n * sizeof(double))
+    cdef double *kr = <double *>malloc(3 * n * sizeof(double))
     if ms == NULL or kr == NULL:
         free(ms)
         free(kr)
@@ -773,25 +773,30 @@ def split_rows(const real[:, ::1] x, const int64_t[::1] labels, int64_t ignore_i
                 for k in range(1, per):
                     fx_lse_merge(&m, &s, ms[2 * (i * per + k)], ms[2 * (i * per + k) + 1])
                 lse = _shift(m) + log(s)
-                kr[2 * i] = _shift(m)
+                kr[3 * i] = _shift(m)
                 if mode == 0:
                     row_out[i] = <real>lse
                     continue
                 if mode == 1:
-                    kr[2 * i + 1] = 1.0 / s if lse - lse == 0 else NAN
+                    kr[3 * i + 1] = 1.0 / s if lse - lse == 0 else NAN
                 elif mode == 2:
-                    kr[2 * i + 1] = log(s) if lse - lse == 0 else NAN
+                    kr[3 * i + 1] = log(s) if lse - lse == 0 else NAN
                 else:
                     if lse_out is not None:
                         lse_out[i] = <real>lse
                     y = labels[i]
                     if y == ignore_index:
                         loss = 0.0
-                        kr[2 * i + 1] = 0.0
+                        kr[3 * i + 1] = 0.0
                     else:
                         loss = lse - xp[i * c + y] if lse - lse == 0 else NAN
                         gs = grad_scale * (grad_row_scale[i] if grad_row_scale is not None else 1.0)
-                        kr[2 * i + 1] = gs / s if lse - lse == 0 else NAN
+                        kr[3 * i + 1] = gs / s if lse - lse == 0 else NAN
+                        # The label's gradient as the row kernel computes it
+                        # (fx_ce_row), for its bits; from x now, before an
+                        # in-place write pass overwrites it.
+                        kr[3 * i + 2] = <real>(exp(<double>xp[i * c + y] - kr[3 * i])
+                                               * <double>(<real>kr[3 * i + 1]) - gs)
                     if row_out is not None:
                         row_out[i] = <real>loss
                     total += loss
@@ -801,17 +806,14 @@ def split_rows(const real[:, ::1] x, const int64_t[::1] labels, int64_t ignore_i
                     i = u // per
                     k = (u % per) * FX_SLICE
                     write_row(xp + i * c + k, min(<int64_t>FX_SLICE, c - k), mode == 2,
-                              kr[2 * i], kr[2 * i + 1], flags, op + i * c + k)
+                              kr[3 * i], kr[3 * i + 1], flags, op + i * c + k)
                 if mode == 3:
                     for i in range(n):
                         y = labels[i]
                         if y == ignore_index:
                             memset(op + i * c, 0, c * sizeof(real))
-                        elif kr[2 * i + 1] == kr[2 * i + 1]:
-                            # As the row kernel does it (fx_ce_row), for its bits.
-                            gs = grad_scale * (grad_row_scale[i] if grad_row_scale is not None else 1.0)
-                            op[i * c + y] = <real>(exp(<double>xp[i * c + y] - kr[2 * i])
-                                                   * <double>(<real>kr[2 * i + 1]) - gs)
+                        elif kr[3 * i + 1] == kr[3 * i + 1]:
+                            op[i * c + y] = <real>kr[3 * i + 2]
     finally:
         free(ms)
         free(kr)

@@ -170,7 +170,9 @@ def _few_rows(shape, dtype):
     return x, y
 
 
-FEW_ROWS = [(1, 3 * 16384 + 5), (5, 2 * 16384 + 1), (2, 40_000)]
+# Each splits for some n_threads below (work >= 65536 elements, rows < threads).
+FEW_ROWS = [(1, 4 * 16384 + 5), (5, 2 * 16384 + 1), (2, 40_000)]
+FEW_THREADS = [1, 2, 3, 8, None]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -205,7 +207,14 @@ def test_split_rows_give_the_row_kernels_bits(dtype, shape):
 def test_few_long_rows_bit_identical(dtype, shape):
     x, y = _few_rows(shape, dtype)
     for name in ("logsumexp", "softmax", "log_softmax"):
-        _assert_same_bits([getattr(fx, name)(x, axis=-1, n_threads=nt) for nt in THREADS], name)
-    runs = [fx.cross_entropy_with_grad(x, y, n_threads=nt, return_lse=True) for nt in THREADS]
+        results = [getattr(fx, name)(x, axis=-1, n_threads=nt) for nt in FEW_THREADS]
+        assert all(_bits(r) == _bits(results[0]) for r in results), name
+    runs = [fx.cross_entropy_with_grad(x, y, n_threads=nt, return_lse=True) for nt in FEW_THREADS]
     for k, what in enumerate(("loss", "grad", "lse")):
-        _assert_same_bits([r[k] for r in runs], what)
+        assert all(_bits(r[k]) == _bits(runs[0][k]) for r in runs), what
+    # In place the gradient overwrites the logits, the label's included.
+    for nt in FEW_THREADS:
+        xc = x.copy()
+        loss, grad = fx.cross_entropy_with_grad(xc, y, n_threads=nt, inplace=True)
+        assert grad is xc or np.shares_memory(grad, xc)
+        assert _bits(grad) == _bits(runs[0][1]) and _bits(loss) == _bits(runs[0][0]), f"inplace, n_threads={nt}"
