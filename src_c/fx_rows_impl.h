@@ -313,7 +313,10 @@ static double FXR(fx_ce_row)(const FX_T *x, const FX_T *t, int64_t n, int64_t y,
     loss += z * lse * lse;
     if (grad) {
         const FX_T k = (FX_T)(gs * (a_sum + 2.0 * z * lse) / st.s);
-        const FX_T cc = (FX_T)(gs * eps / (double)n);
+        /* +0 without smoothing, not gs * 0 (-0 for gs < 0): then a class of
+         * probability 0 gets 0 * k - 0 = -0 for k < 0, as fx_write_row and the
+         * narrow kernels give it (the same bits on every path). */
+        const FX_T cc = eps != 0.0 ? (FX_T)(gs * eps / (double)n) : (FX_T)0;
         const FX_T ct = (FX_T)(gs * (1.0 - eps));
         const FX_T m = (FX_T)st.m;
         const int stream = opt && (opt->flags & FX_STREAM_STORES);

@@ -212,6 +212,11 @@ def test_few_long_rows_bit_identical(dtype, shape):
     runs = [fx.cross_entropy_with_grad(x, y, n_threads=nt, return_lse=True) for nt in FEW_THREADS]
     for k, what in enumerate(("loss", "grad", "lse")):
         assert all(_bits(r[k]) == _bits(runs[0][k]) for r in runs), what
+    go = np.linspace(-2.0, 3.0, shape[0])  # a per-row scale of the gradient
+    runs_none = [fx.cross_entropy_with_grad(x, y, reduction="none", grad_output=go, n_threads=nt)
+                 for nt in FEW_THREADS]
+    for k, what in enumerate(("per-row loss", "per-row-scaled grad")):
+        assert all(_bits(r[k]) == _bits(runs_none[0][k]) for r in runs_none), what
     # In place the gradient overwrites the logits, the label's included.
     for nt in FEW_THREADS:
         xc = x.copy()
