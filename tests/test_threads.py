@@ -171,7 +171,7 @@ def _few_rows(shape, dtype):
 
 
 # Each splits for some n_threads below (work >= 65536 elements, rows < threads).
-FEW_ROWS = [(1, 4 * 16384 + 5), (5, 2 * 16384 + 1), (2, 40_000)]
+FEW_ROWS = [(1, 4 * fx._core.SLICE + 5), (5, 2 * fx._core.SLICE + 1), (2, 40_000)]
 FEW_THREADS = [1, 2, 3, 8, None]
 
 
