@@ -80,6 +80,18 @@ FX_ALWAYS_INLINE FX_T FXR(fx_block_max)(const FX_T *x, int64_t len) {
     return m;
 }
 
+/* Folds the slice just scanned into the row's (m, s): the first slice as it
+ * is, as a caller that splits the row takes it, later ones by fx_lse_merge
+ * (fastxent.h; one out-of-line function, so both paths round alike). */
+FX_ALWAYS_INLINE void FXR(fx_fold_slice)(int first, double *row_m, double *row_s, double m, double s) {
+    if (first) {
+        *row_m = m;
+        *row_s = s;
+    } else {
+        fx_lse_merge(row_m, row_s, m, s);
+    }
+}
+
 /*
  * One pass over the row.  The flags are compile-time constants at every
  * call site, so each combination compiles to its own loop:
@@ -89,18 +101,12 @@ FX_ALWAYS_INLINE FX_T FXR(fx_block_max)(const FX_T *x, int64_t len) {
 FX_ALWAYS_INLINE void FXR(fx_scan)(const FX_T *x, const FX_T *t, const FX_T *w,
                                    int64_t n, int need_wx, FXR(fx_scan_state) *st) {
     /* (m, s) of the slice (FX_SLICE elements) being scanned; row_m, row_s
-     * the slices before it, merged in order (fastxent.h).  The first slice
-     * is taken as it is, as a caller that splits the row does. */
+     * the slices before it. */
     double m = -INFINITY, s = 0.0, wx = 0.0, wsum = 0.0, wtx = 0.0, wt = 0.0;
     double row_m = -INFINITY, row_s = 0.0;
     for (int64_t b = 0; b < n; b += FX_BLOCK) {
         if (b % FX_SLICE == 0 && b > 0) {
-            if (b == FX_SLICE) {
-                row_m = m;
-                row_s = s;
-            } else {
-                fx_lse_merge(&row_m, &row_s, m, s);
-            }
+            FXR(fx_fold_slice)(b == FX_SLICE, &row_m, &row_s, m, s);
             m = -INFINITY;
             s = 0.0;
         }
@@ -168,12 +174,7 @@ FX_ALWAYS_INLINE void FXR(fx_scan)(const FX_T *x, const FX_T *t, const FX_T *w,
             wt += FXR(fx_hsum)(d_wt);
         }
     }
-    if (n <= FX_SLICE) {
-        row_m = m;
-        row_s = s;
-    } else {
-        fx_lse_merge(&row_m, &row_s, m, s);
-    }
+    FXR(fx_fold_slice)(n <= FX_SLICE, &row_m, &row_s, m, s);
     st->m = row_m;
     st->s = row_s;
     st->wx = wx;
