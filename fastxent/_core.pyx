@@ -84,8 +84,10 @@ def set_simd(str name):
 
 cdef inline int _threads(int64_t work, int64_t units, int n_threads) noexcept nogil:
     """Threads for a call: 1 when the work is too small for a parallel region.
-    Every prange runs with use_threads_if=nt > 1: with one thread it opens no
-    OpenMP region at all (that costs ~0.8 us, a tenth of a small call)."""
+    Every prange sits under `if nt > 1`, with a plain loop over the same
+    units in the else branch: an OpenMP region costs ~0.7 us even when
+    use_threads_if keeps it to one thread (libgomp still builds a team,
+    mallocs, and wakes a futex), a fifth of a small call."""
     if work < SERIAL_WORK or units < 2 or n_threads <= 1:
         return 1
     return <int>min(<int64_t>n_threads, units)
@@ -143,14 +145,26 @@ def logsumexp_rows(const real[:, ::1] x, real[::1] out, int n_threads):
         units = (n + NARROW_UNIT - 1) // NARROW_UNIT
         nt = _threads(n * c, units, n_threads)
         with nogil:
-            for u in prange(units, schedule='dynamic', chunksize=_chunk(units, nt), num_threads=nt,
-                            use_threads_if=nt > 1):
-                _narrow_lse_unit(xp, u, n, c, op)
+            if nt > 1:
+                for u in prange(units, schedule='dynamic', chunksize=_chunk(units, nt), num_threads=nt):
+                    _narrow_lse_unit(xp, u, n, c, op)
+            else:
+                for u in range(units):
+                    _narrow_lse_unit(xp, u, n, c, op)
         return
     with nogil:
-        for i in prange(n, schedule='dynamic', chunksize=_chunk(n, nt), num_threads=nt,
-                        use_threads_if=nt > 1):
-            op[i] = <real>lse_row(xp + i * c, c)
+        if nt > 1:
+            for i in prange(n, schedule='dynamic', chunksize=_chunk(n, nt), num_threads=nt):
+                op[i] = <real>lse_row(xp + i * c, c)
+        else:
+            for i in range(n):
+                op[i] = <real>lse_row(xp + i * c, c)
+
+
+cdef void _narrow_softmax_unit(const real *x, int64_t u, int64_t n, int64_t c, real *out,
+                              bint log) noexcept nogil:
+    cdef int64_t first = u * NARROW_UNIT, rows = min(<int64_t>NARROW_UNIT, n - u * NARROW_UNIT)
+    narrow_softmax(x + first * c, rows, c, out + first * c, log)
 
 
 def softmax_rows(const real[:, ::1] x, real[:, ::1] out, bint log, int n_threads):
@@ -169,24 +183,32 @@ def softmax_rows(const real[:, ::1] x, real[:, ::1] out, bint log, int n_threads
         units = (n + NARROW_UNIT - 1) // NARROW_UNIT
         nt = _threads(n * c, units, n_threads)
         with nogil:
-            for u in prange(units, schedule='dynamic', chunksize=_chunk(units, nt), num_threads=nt,
-                            use_threads_if=nt > 1):
-                narrow_softmax(xp + u * NARROW_UNIT * c, min(<int64_t>NARROW_UNIT, n - u * NARROW_UNIT), c,
-                               op + u * NARROW_UNIT * c, log)
+            if nt > 1:
+                for u in prange(units, schedule='dynamic', chunksize=_chunk(units, nt), num_threads=nt):
+                    _narrow_softmax_unit(xp, u, n, c, op, log)
+            else:
+                for u in range(units):
+                    _narrow_softmax_unit(xp, u, n, c, op, log)
         return
     with nogil:
-        for i in prange(n, schedule='dynamic', chunksize=_chunk(n, nt), num_threads=nt,
-                        use_threads_if=nt > 1):
-            softmax_row(xp + i * c, c, op + i * c, log, flags)
+        if nt > 1:
+            for i in prange(n, schedule='dynamic', chunksize=_chunk(n, nt), num_threads=nt):
+                softmax_row(xp + i * c, c, op + i * c, log, flags)
+        else:
+            for i in range(n):
+                softmax_row(xp + i * c, c, op + i * c, log, flags)
 
 
 # ---------------------------------------------------------------------------
 # labels
 
 
-cdef void _check_labels_unit(const int64_t *labels, int64_t n, int64_t n_classes, int64_t ignore_index,
-                             int64_t *res) noexcept nogil:
-    """res[0]: index of the first bad label in labels[:n], or -1; res[1]: labels not ignore_index."""
+cdef void _check_labels_unit(const int64_t *all_labels, int64_t u, int64_t n_all, int64_t n_classes,
+                             int64_t ignore_index, int64_t *res) noexcept nogil:
+    """Unit u of LABEL_UNIT labels: res[0], the index in the unit of its first
+    bad label, or -1; res[1], its labels that are not ignore_index."""
+    cdef const int64_t *labels = all_labels + u * LABEL_UNIT
+    cdef int64_t n = min(<int64_t>LABEL_UNIT, n_all - u * LABEL_UNIT)
     cdef int64_t i, y, bad = 0
     # The counts first (vectorised, fx_kernels.c); the position of a bad
     # label is looked for only when there is one.
@@ -216,10 +238,12 @@ def check_labels(const int64_t[::1] labels, int64_t n_classes, int64_t ignore_in
     if res == NULL:
         raise MemoryError()
     with nogil:
-        for u in prange(units, schedule='dynamic', chunksize=_chunk(units, nt), num_threads=nt,
-                        use_threads_if=nt > 1):
-            _check_labels_unit(lp + u * LABEL_UNIT, min(<int64_t>LABEL_UNIT, n - u * LABEL_UNIT), n_classes,
-                               ignore_index, &res[2 * u])
+        if nt > 1:
+            for u in prange(units, schedule='dynamic', chunksize=_chunk(units, nt), num_threads=nt):
+                _check_labels_unit(lp, u, n, n_classes, ignore_index, &res[2 * u])
+        else:
+            for u in range(units):
+                _check_labels_unit(lp, u, n, n_classes, ignore_index, &res[2 * u])
         for u in range(units):
             if res[2 * u] >= 0:
                 bad = u * LABEL_UNIT + res[2 * u]
@@ -227,6 +251,10 @@ def check_labels(const int64_t[::1] labels, int64_t n_classes, int64_t ignore_in
             live += res[2 * u + 1]
     free(res)
     return bad, live
+
+
+cdef inline int64_t _outside_unit(real e) noexcept nogil:
+    return (e < 0) | (e > 1) | (e != e)
 
 
 def count_outside_unit(const real[::1] a, int n_threads=1):
@@ -237,12 +265,13 @@ def count_outside_unit(const real[::1] a, int n_threads=1):
         return 0
     cdef int nt = _threads(n, n, n_threads)
     cdef const real *ap = &a[0]
-    cdef real e
     with nogil:
-        for i in prange(n, schedule='dynamic', chunksize=_chunk(n, nt), num_threads=nt,
-                        use_threads_if=nt > 1):
-            e = ap[i]
-            bad += (e < 0) | (e > 1) | (e != e)
+        if nt > 1:
+            for i in prange(n, schedule='dynamic', chunksize=_chunk(n, nt), num_threads=nt):
+                bad += _outside_unit(ap[i])
+        else:
+            for i in range(n):
+                bad += _outside_unit(ap[i])
     return bad
 
 
@@ -316,6 +345,22 @@ cdef double _ce_narrow_unit(const real *x, const int64_t *labels, int64_t ignore
                      lse_out + first if lse_out != NULL else NULL)
 
 
+cdef double _ce_rows_unit(bint narrow, int64_t b, int64_t rpb, const real *x, const real *t,
+                          const int64_t *labels, int64_t ignore_index, int64_t n, int64_t c, const real *w,
+                          const fx_ce_options *opt, const double *sample_weight, double grad_scale,
+                          const double *grad_row_scale, double softcap, double clip, real *scratch,
+                          real *loss_out, real *grad, real *lse_out) noexcept nogil:
+    """Block b of cross_entropy_rows: a unit of narrow rows, or rows
+    [b * rpb, (b + 1) * rpb) through the row kernels (scratch: one softcap
+    row per thread, or NULL)."""
+    if narrow:
+        return _ce_narrow_unit(x, labels, ignore_index, b, n, c, w, sample_weight, grad_scale,
+                               grad_row_scale, loss_out, grad, lse_out)
+    return _ce_block(x, t, labels, ignore_index, b * rpb, min(n, (b + 1) * rpb), c, opt, sample_weight,
+                     grad_scale, grad_row_scale, softcap, clip,
+                     scratch + threadid() * c if scratch != NULL else NULL, loss_out, grad, lse_out)
+
+
 def cross_entropy_rows(const real[:, ::1] x, const real[:, ::1] target, const int64_t[::1] labels,
                        int64_t ignore_index, const real[::1] weight, const double[::1] sample_weight,
                        double label_smoothing, double z_loss, double grad_scale,
@@ -369,18 +414,14 @@ def cross_entropy_rows(const real[:, ::1] x, const real[:, ::1] target, const in
     cdef double total = 0.0
     try:
         with nogil:
-            if narrow:
-                for b in prange(nblocks, schedule='dynamic', chunksize=_chunk(nblocks, nt), num_threads=nt,
-                                use_threads_if=nt > 1):
-                    partial[b] = _ce_narrow_unit(xp, lp, ignore_index, b, n, c, wp, swp, grad_scale,
-                                                 grp, lop, gp, lsp)
+            if nt > 1:
+                for b in prange(nblocks, schedule='dynamic', chunksize=_chunk(nblocks, nt), num_threads=nt):
+                    partial[b] = _ce_rows_unit(narrow, b, rpb, xp, tp, lp, ignore_index, n, c, wp, &opt, swp,
+                                               grad_scale, grp, softcap, clip, scratch, lop, gp, lsp)
             else:
-                for b in prange(nblocks, schedule='dynamic', chunksize=_chunk(nblocks, nt), num_threads=nt,
-                                use_threads_if=nt > 1):
-                    partial[b] = _ce_block(xp, tp, lp, ignore_index, b * rpb, min(n, (b + 1) * rpb),
-                                           c, &opt, swp, grad_scale, grp, softcap, clip,
-                                           scratch + threadid() * c if scratch != NULL else NULL,
-                                           lop, gp, lsp)
+                for b in range(nblocks):
+                    partial[b] = _ce_rows_unit(narrow, b, rpb, xp, tp, lp, ignore_index, n, c, wp, &opt, swp,
+                                               grad_scale, grp, softcap, clip, scratch, lop, gp, lsp)
             for b in range(nblocks):
                 total += partial[b]
     finally:
@@ -416,26 +457,35 @@ def logsumexp_cols(const real[:, :, ::1] x, real[:, ::1] out, int n_threads):
     cdef const real *xp = &x[0, 0, 0]
     cdef real *op = &out[0, 0]
     with nogil:
-        for u in prange(units, schedule='dynamic', chunksize=_chunk(units, nt), num_threads=nt,
-                        use_threads_if=nt > 1):
-            _lse_cols_unit(xp, u // per, (u % per) * COLS_UNIT, c, q, op)
+        if nt > 1:
+            for u in prange(units, schedule='dynamic', chunksize=_chunk(units, nt), num_threads=nt):
+                _lse_cols_unit(xp, u // per, (u % per) * COLS_UNIT, c, q, op)
+        else:
+            for u in range(units):
+                _lse_cols_unit(xp, u // per, (u % per) * COLS_UNIT, c, q, op)
+
+
+cdef void _softmax_cols_unit(const real *x, int64_t a, int64_t j0, int64_t c, int64_t q, real *out,
+                             bint log) noexcept nogil:
+    cdef int64_t at = a * c * q + j0
+    softmax_in_cols(x + at, c, min(<int64_t>COLS_UNIT, q - j0), q, out + at, log)
 
 
 def softmax_cols(const real[:, :, ::1] x, real[:, :, ::1] out, bint log, int n_threads):
     cdef int64_t p = x.shape[0], c = x.shape[1], q = x.shape[2]
-    cdef int64_t per = _cols_units(q), units = p * per, u, a, j0
+    cdef int64_t per = _cols_units(q), units = p * per, u
     cdef int nt = _threads(p * c * q, units, n_threads)
     if units == 0 or c == 0:
         return
     cdef const real *xp = &x[0, 0, 0]
     cdef real *op = &out[0, 0, 0]
     with nogil:
-        for u in prange(units, schedule='dynamic', chunksize=_chunk(units, nt), num_threads=nt,
-                        use_threads_if=nt > 1):
-            a = u // per
-            j0 = (u % per) * COLS_UNIT
-            softmax_in_cols(xp + a * c * q + j0, c, min(<int64_t>COLS_UNIT, q - j0), q,
-                         op + a * c * q + j0, log)
+        if nt > 1:
+            for u in prange(units, schedule='dynamic', chunksize=_chunk(units, nt), num_threads=nt):
+                _softmax_cols_unit(xp, u // per, (u % per) * COLS_UNIT, c, q, op, log)
+        else:
+            for u in range(units):
+                _softmax_cols_unit(xp, u // per, (u % per) * COLS_UNIT, c, q, op, log)
 
 
 cdef inline int64_t _cols_phase(const void *grad, int64_t q, int64_t itemsize, int flags) noexcept nogil:
@@ -449,11 +499,23 @@ cdef inline int64_t _cols_phase(const void *grad, int64_t q, int64_t itemsize, i
 
 
 cdef void _ce_cols_unit(const real *x, const real *t, const int64_t *labels, int64_t ignore_index,
-                        int64_t a, int64_t j0, int64_t m, int64_t c, int64_t q, const fx_ce_options *opt,
+                        int64_t u, int64_t per, int64_t phase, int64_t c, int64_t q, const fx_ce_options *opt,
                         const double *sample_weight, double grad_scale, const double *grad_row_scale,
                         double *pos_loss, real *loss_out, real *grad, real *lse_out) noexcept nogil:
-    """Per-position losses of positions [j0, j0 + m) of sample a (m <= COLS_UNIT)."""
-    cdef int64_t j, pos
+    """Per-position losses of unit u: sample u // per, its (u % per)-th run of
+    at most COLS_UNIT positions, the first run cut at `phase` when it is > 0
+    (see cross_entropy_cols)."""
+    cdef int64_t a = u // per, k = u % per, j0, j1, m, j, pos
+    if phase == 0:
+        j0 = k * COLS_UNIT
+        j1 = min(q, j0 + COLS_UNIT)
+    elif k == 0:
+        j0 = 0
+        j1 = phase
+    else:
+        j0 = phase + (k - 1) * COLS_UNIT
+        j1 = min(q, j0 + COLS_UNIT)
+    m = j1 - j0
     cdef int64_t lab[COLS_UNIT]
     cdef double gs[COLS_UNIT]
     cdef double loss[COLS_UNIT]
@@ -517,22 +579,17 @@ def cross_entropy_cols(const real[:, :, ::1] x, const real[:, :, ::1] target,
     if pos_loss == NULL:
         raise MemoryError()
     cdef double total = 0.0, block
-    cdef int64_t k, a, j0, j1, pos
+    cdef int64_t k, a, pos
     try:
         with nogil:
-            for u in prange(units, schedule='dynamic', chunksize=_chunk(units, nt), num_threads=nt,
-                            use_threads_if=nt > 1):
-                a = u // per_shifted
-                k = u % per_shifted
-                if phase == 0:
-                    j0 = k * COLS_UNIT
-                elif k == 0:
-                    j0 = 0
-                else:
-                    j0 = phase + (k - 1) * COLS_UNIT
-                j1 = min(q, (k + 1) * COLS_UNIT if phase == 0 else (phase if k == 0 else phase + k * COLS_UNIT))
-                _ce_cols_unit(xp, tp, lp, ignore_index, a, j0, j1 - j0, c, q, &opt, swp, grad_scale, grp,
-                              pos_loss, lop, gp, lsp)
+            if nt > 1:
+                for u in prange(units, schedule='dynamic', chunksize=_chunk(units, nt), num_threads=nt):
+                    _ce_cols_unit(xp, tp, lp, ignore_index, u, per_shifted, phase, c, q, &opt, swp, grad_scale,
+                                  grp, pos_loss, lop, gp, lsp)
+            else:
+                for u in range(units):
+                    _ce_cols_unit(xp, tp, lp, ignore_index, u, per_shifted, phase, c, q, &opt, swp, grad_scale,
+                                  grp, pos_loss, lop, gp, lsp)
             for a in range(p):
                 for k in range(per):
                     block = 0.0
@@ -556,9 +613,12 @@ def entropy_rows(const real[:, ::1] p, double[::1] out, int n_threads):
     cdef const real *pp = &p[0, 0]
     cdef double *op = &out[0]
     with nogil:
-        for i in prange(n, schedule='dynamic', chunksize=_chunk(n, nt), num_threads=nt,
-                        use_threads_if=nt > 1):
-            op[i] = entropy_row(pp + i * c, c)
+        if nt > 1:
+            for i in prange(n, schedule='dynamic', chunksize=_chunk(n, nt), num_threads=nt):
+                op[i] = entropy_row(pp + i * c, c)
+        else:
+            for i in range(n):
+                op[i] = entropy_row(pp + i * c, c)
 
 
 def kl_rows(const real[:, ::1] p, const real[:, ::1] q, double[::1] out, int n_threads):
@@ -570,16 +630,20 @@ def kl_rows(const real[:, ::1] p, const real[:, ::1] q, double[::1] out, int n_t
     cdef const real *qp = &q[0, 0]
     cdef double *op = &out[0]
     with nogil:
-        for i in prange(n, schedule='dynamic', chunksize=_chunk(n, nt), num_threads=nt,
-                        use_threads_if=nt > 1):
-            op[i] = kl_row(pp + i * c, qp + i * c, c)
+        if nt > 1:
+            for i in prange(n, schedule='dynamic', chunksize=_chunk(n, nt), num_threads=nt):
+                op[i] = kl_row(pp + i * c, qp + i * c, c)
+        else:
+            for i in range(n):
+                op[i] = kl_row(pp + i * c, qp + i * c, c)
 
 
-cdef double _bce_block(const real *x, const real *t, const real *w, const real *pw, int64_t first,
-                       int64_t last, int64_t c, double eps, int from_logits, double gs,
+cdef double _bce_block(const real *x, const real *t, const real *w, const real *pw, int64_t b,
+                       int64_t rpb, int64_t n, int64_t c, double eps, int from_logits, double gs,
                        const real *go, real *loss, real *grad) noexcept nogil:
-    """Loss sum of rows [first, last) of length c (pos_weight cycles per row)."""
-    cdef int64_t i, o
+    """Loss sum of block b: rows [b * rpb, (b + 1) * rpb) of the n rows of
+    length c (pos_weight cycles per row)."""
+    cdef int64_t first = b * rpb, last = min(n, first + rpb), i, o
     cdef double acc = 0.0
     if pw == NULL:
         o = first * c
@@ -618,10 +682,14 @@ def bce_rows(const real[:, ::1] x, const real[:, ::1] target, const real[:, ::1]
     cdef double total = 0.0
     try:
         with nogil:
-            for b in prange(nblocks, schedule='dynamic', chunksize=_chunk(nblocks, nt), num_threads=nt,
-                            use_threads_if=nt > 1):
-                partial[b] = _bce_block(xp, tp, wp, pwp, b * rpb, min(n, (b + 1) * rpb), c,
-                                        label_smoothing, logits, grad_scale, gop, lop, gp)
+            if nt > 1:
+                for b in prange(nblocks, schedule='dynamic', chunksize=_chunk(nblocks, nt), num_threads=nt):
+                    partial[b] = _bce_block(xp, tp, wp, pwp, b, rpb, n, c, label_smoothing, logits, grad_scale,
+                                            gop, lop, gp)
+            else:
+                for b in range(nblocks):
+                    partial[b] = _bce_block(xp, tp, wp, pwp, b, rpb, n, c, label_smoothing, logits, grad_scale,
+                                            gop, lop, gp)
             for b in range(nblocks):
                 total += partial[b]
     finally:
@@ -739,6 +807,20 @@ cdef inline double _shift(double m) noexcept nogil:
     return m if m - m == 0 else 0.0
 
 
+cdef void _scan_slice(const real *x, int64_t u, int64_t per, int64_t c, double *ms) noexcept nogil:
+    """(max, sum of exp(x - max)) of slice u % per of row u // per into ms[2u], ms[2u + 1]."""
+    cdef int64_t k = (u % per) * FX_SLICE
+    lse_scan_row(x + (u // per) * c + k, min(<int64_t>FX_SLICE, c - k), &ms[2 * u], &ms[2 * u + 1])
+
+
+cdef void _write_slice(const real *x, int64_t u, int64_t per, int64_t c, bint take_log, const double *kr,
+                       int flags, real *out) noexcept nogil:
+    """The write pass over slice u % per of row u // per, with the row's shift and factor from kr."""
+    cdef int64_t i = u // per, k = (u % per) * FX_SLICE
+    write_row(x + i * c + k, min(<int64_t>FX_SLICE, c - k), take_log, kr[3 * i], kr[3 * i + 1], flags,
+              out + i * c + k)
+
+
 def split_rows(const real[:, ::1] x, const int64_t[::1] labels, int64_t ignore_index, int mode,
                double grad_scale, const double[::1] grad_row_scale, real[::1] row_out,
                real[:, ::1] out, real[::1] lse_out, int n_threads):
@@ -764,10 +846,12 @@ def split_rows(const real[:, ::1] x, const int64_t[::1] labels, int64_t ignore_i
     cdef double m, s, lse, loss, total = 0.0, gs
     try:
         with nogil:
-            for u in prange(units, schedule='dynamic', chunksize=_chunk(units, nt), num_threads=nt,
-                            use_threads_if=nt > 1):
-                lse_scan_row(xp + (u // per) * c + (u % per) * FX_SLICE,
-                             min(<int64_t>FX_SLICE, c - (u % per) * FX_SLICE), &ms[2 * u], &ms[2 * u + 1])
+            if nt > 1:
+                for u in prange(units, schedule='dynamic', chunksize=_chunk(units, nt), num_threads=nt):
+                    _scan_slice(xp, u, per, c, ms)
+            else:
+                for u in range(units):
+                    _scan_slice(xp, u, per, c, ms)
             for i in range(n):
                 m = ms[2 * i * per]
                 s = ms[2 * i * per + 1]
@@ -801,20 +885,19 @@ def split_rows(const real[:, ::1] x, const int64_t[::1] labels, int64_t ignore_i
                     if row_out is not None:
                         row_out[i] = <real>loss
                     total += loss
-            if op != NULL:
-                for u in prange(units, schedule='dynamic', chunksize=_chunk(units, nt), num_threads=nt,
-                                use_threads_if=nt > 1):
-                    i = u // per
-                    k = (u % per) * FX_SLICE
-                    write_row(xp + i * c + k, min(<int64_t>FX_SLICE, c - k), mode == 2,
-                              kr[3 * i], kr[3 * i + 1], flags, op + i * c + k)
-                if mode == 3:
-                    for i in range(n):
-                        y = labels[i]
-                        if y == ignore_index:
-                            memset(op + i * c, 0, c * sizeof(real))
-                        elif kr[3 * i + 1] == kr[3 * i + 1]:
-                            op[i * c + y] = <real>kr[3 * i + 2]
+            if op != NULL and nt > 1:
+                for u in prange(units, schedule='dynamic', chunksize=_chunk(units, nt), num_threads=nt):
+                    _write_slice(xp, u, per, c, mode == 2, kr, flags, op)
+            elif op != NULL:
+                for u in range(units):
+                    _write_slice(xp, u, per, c, mode == 2, kr, flags, op)
+            if op != NULL and mode == 3:
+                for i in range(n):
+                    y = labels[i]
+                    if y == ignore_index:
+                        memset(op + i * c, 0, c * sizeof(real))
+                    elif kr[3 * i + 1] == kr[3 * i + 1]:
+                        op[i * c + y] = <real>kr[3 * i + 2]
     finally:
         free(ms)
         free(kr)
