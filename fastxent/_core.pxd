@@ -89,6 +89,8 @@ cdef extern from "fastxent.h" nogil:
     void fx_write_row_f64(const double *x, int64_t n, int take_log, double shift, double k, int flags,
                           double *out)
     void fx_lse_merge(double *m, double *s, double m2, double s2)
+    void fx_logsumexp_rows_f32(const float *x, int64_t n_rows, int64_t n, float *lse)
+    void fx_logsumexp_rows_f64(const double *x, int64_t n_rows, int64_t n, double *lse)
     void fx_narrow_logsumexp_f32(const float *x, int64_t n_rows, int64_t n, float *lse)
     void fx_narrow_logsumexp_f64(const double *x, int64_t n_rows, int64_t n, double *lse)
     void fx_narrow_softmax_f32(const float *x, int64_t n_rows, int64_t n, float *out, int take_log)
@@ -208,6 +210,13 @@ cdef inline void softcap_grad_row(const real *capped, int64_t n, double cap, rea
         fx_softcap_grad_row_f32(capped, n, cap, grad)
     else:
         fx_softcap_grad_row_f64(capped, n, cap, grad)
+
+
+cdef inline void lse_rows(const real *x, int64_t n_rows, int64_t n, real *lse) noexcept nogil:
+    if real is float:
+        fx_logsumexp_rows_f32(x, n_rows, n, lse)
+    else:
+        fx_logsumexp_rows_f64(x, n_rows, n, lse)
 
 
 cdef inline void narrow_lse(const real *x, int64_t n_rows, int64_t n, real *lse) noexcept nogil:

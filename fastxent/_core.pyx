@@ -126,14 +126,18 @@ cdef inline int64_t _rows_per_block(int64_t c) noexcept nogil:
 # log-sum-exp, softmax, log-softmax
 
 
-cdef void _narrow_lse_unit(const real *x, int64_t u, int64_t n, int64_t c, real *out) noexcept nogil:
-    cdef int64_t first = u * NARROW_UNIT, rows = min(<int64_t>NARROW_UNIT, n - u * NARROW_UNIT)
-    narrow_lse(x + first * c, rows, c, out + first)
+cdef void _lse_unit(const real *x, int64_t u, int64_t per, int64_t n, int64_t c, real *out) noexcept nogil:
+    """Rows [u * per, (u + 1) * per) of the n rows: SIMD across rows when
+    they are narrow, else a few rows at a time (lse_rows)."""
+    cdef int64_t first = u * per, rows = min(per, n - u * per)
+    if 0 < c <= FX_NARROW_MAX:
+        narrow_lse(x + first * c, rows, c, out + first)
+    else:
+        lse_rows(x + first * c, rows, c, out + first)
 
 
 def logsumexp_rows(const real[:, ::1] x, real[::1] out, int n_threads):
-    cdef int64_t n = x.shape[0], c = x.shape[1], i, u, units
-    cdef int nt = _threads(n * c, n, n_threads)
+    cdef int64_t n = x.shape[0], c = x.shape[1], u
     if n == 0:
         return
     cdef const real *xp = &x[0, 0]
@@ -141,24 +145,16 @@ def logsumexp_rows(const real[:, ::1] x, real[::1] out, int n_threads):
     if _split(n, c, n_threads):
         split_rows(x, None, 0, 0, 0.0, None, out, None, None, n_threads)
         return
-    if 0 < c <= FX_NARROW_MAX:
-        units = (n + NARROW_UNIT - 1) // NARROW_UNIT
-        nt = _threads(n * c, units, n_threads)
-        with nogil:
-            if nt > 1:
-                for u in prange(units, schedule='dynamic', chunksize=_chunk(units, nt), num_threads=nt):
-                    _narrow_lse_unit(xp, u, n, c, op)
-            else:
-                for u in range(units):
-                    _narrow_lse_unit(xp, u, n, c, op)
-        return
+    cdef int64_t per = NARROW_UNIT if 0 < c <= FX_NARROW_MAX else _rows_per_block(c)
+    cdef int64_t units = (n + per - 1) // per
+    cdef int nt = _threads(n * c, units, n_threads)
     with nogil:
         if nt > 1:
-            for i in prange(n, schedule='dynamic', chunksize=_chunk(n, nt), num_threads=nt):
-                op[i] = <real>lse_row(xp + i * c, c)
+            for u in prange(units, schedule='dynamic', chunksize=_chunk(units, nt), num_threads=nt):
+                _lse_unit(xp, u, per, n, c, op)
         else:
-            for i in range(n):
-                op[i] = <real>lse_row(xp + i * c, c)
+            for u in range(units):
+                _lse_unit(xp, u, per, n, c, op)
 
 
 cdef void _narrow_softmax_unit(const real *x, int64_t u, int64_t n, int64_t c, real *out,

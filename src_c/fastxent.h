@@ -187,6 +187,12 @@ void fx_softcap_row_f64(const double *x, int64_t n, double cap, double *out);
 void fx_softcap_grad_row_f32(const float *capped, int64_t n, double cap, float *grad);
 void fx_softcap_grad_row_f64(const double *capped, int64_t n, double cap, double *grad);
 
+/* lse[r] = fx_logsumexp_row(x + r * n, n) for n_rows rows, in the row's
+ * dtype (same bits); short rows are taken a few at a time, which hides
+ * the latency of each row's reductions and log. */
+void fx_logsumexp_rows_f32(const float *x, int64_t n_rows, int64_t n, float *lse);
+void fx_logsumexp_rows_f64(const double *x, int64_t n_rows, int64_t n, double *lse);
+
 /*
  * Narrow rows (n <= FX_NARROW_MAX classes), n_rows at a time, SIMD across
  * rows.  fx_narrow_ce: rows whose label is ignore_index (or outside [0, n))

@@ -187,6 +187,12 @@ void fx_softcap_grad_row_f64(const double *capped, int64_t n, double cap, double
     fx_kernels()->softcap_grad_f64(capped, n, cap, grad);
 }
 
+void fx_logsumexp_rows_f32(const float *x, int64_t n_rows, int64_t n, float *lse) {
+    fx_kernels()->lse_rows_f32(x, n_rows, n, lse);
+}
+void fx_logsumexp_rows_f64(const double *x, int64_t n_rows, int64_t n, double *lse) {
+    fx_kernels()->lse_rows_f64(x, n_rows, n, lse);
+}
 void fx_narrow_logsumexp_f32(const float *x, int64_t n_rows, int64_t n, float *lse) {
     fx_kernels()->narrow_lse_f32(x, n_rows, n, lse);
 }

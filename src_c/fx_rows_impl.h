@@ -93,6 +93,71 @@ FX_ALWAYS_INLINE void FXR(fx_fold_slice)(int first, double *row_m, double *row_s
 }
 
 /*
+ * The sums of one block, x[b, b + len), at the shift of the running maximum
+ * m: acc->s += sum exp(x - shift(m)), and the dot products fx_scan asks for
+ * (need_wx, t) added to acc's.
+ */
+FX_ALWAYS_INLINE void FXR(fx_block_sums)(const FX_T *x, const FX_T *t, const FX_T *w, int64_t b, int64_t len,
+                                         double m, int need_wx, FXR(fx_scan_state) *acc) {
+    const FX_T *xb = x + b;
+    const FX_V sh = FX_BC((FX_T)FXR(fx_shift)(m));
+    /* x - sh <= 0 in this block unless the row holds +inf (m = +inf,
+     * shift 0): only then is the upper clamp of the exp needed. */
+    const int capped = m != INFINITY;
+    FX_V s0 = FX_BC(0), s1 = FX_BC(0), d_wx = FX_BC(0), d_w = FX_BC(0), d_wtx = FX_BC(0), d_wt = FX_BC(0);
+    int64_t i = 0;
+    for (; i + 2 * FX_L <= len; i += 2 * FX_L) {
+        FX_V v0 = FXR(fx_load)(xb + i), v1 = FXR(fx_load)(xb + i + FX_L);
+        __builtin_prefetch(xb + i + FX_BLOCK);
+        __builtin_prefetch(xb + i + FX_BLOCK + 2 * FX_L - 1);
+        s0 += capped ? FX_EXP_NEG(v0 - sh) : FX_EXP(v0 - sh);
+        s1 += capped ? FX_EXP_NEG(v1 - sh) : FX_EXP(v1 - sh);
+        if (need_wx || t) {
+            FX_V w0 = w ? FXR(fx_load)(w + b + i) : FX_BC(1);
+            FX_V w1 = w ? FXR(fx_load)(w + b + i + FX_L) : FX_BC(1);
+            if (need_wx) {
+                d_wx += w0 * v0 + w1 * v1;
+                d_w += w0 + w1;
+            }
+            if (t) {
+                FX_V a0 = w0 * FXR(fx_load)(t + b + i);
+                FX_V a1 = w1 * FXR(fx_load)(t + b + i + FX_L);
+                d_wtx += a0 * v0 + a1 * v1;
+                d_wt += a0 + a1;
+            }
+        }
+    }
+    for (; i < len; i += FX_L) {
+        const int64_t k = (len - i) < FX_L ? (len - i) : FX_L;
+        /* Tail lanes: -inf for exp (gives 0), 0 for the dot products. */
+        FX_V v = FXR(fx_load_part)(xb + i, k, (FX_T)-INFINITY);
+        s0 += FX_EXP(v - sh);
+        if (need_wx || t) {
+            FX_V v0 = FXR(fx_load_part)(xb + i, k, 0);
+            FX_V w0 = w ? FXR(fx_load_part)(w + b + i, k, 0) : FXR(fx_ones_part)(k);
+            if (need_wx) {
+                d_wx += w0 * v0;
+                d_w += w0;
+            }
+            if (t) {
+                FX_V a0 = w0 * FXR(fx_load_part)(t + b + i, k, 0);
+                d_wtx += a0 * v0;
+                d_wt += a0;
+            }
+        }
+    }
+    acc->s += FXR(fx_hsum)(s0 + s1);
+    if (need_wx) {
+        acc->wx += FXR(fx_hsum)(d_wx);
+        acc->wsum += FXR(fx_hsum)(d_w);
+    }
+    if (t) {
+        acc->wtx += FXR(fx_hsum)(d_wtx);
+        acc->wt += FXR(fx_hsum)(d_wt);
+    }
+}
+
+/*
  * One pass over the row.  The flags are compile-time constants at every
  * call site, so each combination compiles to its own loop:
  *   need_wx: accumulate sum w_c x_c and sum w_c (w = 1 when w is NULL)
@@ -102,85 +167,28 @@ FX_ALWAYS_INLINE void FXR(fx_scan)(const FX_T *x, const FX_T *t, const FX_T *w,
                                    int64_t n, int need_wx, FXR(fx_scan_state) *st) {
     /* (m, s) of the slice (FX_SLICE elements) being scanned; row_m, row_s
      * the slices before it. */
-    double m = -INFINITY, s = 0.0, wx = 0.0, wsum = 0.0, wtx = 0.0, wt = 0.0;
-    double row_m = -INFINITY, row_s = 0.0;
+    double m = -INFINITY, row_m = -INFINITY, row_s = 0.0;
+    FXR(fx_scan_state) sums = {0}; /* s, the slice's; the dot products, the row's */
     for (int64_t b = 0; b < n; b += FX_BLOCK) {
         if (b % FX_SLICE == 0 && b > 0) {
-            FXR(fx_fold_slice)(b == FX_SLICE, &row_m, &row_s, m, s);
+            FXR(fx_fold_slice)(b == FX_SLICE, &row_m, &row_s, m, sums.s);
             m = -INFINITY;
-            s = 0.0;
+            sums.s = 0.0;
         }
         const int64_t len = (n - b) < FX_BLOCK ? (n - b) : FX_BLOCK;
         const FX_T *xb = x + b;
         const FX_T bm = FXR(fx_block_max)(xb, len);
         if ((double)bm > m) {
             /* m = -inf means s is 0 (or NaN, which must stay NaN). */
-            if (m != -INFINITY) s *= exp(FXR(fx_shift)(m) - FXR(fx_shift)((double)bm));
+            if (m != -INFINITY) sums.s *= exp(FXR(fx_shift)(m) - FXR(fx_shift)((double)bm));
             m = (double)bm;
         }
-        const FX_V sh = FX_BC((FX_T)FXR(fx_shift)(m));
-        /* x - sh <= 0 in this block unless the row holds +inf (m = +inf,
-         * shift 0): only then is the upper clamp of the exp needed. */
-        const int capped = m != INFINITY;
-        FX_V s0 = FX_BC(0), s1 = FX_BC(0), d_wx = FX_BC(0), d_w = FX_BC(0), d_wtx = FX_BC(0), d_wt = FX_BC(0);
-        int64_t i = 0;
-        for (; i + 2 * FX_L <= len; i += 2 * FX_L) {
-            FX_V v0 = FXR(fx_load)(xb + i), v1 = FXR(fx_load)(xb + i + FX_L);
-            __builtin_prefetch(xb + i + FX_BLOCK);
-            __builtin_prefetch(xb + i + FX_BLOCK + 2 * FX_L - 1);
-            s0 += capped ? FX_EXP_NEG(v0 - sh) : FX_EXP(v0 - sh);
-            s1 += capped ? FX_EXP_NEG(v1 - sh) : FX_EXP(v1 - sh);
-            if (need_wx || t) {
-                FX_V w0 = w ? FXR(fx_load)(w + b + i) : FX_BC(1);
-                FX_V w1 = w ? FXR(fx_load)(w + b + i + FX_L) : FX_BC(1);
-                if (need_wx) {
-                    d_wx += w0 * v0 + w1 * v1;
-                    d_w += w0 + w1;
-                }
-                if (t) {
-                    FX_V a0 = w0 * FXR(fx_load)(t + b + i);
-                    FX_V a1 = w1 * FXR(fx_load)(t + b + i + FX_L);
-                    d_wtx += a0 * v0 + a1 * v1;
-                    d_wt += a0 + a1;
-                }
-            }
-        }
-        for (; i < len; i += FX_L) {
-            const int64_t k = (len - i) < FX_L ? (len - i) : FX_L;
-            /* Tail lanes: -inf for exp (gives 0), 0 for the dot products. */
-            FX_V v = FXR(fx_load_part)(xb + i, k, (FX_T)-INFINITY);
-            s0 += FX_EXP(v - sh);
-            if (need_wx || t) {
-                FX_V v0 = FXR(fx_load_part)(xb + i, k, 0);
-                FX_V w0 = w ? FXR(fx_load_part)(w + b + i, k, 0) : FXR(fx_ones_part)(k);
-                if (need_wx) {
-                    d_wx += w0 * v0;
-                    d_w += w0;
-                }
-                if (t) {
-                    FX_V a0 = w0 * FXR(fx_load_part)(t + b + i, k, 0);
-                    d_wtx += a0 * v0;
-                    d_wt += a0;
-                }
-            }
-        }
-        s += FXR(fx_hsum)(s0 + s1);
-        if (need_wx) {
-            wx += FXR(fx_hsum)(d_wx);
-            wsum += FXR(fx_hsum)(d_w);
-        }
-        if (t) {
-            wtx += FXR(fx_hsum)(d_wtx);
-            wt += FXR(fx_hsum)(d_wt);
-        }
+        FXR(fx_block_sums)(x, t, w, b, len, m, need_wx, &sums);
     }
-    FXR(fx_fold_slice)(n <= FX_SLICE, &row_m, &row_s, m, s);
+    FXR(fx_fold_slice)(n <= FX_SLICE, &row_m, &row_s, m, sums.s);
+    *st = sums;
     st->m = row_m;
     st->s = row_s;
-    st->wx = wx;
-    st->wsum = wsum;
-    st->wtx = wtx;
-    st->wt = wt;
 }
 
 FX_ALWAYS_INLINE double FXR(fx_lse_of)(const FXR(fx_scan_state) *st) {
@@ -235,6 +243,39 @@ static double FXR(fx_logsumexp_row)(const FX_T *x, int64_t n) {
     FXR(fx_scan_state) st;
     FXR(fx_scan)(x, NULL, NULL, n, 0, &st);
     return FXR(fx_lse_of)(&st);
+}
+
+/*
+ * (m, s) of FX_GROUP rows of n <= FX_BLOCK classes, row g at x + g * n:
+ * fx_scan's arithmetic on each (one block, one slice: the same bits), the
+ * rows' phases interleaved.  A short row costs mostly latency (its block
+ * maximum, two horizontal reductions, then a log), ~40 ns at 64 classes
+ * one row at a time; the group's independent chains overlap instead.
+ */
+#define FX_GROUP 4
+FX_ALWAYS_INLINE void FXR(fx_scan_group)(const FX_T *x, int64_t n, double *m, double *s) {
+    FX_T bm[FX_GROUP];
+    _Pragma("GCC unroll 8") for (int g = 0; g < FX_GROUP; g++) bm[g] = FXR(fx_block_max)(x + g * n, n);
+    _Pragma("GCC unroll 8") for (int g = 0; g < FX_GROUP; g++) {
+        FXR(fx_scan_state) sums = {0};
+        m[g] = (double)bm[g]; /* never NaN: fx_block_max skips NaN */
+        FXR(fx_block_sums)(x + g * n, NULL, NULL, 0, n, m[g], 0, &sums);
+        s[g] = sums.s;
+    }
+}
+
+/* lse of n_rows rows of n classes (fx_logsumexp_row's bits, by groups). */
+static void FXR(fx_logsumexp_rows)(const FX_T *x, int64_t n_rows, int64_t n, FX_T *lse) {
+    int64_t r = 0;
+    if (n <= FX_BLOCK) {
+        for (; r + FX_GROUP <= n_rows; r += FX_GROUP) {
+            double m[FX_GROUP], s[FX_GROUP];
+            FXR(fx_scan_group)(x + r * n, n, m, s);
+            _Pragma("GCC unroll 8") for (int g = 0; g < FX_GROUP; g++)
+                lse[r + g] = (FX_T)(FXR(fx_shift)(m[g]) + log(s[g]));
+        }
+    }
+    for (; r < n_rows; r++) lse[r] = (FX_T)FXR(fx_logsumexp_row)(x + r * n, n);
 }
 
 /* softmax (take_log == 0) or log-softmax (take_log == 1) of one row. */
@@ -361,3 +402,4 @@ static double FXR(fx_ce_prob_row)(const FX_T *x, const FX_T *t, int64_t n, const
 
 #undef FXR
 #undef FX_BLOCK
+#undef FX_GROUP

@@ -66,6 +66,8 @@ typedef struct {
     void (*write_f32)(const float *, int64_t, int, double, double, int, float *);
     void (*write_f64)(const double *, int64_t, int, double, double, int, double *);
     int64_t (*count_labels)(const int64_t *, int64_t, int64_t, int64_t, int64_t *);
+    void (*lse_rows_f32)(const float *, int64_t, int64_t, float *);
+    void (*lse_rows_f64)(const double *, int64_t, int64_t, double *);
 } fx_table;
 
 extern const fx_table fx_table_baseline;
