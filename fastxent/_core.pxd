@@ -91,6 +91,10 @@ cdef extern from "fastxent.h" nogil:
     void fx_lse_merge(double *m, double *s, double m2, double s2)
     void fx_logsumexp_rows_f32(const float *x, int64_t n_rows, int64_t n, float *lse)
     void fx_logsumexp_rows_f64(const double *x, int64_t n_rows, int64_t n, double *lse)
+    double fx_ce_label_rows_f32(const float *x, int64_t n_rows, int64_t n, const int64_t *labels,
+                                int64_t ignore_index, float *loss, float *lse)
+    double fx_ce_label_rows_f64(const double *x, int64_t n_rows, int64_t n, const int64_t *labels,
+                                int64_t ignore_index, double *loss, double *lse)
     void fx_narrow_logsumexp_f32(const float *x, int64_t n_rows, int64_t n, float *lse)
     void fx_narrow_logsumexp_f64(const double *x, int64_t n_rows, int64_t n, double *lse)
     void fx_narrow_softmax_f32(const float *x, int64_t n_rows, int64_t n, float *out, int take_log)
@@ -217,6 +221,14 @@ cdef inline void lse_rows(const real *x, int64_t n_rows, int64_t n, real *lse) n
         fx_logsumexp_rows_f32(x, n_rows, n, lse)
     else:
         fx_logsumexp_rows_f64(x, n_rows, n, lse)
+
+
+cdef inline double ce_label_rows(const real *x, int64_t n_rows, int64_t n, const int64_t *labels,
+                                int64_t ignore_index, real *loss, real *lse) noexcept nogil:
+    if real is float:
+        return fx_ce_label_rows_f32(x, n_rows, n, labels, ignore_index, loss, lse)
+    else:
+        return fx_ce_label_rows_f64(x, n_rows, n, labels, ignore_index, loss, lse)
 
 
 cdef inline void narrow_lse(const real *x, int64_t n_rows, int64_t n, real *lse) noexcept nogil:

@@ -341,17 +341,23 @@ cdef double _ce_narrow_unit(const real *x, const int64_t *labels, int64_t ignore
                      lse_out + first if lse_out != NULL else NULL)
 
 
-cdef double _ce_rows_unit(bint narrow, int64_t b, int64_t rpb, const real *x, const real *t,
+cdef double _ce_rows_unit(bint narrow, bint plain, int64_t b, int64_t rpb, const real *x, const real *t,
                           const int64_t *labels, int64_t ignore_index, int64_t n, int64_t c, const real *w,
                           const fx_ce_options *opt, const double *sample_weight, double grad_scale,
                           const double *grad_row_scale, double softcap, double clip, real *scratch,
                           real *loss_out, real *grad, real *lse_out) noexcept nogil:
     """Block b of cross_entropy_rows: a unit of narrow rows, or rows
     [b * rpb, (b + 1) * rpb) through the row kernels (scratch: one softcap
-    row per thread, or NULL)."""
+    row per thread, or NULL); plain (labels, no option, no sample weight,
+    no gradient): a few rows at a time, with the row kernel's bits."""
+    cdef int64_t first = b * rpb
     if narrow:
         return _ce_narrow_unit(x, labels, ignore_index, b, n, c, w, sample_weight, grad_scale,
                                grad_row_scale, loss_out, grad, lse_out)
+    if plain:
+        return ce_label_rows(x + first * c, min(rpb, n - first), c, labels + first, ignore_index,
+                             loss_out + first if loss_out != NULL else NULL,
+                             lse_out + first if lse_out != NULL else NULL)
     return _ce_block(x, t, labels, ignore_index, b * rpb, min(n, (b + 1) * rpb), c, opt, sample_weight,
                      grad_scale, grad_row_scale, softcap, clip,
                      scratch + threadid() * c if scratch != NULL else NULL, loss_out, grad, lse_out)
@@ -397,6 +403,8 @@ def cross_entropy_rows(const real[:, ::1] x, const real[:, ::1] target, const in
     cdef bint narrow = (0 < c <= FX_NARROW_MAX and tp == NULL and label_smoothing == 0
                         and z_loss == 0 and softcap == 0 and clip == 0)
     cdef const real *wp = &weight[0] if weight is not None else NULL
+    cdef bint plain = (tp == NULL and wp == NULL and swp == NULL and gp == NULL and label_smoothing == 0
+                       and z_loss == 0 and softcap == 0 and clip == 0)
     if narrow:
         nblocks = (n + NARROW_UNIT - 1) // NARROW_UNIT
         nt = _threads(n * c, nblocks, n_threads)
@@ -412,12 +420,12 @@ def cross_entropy_rows(const real[:, ::1] x, const real[:, ::1] target, const in
         with nogil:
             if nt > 1:
                 for b in prange(nblocks, schedule='dynamic', chunksize=_chunk(nblocks, nt), num_threads=nt):
-                    partial[b] = _ce_rows_unit(narrow, b, rpb, xp, tp, lp, ignore_index, n, c, wp, &opt, swp,
-                                               grad_scale, grp, softcap, clip, scratch, lop, gp, lsp)
+                    partial[b] = _ce_rows_unit(narrow, plain, b, rpb, xp, tp, lp, ignore_index, n, c, wp, &opt,
+                                               swp, grad_scale, grp, softcap, clip, scratch, lop, gp, lsp)
             else:
                 for b in range(nblocks):
-                    partial[b] = _ce_rows_unit(narrow, b, rpb, xp, tp, lp, ignore_index, n, c, wp, &opt, swp,
-                                               grad_scale, grp, softcap, clip, scratch, lop, gp, lsp)
+                    partial[b] = _ce_rows_unit(narrow, plain, b, rpb, xp, tp, lp, ignore_index, n, c, wp, &opt,
+                                               swp, grad_scale, grp, softcap, clip, scratch, lop, gp, lsp)
             for b in range(nblocks):
                 total += partial[b]
     finally:
@@ -721,13 +729,10 @@ cdef double _ce_small_rows(const real *x, const int64_t *labels, int64_t n, int6
     opt.z_loss = 0.0
     opt.flags = 0
     cdef double total = 0.0
-    cdef int64_t b, rpb = _rows_per_block(c)
-    if c <= FX_NARROW_MAX:
-        for b in range((n + NARROW_UNIT - 1) // NARROW_UNIT):
-            total += _ce_narrow_unit(x, labels, ignore_index, b, n, c, NULL, NULL, gs, NULL, NULL, grad, NULL)
-    else:
-        for b in range((n + rpb - 1) // rpb):
-            total += _ce_block(x, NULL, labels, ignore_index, b * rpb, min(n, (b + 1) * rpb), c, &opt,
+    cdef bint narrow = c <= FX_NARROW_MAX
+    cdef int64_t b, rpb = NARROW_UNIT if narrow else _rows_per_block(c)
+    for b in range((n + rpb - 1) // rpb):
+        total += _ce_rows_unit(narrow, grad == NULL, b, rpb, x, NULL, labels, ignore_index, n, c, NULL, &opt,
                                NULL, gs, NULL, 0.0, 0.0, NULL, NULL, grad, NULL)
     return total
 

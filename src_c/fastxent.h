@@ -192,6 +192,15 @@ void fx_softcap_grad_row_f64(const double *capped, int64_t n, double cap, double
  * the latency of each row's reductions and log. */
 void fx_logsumexp_rows_f32(const float *x, int64_t n_rows, int64_t n, float *lse);
 void fx_logsumexp_rows_f64(const double *x, int64_t n_rows, int64_t n, double *lse);
+/* Cross-entropy without options or gradient of n_rows rows, the same way:
+ * loss[r] = fx_ce_label_row(x + r * n, n, labels[r], NULL, 0, NULL, &l),
+ * lse[r] = l (both optional), 0 loss for labels[r] == ignore_index; every
+ * other label must lie in [0, n).  Returns the sum of the losses, added in
+ * row order. */
+double fx_ce_label_rows_f32(const float *x, int64_t n_rows, int64_t n, const int64_t *labels,
+                            int64_t ignore_index, float *loss, float *lse);
+double fx_ce_label_rows_f64(const double *x, int64_t n_rows, int64_t n, const int64_t *labels,
+                            int64_t ignore_index, double *loss, double *lse);
 
 /*
  * Narrow rows (n <= FX_NARROW_MAX classes), n_rows at a time, SIMD across

@@ -193,6 +193,14 @@ void fx_logsumexp_rows_f32(const float *x, int64_t n_rows, int64_t n, float *lse
 void fx_logsumexp_rows_f64(const double *x, int64_t n_rows, int64_t n, double *lse) {
     fx_kernels()->lse_rows_f64(x, n_rows, n, lse);
 }
+double fx_ce_label_rows_f32(const float *x, int64_t n_rows, int64_t n, const int64_t *labels,
+                            int64_t ignore_index, float *loss, float *lse) {
+    return fx_kernels()->ce_label_rows_f32(x, n_rows, n, labels, ignore_index, loss, lse);
+}
+double fx_ce_label_rows_f64(const double *x, int64_t n_rows, int64_t n, const int64_t *labels,
+                            int64_t ignore_index, double *loss, double *lse) {
+    return fx_kernels()->ce_label_rows_f64(x, n_rows, n, labels, ignore_index, loss, lse);
+}
 void fx_narrow_logsumexp_f32(const float *x, int64_t n_rows, int64_t n, float *lse) {
     fx_kernels()->narrow_lse_f32(x, n_rows, n, lse);
 }

@@ -395,6 +395,42 @@ static double FXR(fx_ce_label_row)(const FX_T *x, int64_t n, int64_t y, const fx
     return FXR(fx_ce_row)(x, NULL, n, y, opt, gs, grad, lse_out);
 }
 
+/* One row of fx_ce_label_rows from its (m, s): what fx_ce_row gives without
+ * options (loss lse - x_y, NaN for a non-finite lse; 0 when ignored). */
+FX_ALWAYS_INLINE double FXR(fx_ce_plain_finish)(const FX_T *x, int64_t y, int64_t ignore_index, double m,
+                                                double s, FX_T *loss, FX_T *lse) {
+    const double l = FXR(fx_shift)(m) + log(s);
+    const double row_loss = y == ignore_index ? 0.0 : isfinite(l) ? l - (double)x[y] : NAN;
+    if (loss) *loss = (FX_T)row_loss;
+    if (lse) *lse = (FX_T)l;
+    return row_loss;
+}
+
+/* Cross-entropy without options or gradient of n_rows rows (labels checked
+ * by the caller): fx_ce_label_row's losses and lse (both optional) and
+ * their sum in row order, short rows a few at a time (fx_scan_group). */
+static double FXR(fx_ce_label_rows)(const FX_T *x, int64_t n_rows, int64_t n, const int64_t *labels,
+                                    int64_t ignore_index, FX_T *loss, FX_T *lse) {
+    double acc = 0.0;
+    int64_t r = 0;
+    if (n <= FX_BLOCK) {
+        for (; r + FX_GROUP <= n_rows; r += FX_GROUP) {
+            double m[FX_GROUP], s[FX_GROUP];
+            FXR(fx_scan_group)(x + r * n, n, m, s);
+            _Pragma("GCC unroll 8") for (int g = 0; g < FX_GROUP; g++)
+                acc += FXR(fx_ce_plain_finish)(x + (r + g) * n, labels[r + g], ignore_index, m[g], s[g],
+                                               loss ? loss + r + g : NULL, lse ? lse + r + g : NULL);
+        }
+    }
+    for (; r < n_rows; r++) {
+        FXR(fx_scan_state) st;
+        FXR(fx_scan)(x + r * n, NULL, NULL, n, 0, &st);
+        acc += FXR(fx_ce_plain_finish)(x + r * n, labels[r], ignore_index, st.m, st.s,
+                                       loss ? loss + r : NULL, lse ? lse + r : NULL);
+    }
+    return acc;
+}
+
 static double FXR(fx_ce_prob_row)(const FX_T *x, const FX_T *t, int64_t n, const fx_ce_options *opt,
                                   double gs, FX_T *grad, double *lse_out) {
     return FXR(fx_ce_row)(x, t, n, 0, opt, gs, grad, lse_out);

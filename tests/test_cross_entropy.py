@@ -797,3 +797,33 @@ def test_small_call_fast_path_declines(case, rng):
     else:
         with pytest.raises(TypeError, match="out"):
             fx.cross_entropy_with_grad(x, y, out=np.zeros(x.shape))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n_classes", [33, 100, 1024, 1025])
+def test_plain_rows_in_groups_match_one_row_at_a_time(dtype, n_classes, rng):
+    """The forward without options takes short rows a few at a time
+    (fx_ce_label_rows): per-row losses, lse and the sum must have the bits of
+    the one-row kernel, which a call with sample_weight (all ones) still uses."""
+    n = 23
+    x = (rng.standard_normal((n, n_classes)) * 5).astype(dtype)
+    y = rng.integers(0, n_classes, n)
+    x[1] = -np.inf
+    x[2, 7] = np.inf
+    x[5, 3] = np.nan
+    x[6] = 0.0
+    y[8] = -100                      # ignored
+    x[9, y[9]] = 1e4                 # loss exactly 0
+    ones = np.ones(n)
+    for n_threads in (1, 2):
+        for reduction in ("none", "sum"):
+            grouped = fx.cross_entropy(x, y, reduction=reduction, n_threads=n_threads)
+            by_row = fx.cross_entropy(x, y, reduction=reduction, sample_weight=ones, n_threads=n_threads)
+            assert np.asarray(grouped).tobytes() == np.asarray(by_row).tobytes()
+        _, _, lse = fx.cross_entropy_with_grad(x, y, return_lse=True, n_threads=n_threads)
+        one_by_one = np.array([fx.logsumexp(x[i:i + 1], n_threads=1)[0] for i in range(n)])
+        np.testing.assert_array_equal(lse.view(np.uint8), one_by_one.view(np.uint8))
+    # The small-call fast path (mean) and the general path agree too.
+    small = fx.cross_entropy(x[10:], y[10:])
+    general = fx.cross_entropy(x[10:], y[10:], sample_weight=ones[10:])
+    assert np.float64(small).tobytes() == np.float64(general).tobytes()
