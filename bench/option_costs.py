@@ -8,7 +8,8 @@ Medians of repeated calls after a warm-up, each line a same-run ratio:
 - the (64, 1000, 32, 32) float32 PyTorch layout with axis=1 against the same
   numbers with the class axis last, and both against PyTorch's
   F.cross_entropy forward + backward (when torch is installed);
-- small calls (64x10 and 1024x10 float32) against the NumPy reference;
+- small calls (64x10 and 1024x10 float32) against the NumPy reference, and
+  the fixed cost of the other calls at 64x10;
 - a fresh gradient (fastxent allocates it) against out=, with the memory of
   the gradient dropped by the last call recycled, and with new pages.
 """
@@ -89,6 +90,24 @@ def small_calls(rng):
         t_fx = median_time(lambda: fx.cross_entropy(x, y), repeat=2001)
         t_ref = median_time(lambda: ref.cross_entropy(x, y), repeat=201)
         report(f"{n}x10 fastxent (NumPy reference {t_ref * 1e6:.1f} us)", t_fx, t_ref, "faster than NumPy")
+    print("fixed cost of the other calls, 64x10 float32 (medians in us)")
+    x = rng.standard_normal((64, 10), dtype=np.float32)
+    y = rng.integers(0, 10, 64)
+    t = rng.random((64, 10), dtype=np.float32)
+    p = fx.softmax(x)
+    row, full = np.empty(64, np.float32), np.empty_like(x)
+    calls = {
+        "logsumexp": lambda: fx.logsumexp(x),
+        "logsumexp, out=": lambda: fx.logsumexp(x, out=row),
+        "softmax, out=": lambda: fx.softmax(x, out=full),
+        "cross_entropy_with_grad, out=": lambda: fx.cross_entropy_with_grad(x, y, out=full),
+        "cross_entropy, reduction='none'": lambda: fx.cross_entropy(x, y, reduction="none"),
+        "cross_entropy, label_smoothing=0.1": lambda: fx.cross_entropy(x, y, label_smoothing=0.1),
+        "binary_cross_entropy": lambda: fx.binary_cross_entropy(x, t),
+        "entropy": lambda: fx.entropy(p),
+    }
+    for name, call in calls.items():
+        print(f"  {name:<58} {median_time(call, repeat=2001) * 1e6:10.2f} us")
 
 
 def fresh_output(rng):

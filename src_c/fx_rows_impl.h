@@ -264,20 +264,6 @@ FX_ALWAYS_INLINE void FXR(fx_scan_group)(const FX_T *x, int64_t n, double *m, do
     }
 }
 
-/* lse of n_rows rows of n classes (fx_logsumexp_row's bits, by groups). */
-static void FXR(fx_logsumexp_rows)(const FX_T *x, int64_t n_rows, int64_t n, FX_T *lse) {
-    int64_t r = 0;
-    if (n <= FX_BLOCK) {
-        for (; r + FX_GROUP <= n_rows; r += FX_GROUP) {
-            double m[FX_GROUP], s[FX_GROUP];
-            FXR(fx_scan_group)(x + r * n, n, m, s);
-            _Pragma("GCC unroll 8") for (int g = 0; g < FX_GROUP; g++)
-                lse[r + g] = (FX_T)(FXR(fx_shift)(m[g]) + log(s[g]));
-        }
-    }
-    for (; r < n_rows; r++) lse[r] = (FX_T)FXR(fx_logsumexp_row)(x + r * n, n);
-}
-
 /* softmax (take_log == 0) or log-softmax (take_log == 1) of one row. */
 static double FXR(fx_softmax_like_row)(const FX_T *x, int64_t n, FX_T *out, int take_log, int stream) {
     FXR(fx_scan_state) st;
@@ -397,10 +383,10 @@ static double FXR(fx_ce_label_row)(const FX_T *x, int64_t n, int64_t y, const fx
 
 /* One row of fx_ce_label_rows from its (m, s): what fx_ce_row gives without
  * options (loss lse - x_y, NaN for a non-finite lse; 0 when ignored). */
-FX_ALWAYS_INLINE double FXR(fx_ce_plain_finish)(const FX_T *x, int64_t y, int64_t ignore_index, double m,
-                                                double s, FX_T *loss, FX_T *lse) {
+FX_ALWAYS_INLINE double FXR(fx_ce_plain_finish)(const FX_T *x, const int64_t *y, int64_t ignore_index,
+                                                double m, double s, FX_T *loss, FX_T *lse) {
     const double l = FXR(fx_shift)(m) + log(s);
-    const double row_loss = y == ignore_index ? 0.0 : isfinite(l) ? l - (double)x[y] : NAN;
+    const double row_loss = !y || *y == ignore_index ? 0.0 : isfinite(l) ? l - (double)x[*y] : NAN;
     if (loss) *loss = (FX_T)row_loss;
     if (lse) *lse = (FX_T)l;
     return row_loss;
@@ -408,7 +394,8 @@ FX_ALWAYS_INLINE double FXR(fx_ce_plain_finish)(const FX_T *x, int64_t y, int64_
 
 /* Cross-entropy without options or gradient of n_rows rows (labels checked
  * by the caller): fx_ce_label_row's losses and lse (both optional) and
- * their sum in row order, short rows a few at a time (fx_scan_group). */
+ * their sum in row order, short rows a few at a time (fx_scan_group).
+ * Without labels: the lse alone (fx_logsumexp_rows). */
 static double FXR(fx_ce_label_rows)(const FX_T *x, int64_t n_rows, int64_t n, const int64_t *labels,
                                     int64_t ignore_index, FX_T *loss, FX_T *lse) {
     double acc = 0.0;
@@ -418,17 +405,23 @@ static double FXR(fx_ce_label_rows)(const FX_T *x, int64_t n_rows, int64_t n, co
             double m[FX_GROUP], s[FX_GROUP];
             FXR(fx_scan_group)(x + r * n, n, m, s);
             _Pragma("GCC unroll 8") for (int g = 0; g < FX_GROUP; g++)
-                acc += FXR(fx_ce_plain_finish)(x + (r + g) * n, labels[r + g], ignore_index, m[g], s[g],
+                acc += FXR(fx_ce_plain_finish)(x + (r + g) * n, labels ? labels + r + g : NULL, ignore_index,
+                                               m[g], s[g],
                                                loss ? loss + r + g : NULL, lse ? lse + r + g : NULL);
         }
     }
     for (; r < n_rows; r++) {
         FXR(fx_scan_state) st;
         FXR(fx_scan)(x + r * n, NULL, NULL, n, 0, &st);
-        acc += FXR(fx_ce_plain_finish)(x + r * n, labels[r], ignore_index, st.m, st.s,
+        acc += FXR(fx_ce_plain_finish)(x + r * n, labels ? labels + r : NULL, ignore_index, st.m, st.s,
                                        loss ? loss + r : NULL, lse ? lse + r : NULL);
     }
     return acc;
+}
+
+/* lse of n_rows rows of n classes: fx_logsumexp_row's bits, by groups. */
+static void FXR(fx_logsumexp_rows)(const FX_T *x, int64_t n_rows, int64_t n, FX_T *lse) {
+    FXR(fx_ce_label_rows)(x, n_rows, n, NULL, 0, NULL, lse);
 }
 
 static double FXR(fx_ce_prob_row)(const FX_T *x, const FX_T *t, int64_t n, const fx_ce_options *opt,
