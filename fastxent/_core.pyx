@@ -157,42 +157,38 @@ def logsumexp_rows(const real[:, ::1] x, real[::1] out, int n_threads):
                 _lse_unit(xp, u, per, n, c, op)
 
 
-cdef void _narrow_softmax_unit(const real *x, int64_t u, int64_t n, int64_t c, real *out,
-                              bint log) noexcept nogil:
-    cdef int64_t first = u * NARROW_UNIT, rows = min(<int64_t>NARROW_UNIT, n - u * NARROW_UNIT)
-    narrow_softmax(x + first * c, rows, c, out + first * c, log)
+cdef void _softmax_unit(const real *x, int64_t u, int64_t per, int64_t n, int64_t c, real *out, bint log,
+                        int flags) noexcept nogil:
+    """Rows [u * per, (u + 1) * per) of the n rows: SIMD across rows when
+    they are narrow, else one row at a time."""
+    cdef int64_t first = u * per, rows = min(per, n - u * per), i
+    if c <= FX_NARROW_MAX:
+        narrow_softmax(x + first * c, rows, c, out + first * c, log)
+    else:
+        for i in range(first, first + rows):
+            softmax_row(x + i * c, c, out + i * c, log, flags)
 
 
 def softmax_rows(const real[:, ::1] x, real[:, ::1] out, bint log, int n_threads):
-    cdef int64_t n = x.shape[0], c = x.shape[1], i
-    cdef int nt = _threads(n * c, n, n_threads)
+    cdef int64_t n = x.shape[0], c = x.shape[1], u
     if n == 0 or c == 0:
         return
     cdef const real *xp = &x[0, 0]
     cdef real *op = &out[0, 0]
     cdef int flags = _store_flags(n * c * <int64_t>sizeof(real))
-    cdef int64_t u, units
     if _split(n, c, n_threads):
         split_rows(x, None, 0, 2 if log else 1, 0.0, None, None, out, None, n_threads)
         return
-    if c <= FX_NARROW_MAX:
-        units = (n + NARROW_UNIT - 1) // NARROW_UNIT
-        nt = _threads(n * c, units, n_threads)
-        with nogil:
-            if nt > 1:
-                for u in prange(units, schedule='dynamic', chunksize=_chunk(units, nt), num_threads=nt):
-                    _narrow_softmax_unit(xp, u, n, c, op, log)
-            else:
-                for u in range(units):
-                    _narrow_softmax_unit(xp, u, n, c, op, log)
-        return
+    cdef int64_t per = NARROW_UNIT if c <= FX_NARROW_MAX else _rows_per_block(c)
+    cdef int64_t units = (n + per - 1) // per
+    cdef int nt = _threads(n * c, units, n_threads)
     with nogil:
         if nt > 1:
-            for i in prange(n, schedule='dynamic', chunksize=_chunk(n, nt), num_threads=nt):
-                softmax_row(xp + i * c, c, op + i * c, log, flags)
+            for u in prange(units, schedule='dynamic', chunksize=_chunk(units, nt), num_threads=nt):
+                _softmax_unit(xp, u, per, n, c, op, log, flags)
         else:
-            for i in range(n):
-                softmax_row(xp + i * c, c, op + i * c, log, flags)
+            for u in range(units):
+                _softmax_unit(xp, u, per, n, c, op, log, flags)
 
 
 # ---------------------------------------------------------------------------
@@ -358,7 +354,7 @@ cdef double _ce_rows_unit(bint narrow, bint plain, int64_t b, int64_t rpb, const
         return ce_label_rows(x + first * c, min(rpb, n - first), c, labels + first, ignore_index,
                              loss_out + first if loss_out != NULL else NULL,
                              lse_out + first if lse_out != NULL else NULL)
-    return _ce_block(x, t, labels, ignore_index, b * rpb, min(n, (b + 1) * rpb), c, opt, sample_weight,
+    return _ce_block(x, t, labels, ignore_index, first, min(n, first + rpb), c, opt, sample_weight,
                      grad_scale, grad_row_scale, softcap, clip,
                      scratch + threadid() * c if scratch != NULL else NULL, loss_out, grad, lse_out)
 

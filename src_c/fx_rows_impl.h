@@ -406,8 +406,7 @@ static double FXR(fx_ce_label_rows)(const FX_T *x, int64_t n_rows, int64_t n, co
             FXR(fx_scan_group)(x + r * n, n, m, s);
             _Pragma("GCC unroll 8") for (int g = 0; g < FX_GROUP; g++)
                 acc += FXR(fx_ce_plain_finish)(x + (r + g) * n, labels ? labels + r + g : NULL, ignore_index,
-                                               m[g], s[g],
-                                               loss ? loss + r + g : NULL, lse ? lse + r + g : NULL);
+                                               m[g], s[g], loss ? loss + r + g : NULL, lse ? lse + r + g : NULL);
         }
     }
     for (; r < n_rows; r++) {
