@@ -92,9 +92,11 @@ cdef extern from "fastxent.h" nogil:
     void fx_logsumexp_rows_f32(const float *x, int64_t n_rows, int64_t n, float *lse)
     void fx_logsumexp_rows_f64(const double *x, int64_t n_rows, int64_t n, double *lse)
     double fx_ce_label_rows_f32(const float *x, int64_t n_rows, int64_t n, const int64_t *labels,
-                                int64_t ignore_index, float *loss, float *lse)
+                                int64_t ignore_index, const float *w, const double *sw, double grad_scale,
+                                const double *grs, int flags, float *loss, float *grad, float *lse)
     double fx_ce_label_rows_f64(const double *x, int64_t n_rows, int64_t n, const int64_t *labels,
-                                int64_t ignore_index, double *loss, double *lse)
+                                int64_t ignore_index, const double *w, const double *sw, double grad_scale,
+                                const double *grs, int flags, double *loss, double *grad, double *lse)
     void fx_narrow_logsumexp_f32(const float *x, int64_t n_rows, int64_t n, float *lse)
     void fx_narrow_logsumexp_f64(const double *x, int64_t n_rows, int64_t n, double *lse)
     void fx_narrow_softmax_f32(const float *x, int64_t n_rows, int64_t n, float *out, int take_log)
@@ -224,11 +226,15 @@ cdef inline void lse_rows(const real *x, int64_t n_rows, int64_t n, real *lse) n
 
 
 cdef inline double ce_label_rows(const real *x, int64_t n_rows, int64_t n, const int64_t *labels,
-                                int64_t ignore_index, real *loss, real *lse) noexcept nogil:
+                                int64_t ignore_index, const real *w, const double *sw, double grad_scale,
+                                const double *grs, int flags, real *loss, real *grad,
+                                real *lse) noexcept nogil:
     if real is float:
-        return fx_ce_label_rows_f32(x, n_rows, n, labels, ignore_index, loss, lse)
+        return fx_ce_label_rows_f32(x, n_rows, n, labels, ignore_index, w, sw, grad_scale, grs, flags, loss,
+                                    grad, lse)
     else:
-        return fx_ce_label_rows_f64(x, n_rows, n, labels, ignore_index, loss, lse)
+        return fx_ce_label_rows_f64(x, n_rows, n, labels, ignore_index, w, sw, grad_scale, grs, flags, loss,
+                                    grad, lse)
 
 
 cdef inline void narrow_lse(const real *x, int64_t n_rows, int64_t n, real *lse) noexcept nogil:

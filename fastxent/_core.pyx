@@ -344,15 +344,18 @@ cdef double _ce_rows_unit(bint narrow, bint plain, int64_t b, int64_t rpb, const
                           real *loss_out, real *grad, real *lse_out) noexcept nogil:
     """Block b of cross_entropy_rows: a unit of narrow rows, or rows
     [b * rpb, (b + 1) * rpb) through the row kernels (scratch: one softcap
-    row per thread, or NULL); plain (labels, no option, no sample weight,
-    no gradient): a few rows at a time, with the row kernel's bits."""
+    row per thread, or NULL); plain (labels, no label smoothing, z-loss,
+    softcap or clip): a few rows at a time, with the row kernel's bits."""
     cdef int64_t first = b * rpb
     if narrow:
         return _ce_narrow_unit(x, labels, ignore_index, b, n, c, w, sample_weight, grad_scale,
                                grad_row_scale, loss_out, grad, lse_out)
     if plain:
-        return ce_label_rows(x + first * c, min(rpb, n - first), c, labels + first, ignore_index,
+        return ce_label_rows(x + first * c, min(rpb, n - first), c, labels + first, ignore_index, w,
+                             sample_weight + first if sample_weight != NULL else NULL, grad_scale,
+                             grad_row_scale + first if grad_row_scale != NULL else NULL, opt.flags,
                              loss_out + first if loss_out != NULL else NULL,
+                             grad + first * c if grad != NULL else NULL,
                              lse_out + first if lse_out != NULL else NULL)
     return _ce_block(x, t, labels, ignore_index, first, min(n, first + rpb), c, opt, sample_weight,
                      grad_scale, grad_row_scale, softcap, clip,
@@ -396,11 +399,9 @@ def cross_entropy_rows(const real[:, ::1] x, const real[:, ::1] target, const in
     cdef int64_t rpb = _rows_per_block(c)
     cdef int64_t nblocks = (n + rpb - 1) // rpb, b
     cdef int nt = _threads(n * c, nblocks, n_threads)
-    cdef bint narrow = (0 < c <= FX_NARROW_MAX and tp == NULL and label_smoothing == 0
-                        and z_loss == 0 and softcap == 0 and clip == 0)
+    cdef bint plain = (tp == NULL and label_smoothing == 0 and z_loss == 0 and softcap == 0 and clip == 0)
+    cdef bint narrow = plain and 0 < c <= FX_NARROW_MAX
     cdef const real *wp = &weight[0] if weight is not None else NULL
-    cdef bint plain = (tp == NULL and wp == NULL and swp == NULL and gp == NULL and label_smoothing == 0
-                       and z_loss == 0 and softcap == 0 and clip == 0)
     if narrow:
         nblocks = (n + NARROW_UNIT - 1) // NARROW_UNIT
         nt = _threads(n * c, nblocks, n_threads)
@@ -728,7 +729,7 @@ cdef double _ce_small_rows(const real *x, const int64_t *labels, int64_t n, int6
     cdef bint narrow = c <= FX_NARROW_MAX
     cdef int64_t b, rpb = NARROW_UNIT if narrow else _rows_per_block(c)
     for b in range((n + rpb - 1) // rpb):
-        total += _ce_rows_unit(narrow, grad == NULL, b, rpb, x, NULL, labels, ignore_index, n, c, NULL, &opt,
+        total += _ce_rows_unit(narrow, True, b, rpb, x, NULL, labels, ignore_index, n, c, NULL, &opt,
                                NULL, gs, NULL, 0.0, 0.0, NULL, NULL, grad, NULL)
     return total
 

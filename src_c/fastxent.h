@@ -192,15 +192,20 @@ void fx_softcap_grad_row_f64(const double *capped, int64_t n, double cap, double
  * the latency of each row's reductions and log. */
 void fx_logsumexp_rows_f32(const float *x, int64_t n_rows, int64_t n, float *lse);
 void fx_logsumexp_rows_f64(const double *x, int64_t n_rows, int64_t n, double *lse);
-/* Cross-entropy without options or gradient of n_rows rows, the same way:
- * loss[r] = fx_ce_label_row(x + r * n, n, labels[r], NULL, 0, NULL, &l),
- * lse[r] = l (both optional), 0 loss for labels[r] == ignore_index; every
- * other label must lie in [0, n).  Returns the sum of the losses, added in
- * row order. */
+/* Cross-entropy of n_rows rows against labels, the same way, with class
+ * weights w but no label smoothing or z-loss: with opt = {w, 0, 0, flags},
+ *     l_r = fx_ce_label_row(x + r * n, n, labels[r], &opt, gs_r, grad + r * n, &lse_r)
+ * for gs_r = grad_scale * sw[r] * grs[r]; loss[r] = sw[r] * l_r and lse[r]
+ * in the row's dtype (same bits).  A row whose label is ignore_index gets
+ * loss 0, its lse and a gradient row of 0; every other label must lie in
+ * [0, n).  w, sw, grs, loss, grad and lse are optional (NULL; grad may be
+ * x itself).  Returns the sum of the losses, added in row order. */
 double fx_ce_label_rows_f32(const float *x, int64_t n_rows, int64_t n, const int64_t *labels,
-                            int64_t ignore_index, float *loss, float *lse);
+                            int64_t ignore_index, const float *w, const double *sw, double grad_scale,
+                            const double *grs, int flags, float *loss, float *grad, float *lse);
 double fx_ce_label_rows_f64(const double *x, int64_t n_rows, int64_t n, const int64_t *labels,
-                            int64_t ignore_index, double *loss, double *lse);
+                            int64_t ignore_index, const double *w, const double *sw, double grad_scale,
+                            const double *grs, int flags, double *loss, double *grad, double *lse);
 
 /*
  * Narrow rows (n <= FX_NARROW_MAX classes), n_rows at a time, SIMD across

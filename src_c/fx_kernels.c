@@ -194,12 +194,16 @@ void fx_logsumexp_rows_f64(const double *x, int64_t n_rows, int64_t n, double *l
     fx_kernels()->lse_rows_f64(x, n_rows, n, lse);
 }
 double fx_ce_label_rows_f32(const float *x, int64_t n_rows, int64_t n, const int64_t *labels,
-                            int64_t ignore_index, float *loss, float *lse) {
-    return fx_kernels()->ce_label_rows_f32(x, n_rows, n, labels, ignore_index, loss, lse);
+                            int64_t ignore_index, const float *w, const double *sw, double grad_scale,
+                            const double *grs, int flags, float *loss, float *grad, float *lse) {
+    return fx_kernels()->ce_label_rows_f32(x, n_rows, n, labels, ignore_index, w, sw, grad_scale, grs, flags,
+                                           loss, grad, lse);
 }
 double fx_ce_label_rows_f64(const double *x, int64_t n_rows, int64_t n, const int64_t *labels,
-                            int64_t ignore_index, double *loss, double *lse) {
-    return fx_kernels()->ce_label_rows_f64(x, n_rows, n, labels, ignore_index, loss, lse);
+                            int64_t ignore_index, const double *w, const double *sw, double grad_scale,
+                            const double *grs, int flags, double *loss, double *grad, double *lse) {
+    return fx_kernels()->ce_label_rows_f64(x, n_rows, n, labels, ignore_index, w, sw, grad_scale, grs, flags,
+                                           loss, grad, lse);
 }
 void fx_narrow_logsumexp_f32(const float *x, int64_t n_rows, int64_t n, float *lse) {
     fx_kernels()->narrow_lse_f32(x, n_rows, n, lse);

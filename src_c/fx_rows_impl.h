@@ -308,14 +308,16 @@ FX_ALWAYS_INLINE void FXR(fx_ce_scan)(const FX_T *x, const FX_T *t, const FX_T *
     }
 }
 
-/* Shared by the label and probability kernels: t == NULL means the label y. */
-static double FXR(fx_ce_row)(const FX_T *x, const FX_T *t, int64_t n, int64_t y,
-                             const fx_ce_options *opt, double gs, FX_T *grad, double *lse_out) {
+/* The loss of a row from its scan state st, and its gradient (grad not
+ * NULL).  Shared by the label and probability kernels (t == NULL means the
+ * label y) and by the grouped rows of fx_ce_label_rows. */
+FX_ALWAYS_INLINE double FXR(fx_ce_finish)(const FX_T *x, const FX_T *t, int64_t n, int64_t y,
+                                          const fx_ce_options *opt, double gs, const FXR(fx_scan_state) *stp,
+                                          FX_T *grad, double *lse_out) {
     const FX_T *w = opt ? (const FX_T *)opt->weight : NULL;
     const double eps = opt ? opt->label_smoothing : 0.0;
     const double z = opt ? opt->z_loss : 0.0;
-    FXR(fx_scan_state) st;
-    FXR(fx_ce_scan)(x, t, w, n, eps != 0.0, &st);
+    const FXR(fx_scan_state) st = *stp;
     const double lse = FXR(fx_lse_of)(&st);
     if (lse_out) *lse_out = lse;
     if (!isfinite(lse)) {
@@ -362,6 +364,13 @@ static double FXR(fx_ce_row)(const FX_T *x, const FX_T *t, int64_t n, int64_t y,
     return loss;
 }
 
+static double FXR(fx_ce_row)(const FX_T *x, const FX_T *t, int64_t n, int64_t y,
+                             const fx_ce_options *opt, double gs, FX_T *grad, double *lse_out) {
+    FXR(fx_scan_state) st;
+    FXR(fx_ce_scan)(x, t, opt ? (const FX_T *)opt->weight : NULL, n, opt && opt->label_smoothing != 0.0, &st);
+    return FXR(fx_ce_finish)(x, t, n, y, opt, gs, &st, grad, lse_out);
+}
+
 /* Pieces of a row split across threads: the (max, sum-exp) state of a slice,
  * and the write pass of a slice given the whole row's shift and scale. */
 static void FXR(fx_lse_scan_row)(const FX_T *x, int64_t n, double *m, double *s) {
@@ -381,46 +390,66 @@ static double FXR(fx_ce_label_row)(const FX_T *x, int64_t n, int64_t y, const fx
     return FXR(fx_ce_row)(x, NULL, n, y, opt, gs, grad, lse_out);
 }
 
-/* One row of fx_ce_label_rows from its (m, s): what fx_ce_row gives without
- * options (loss lse - x_y, NaN for a non-finite lse; 0 when ignored). */
-FX_ALWAYS_INLINE double FXR(fx_ce_plain_finish)(const FX_T *x, const int64_t *y, int64_t ignore_index,
-                                                double m, double s, FX_T *loss, FX_T *lse) {
-    const double l = FXR(fx_shift)(m) + log(s);
-    const double row_loss = !y || *y == ignore_index ? 0.0 : isfinite(l) ? l - (double)x[*y] : NAN;
-    if (loss) *loss = (FX_T)row_loss;
-    if (lse) *lse = (FX_T)l;
+/* Row r of fx_ce_label_rows from its scan: what the per-row caller does
+ * around fx_ce_label_row (_ce_block in _core.pyx): an ignored row gets loss
+ * 0, its lse and a gradient of 0; the others the loss times sw[r] and the
+ * gradient times grad_scale sw[r] grs[r]. */
+FX_ALWAYS_INLINE double FXR(fx_ce_label_rows_finish)(const FX_T *x, int64_t r, int64_t n, const int64_t *labels,
+                                                     int64_t ignore_index, const fx_ce_options *opt,
+                                                     const double *sw, double grad_scale, const double *grs,
+                                                     const FXR(fx_scan_state) *st, FX_T *loss, FX_T *grad,
+                                                     FX_T *lse) {
+    const FX_T *row = x + r * n;
+    FX_T *g = grad ? grad + r * n : NULL;
+    double row_loss = 0.0, l;
+    if (!labels || labels[r] == ignore_index) {
+        l = FXR(fx_lse_of)(st);
+        if (g) memset(g, 0, (size_t)n * sizeof(FX_T));
+    } else {
+        const double wr = sw ? sw[r] : 1.0;
+        double gs = grad_scale * wr;
+        if (grs) gs = gs * grs[r];
+        row_loss = wr * FXR(fx_ce_finish)(row, NULL, n, labels[r], opt, gs, st, g, &l);
+    }
+    if (loss) loss[r] = (FX_T)row_loss;
+    if (lse) lse[r] = (FX_T)l;
     return row_loss;
 }
 
-/* Cross-entropy without options or gradient of n_rows rows (labels checked
- * by the caller): fx_ce_label_row's losses and lse (both optional) and
- * their sum in row order, short rows a few at a time (fx_scan_group).
- * Without labels: the lse alone (fx_logsumexp_rows). */
+/* Cross-entropy of n_rows rows against labels (checked by the caller),
+ * without label smoothing or z-loss: fx_ce_label_row's losses, gradient and
+ * lse (each optional; w, sw, grs too, as in fx_narrow_ce) and the sum of the
+ * losses in row order, short rows a few at a time (fx_scan_group).  Without
+ * labels: the lse alone (fx_logsumexp_rows). */
 static double FXR(fx_ce_label_rows)(const FX_T *x, int64_t n_rows, int64_t n, const int64_t *labels,
-                                    int64_t ignore_index, FX_T *loss, FX_T *lse) {
+                                    int64_t ignore_index, const FX_T *w, const double *sw, double grad_scale,
+                                    const double *grs, int flags, FX_T *loss, FX_T *grad, FX_T *lse) {
+    const fx_ce_options opt = {w, 0.0, 0.0, flags};
     double acc = 0.0;
     int64_t r = 0;
     if (n <= FX_BLOCK) {
         for (; r + FX_GROUP <= n_rows; r += FX_GROUP) {
             double m[FX_GROUP], s[FX_GROUP];
             FXR(fx_scan_group)(x + r * n, n, m, s);
-            _Pragma("GCC unroll 8") for (int g = 0; g < FX_GROUP; g++)
-                acc += FXR(fx_ce_plain_finish)(x + (r + g) * n, labels ? labels + r + g : NULL, ignore_index,
-                                               m[g], s[g], loss ? loss + r + g : NULL, lse ? lse + r + g : NULL);
+            _Pragma("GCC unroll 8") for (int g = 0; g < FX_GROUP; g++) {
+                const FXR(fx_scan_state) st = {.m = m[g], .s = s[g]};
+                acc += FXR(fx_ce_label_rows_finish)(x, r + g, n, labels, ignore_index, &opt, sw, grad_scale,
+                                                    grs, &st, loss, grad, lse);
+            }
         }
     }
     for (; r < n_rows; r++) {
         FXR(fx_scan_state) st;
         FXR(fx_scan)(x + r * n, NULL, NULL, n, 0, &st);
-        acc += FXR(fx_ce_plain_finish)(x + r * n, labels ? labels + r : NULL, ignore_index, st.m, st.s,
-                                       loss ? loss + r : NULL, lse ? lse + r : NULL);
+        acc += FXR(fx_ce_label_rows_finish)(x, r, n, labels, ignore_index, &opt, sw, grad_scale, grs, &st, loss,
+                                            grad, lse);
     }
     return acc;
 }
 
 /* lse of n_rows rows of n classes: fx_logsumexp_row's bits, by groups. */
 static void FXR(fx_logsumexp_rows)(const FX_T *x, int64_t n_rows, int64_t n, FX_T *lse) {
-    FXR(fx_ce_label_rows)(x, n_rows, n, NULL, 0, NULL, lse);
+    FXR(fx_ce_label_rows)(x, n_rows, n, NULL, 0, NULL, NULL, 1.0, NULL, 0, NULL, NULL, lse);
 }
 
 static double FXR(fx_ce_prob_row)(const FX_T *x, const FX_T *t, int64_t n, const fx_ce_options *opt,

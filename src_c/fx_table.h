@@ -68,9 +68,10 @@ typedef struct {
     int64_t (*count_labels)(const int64_t *, int64_t, int64_t, int64_t, int64_t *);
     void (*lse_rows_f32)(const float *, int64_t, int64_t, float *);
     void (*lse_rows_f64)(const double *, int64_t, int64_t, double *);
-    double (*ce_label_rows_f32)(const float *, int64_t, int64_t, const int64_t *, int64_t, float *, float *);
-    double (*ce_label_rows_f64)(const double *, int64_t, int64_t, const int64_t *, int64_t, double *,
-                                double *);
+    double (*ce_label_rows_f32)(const float *, int64_t, int64_t, const int64_t *, int64_t, const float *,
+                                const double *, double, const double *, int, float *, float *, float *);
+    double (*ce_label_rows_f64)(const double *, int64_t, int64_t, const int64_t *, int64_t, const double *,
+                                const double *, double, const double *, int, double *, double *, double *);
 } fx_table;
 
 extern const fx_table fx_table_baseline;

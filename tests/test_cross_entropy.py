@@ -801,10 +801,11 @@ def test_small_call_fast_path_declines(case, rng):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("n_classes", [33, 100, 1024, 1025])
-def test_plain_rows_in_groups_match_one_row_at_a_time(dtype, n_classes, rng):
-    """The forward without options takes short rows a few at a time
-    (fx_ce_label_rows): per-row losses, lse and the sum must have the bits of
-    the one-row kernel, which a call with sample_weight (all ones) still uses."""
+def test_label_rows_in_groups_match_one_row_at_a_time(dtype, n_classes, rng, h):
+    """Without label smoothing, z-loss or softcap the row kernel takes short
+    rows a few at a time (fx_ce_label_rows): every row's loss, gradient and
+    lse, with class and sample weights and a per-row upstream gradient, must
+    have the bits of a call on that row alone (which the group never sees)."""
     n = 23
     x = (rng.standard_normal((n, n_classes)) * 5).astype(dtype)
     y = rng.integers(0, n_classes, n)
@@ -814,16 +815,41 @@ def test_plain_rows_in_groups_match_one_row_at_a_time(dtype, n_classes, rng):
     x[6] = 0.0
     y[8] = -100                      # ignored
     x[9, y[9]] = 1e4                 # loss exactly 0
-    ones = np.ones(n)
-    for n_threads in (1, 2):
-        for reduction in ("none", "sum"):
-            grouped = fx.cross_entropy(x, y, reduction=reduction, n_threads=n_threads)
-            by_row = fx.cross_entropy(x, y, reduction=reduction, sample_weight=ones, n_threads=n_threads)
-            assert np.asarray(grouped).tobytes() == np.asarray(by_row).tobytes()
-        _, _, lse = fx.cross_entropy_with_grad(x, y, return_lse=True, n_threads=n_threads)
-        one_by_one = np.array([fx.logsumexp(x[i:i + 1], n_threads=1)[0] for i in range(n)])
-        np.testing.assert_array_equal(lse.view(np.uint8), one_by_one.view(np.uint8))
+    w = rng.uniform(0.5, 2.0, n_classes)
+    sw = rng.uniform(0.0, 3.0, n)
+    go = rng.standard_normal(n)
+    for weights in ({}, {"weight": w}, {"sample_weight": sw}, {"weight": w, "sample_weight": sw}):
+        def rows_of(rows):
+            return {k: (v[rows] if k == "sample_weight" else v) for k, v in weights.items()}
+        alone = [fx.cross_entropy_with_grad(x[i:i + 1], y[i:i + 1], reduction="none", grad_output=go[i:i + 1],
+                                            return_lse=True, **rows_of(slice(i, i + 1))) for i in range(n)]
+        row_loss, row_grad, row_lse = (np.concatenate(parts) for parts in zip(*alone))
+        # Rows 10 on are finite: their sum is that of the one-row sums.
+        finite = slice(10, n)
+        sum_alone = sum(fx.cross_entropy(x[i:i + 1], y[i:i + 1], reduction="sum", **rows_of(slice(i, i + 1)))
+                        for i in range(10, n))
+        for n_threads in (1, 2):
+            loss, grad, lse = fx.cross_entropy_with_grad(x, y, reduction="none", grad_output=go, return_lse=True,
+                                                         n_threads=n_threads, **weights)
+            assert loss.tobytes() == row_loss.tobytes()
+            assert grad.tobytes() == row_grad.tobytes()
+            assert lse.tobytes() == row_lse.tobytes()
+            inplace = x.copy()
+            fx.cross_entropy_with_grad(inplace, y, reduction="none", grad_output=go, inplace=True,
+                                       n_threads=n_threads, **weights)
+            assert inplace.tobytes() == row_grad.tobytes()
+            forward = fx.cross_entropy(x, y, reduction="none", n_threads=n_threads, **weights)
+            assert forward.tobytes() == row_loss.tobytes()
+            total = fx.cross_entropy(x[finite], y[finite], reduction="sum", n_threads=n_threads,
+                                     **rows_of(finite))
+            assert np.isfinite(total) and total == pytest.approx(sum_alone, rel=1e-12)
+        # ... and the group's rows against the float64 reference.
+        check(h, x[finite], y[finite], reduction="none", grad_output=go[finite], **rows_of(finite))
+    lse_alone = np.array([fx.logsumexp(x[i:i + 1], n_threads=1)[0] for i in range(n)])
+    assert row_lse.tobytes() == lse_alone.tobytes()
     # The small-call fast path (mean) and the general path agree too.
-    small = fx.cross_entropy(x[10:], y[10:])
-    general = fx.cross_entropy(x[10:], y[10:], sample_weight=ones[10:])
-    assert np.float64(small).tobytes() == np.float64(general).tobytes()
+    ones = np.ones(n - 10)
+    small = fx.cross_entropy_with_grad(x[finite], y[finite])
+    general = fx.cross_entropy_with_grad(x[finite], y[finite], sample_weight=ones)
+    assert np.float64(small[0]).tobytes() == np.float64(general[0]).tobytes()
+    assert small[1].tobytes() == general[1].tobytes()
