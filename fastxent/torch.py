@@ -48,13 +48,12 @@ import threading
 
 import numpy as np
 import torch
-from torch.autograd.function import once_differentiable
 
 import fastxent
 
 __all__ = ["CrossEntropyLoss", "cross_entropy", "release_buffers"]
 
-_FLOAT_DTYPES = (torch.float32, torch.float64)
+_NUMPY_DTYPES = {torch.float32: np.dtype(np.float32), torch.float64: np.dtype(np.float64)}
 
 
 def _check_cpu_strided(name, tensor):
@@ -72,7 +71,7 @@ def _check_cpu_strided(name, tensor):
 def _check_args(input, target, weight):
     _check_cpu_strided("input", input)
     _check_cpu_strided("target", target)
-    if input.dtype not in _FLOAT_DTYPES:
+    if input.dtype not in _NUMPY_DTYPES:
         raise TypeError(
             f"input must be a float32 or float64 tensor, got {input.dtype} "
             f"(cast it with .float() or .double())"
@@ -98,14 +97,22 @@ def _check_args(input, target, weight):
 
 
 def _array(tensor):
-    """NumPy view of a CPU tensor (no copy; resolves torch's lazy conj/neg bits)."""
-    return tensor.detach().resolve_conj().resolve_neg().numpy()
+    """NumPy view of a CPU tensor (no copy)."""
+    tensor = tensor.detach()
+    try:
+        return tensor.numpy()
+    except RuntimeError:
+        # A lazy conjugate or negative view (.conj(), torch._neg_view):
+        # NumPy cannot see it, so it is materialised.
+        return tensor.resolve_conj().resolve_neg().numpy()
 
 
 def _to_tensor(loss, dtype):
+    """The loss as a tensor of the input's dtype; a 0-d one through NumPy
+    (a third of torch.tensor's cost, which shows in small calls)."""
     if isinstance(loss, np.ndarray):
         return torch.from_numpy(loss)
-    return torch.tensor(loss, dtype=dtype)
+    return torch.from_numpy(np.array(loss, _NUMPY_DTYPES[dtype]))
 
 
 class _BufferPool:
@@ -166,7 +173,7 @@ def release_buffers():
 
 
 def _empty_like(input):
-    return _pool.empty(input.shape, _array(input).dtype)
+    return _pool.empty(input.shape, _NUMPY_DTYPES[input.dtype])
 
 
 class _CrossEntropy(torch.autograd.Function):
@@ -190,20 +197,17 @@ class _CrossEntropy(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_output):
+        # Grad mode is on in backward only under create_graph=True: the
+        # returned gradient would silently be a constant there and
+        # second-order terms would be lost.  (torch's once_differentiable
+        # decorator raises only when grad_output requires grad, and costs
+        # ~4 us a call, a tenth of a small training step.)
         if torch.is_grad_enabled():
-            # create_graph=True: once_differentiable alone raises only when
-            # grad_output itself requires grad; otherwise the returned gradient
-            # would silently be a constant and second-order terms would be lost.
             raise RuntimeError(
                 "fastxent.torch.cross_entropy is once_differentiable: its gradient has no "
                 "graph, so double backward (create_graph=True, e.g. gradient penalties or "
                 "Hessian products) is not supported; use torch.nn.functional.cross_entropy"
             )
-        return _CrossEntropy._backward(ctx, grad_output)
-
-    @staticmethod
-    @once_differentiable
-    def _backward(ctx, grad_output):
         grad, ctx.grad = ctx.grad, None  # drop our reference so autograd can keep it without a copy
         if grad is None:
             input, target = ctx.saved_tensors

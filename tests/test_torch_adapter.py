@@ -130,6 +130,19 @@ def test_non_contiguous_input_and_no_grad():
     torch.testing.assert_close(loss, F.cross_entropy(x, t, reduction="none"))
 
 
+def test_lazy_negative_and_conjugate_views():
+    """Views that carry torch's lazy neg bit (NumPy cannot see them) are
+    materialised: input, soft target and weight alike."""
+    x = torch.randn(6, C, dtype=torch.float64)
+    probs = torch.softmax(torch.randn(6, C, dtype=torch.float64), 1)
+    w = torch.rand(C, dtype=torch.float64) + 0.5
+    neg_x = torch._neg_view(x)
+    assert neg_x.is_neg()
+    ref = F.cross_entropy(-x, probs, weight=w)
+    got = fxt.cross_entropy(neg_x, torch._neg_view(-probs), weight=torch._neg_view(-w))
+    torch.testing.assert_close(got, ref)
+
+
 def test_retain_graph_second_backward_recomputes():
     x, t, _ = _make((5, C), torch.float64, "index", "default", 2)
     for reduction in ("mean", "none"):
