@@ -8,8 +8,9 @@ from fastxent import _validation as v
 
 _EMPTY = ("nan", "zero")
 # Work (elements) up to which a plain cross_entropy call takes the C fast path:
-# the size under which the kernels run on the calling thread anyway.
+# calls whose fixed cost (option handling: ~5 us) is a large part of their time.
 _SMALL_CALL = 65536
+_SERIAL_WORK = _core.SERIAL
 
 
 class _Problem:
@@ -183,6 +184,11 @@ def _small_plain_call(logits, target, axis, weight, sample_weight, ignore_index,
             and (n_threads is None or (type(n_threads) is int and n_threads > 0)))
 
 
+def _small_threads(logits, n_threads):
+    """Threads of a small call: resolved only when it is large enough to use them."""
+    return 1 if logits.size < _SERIAL_WORK else v.n_threads(n_threads)
+
+
 def cross_entropy(logits, target, *, axis=-1, weight=None, sample_weight=None, ignore_index=-100,
                   reduction="mean", label_smoothing=0.0, z_loss=0.0, softcap=None, from_logits=True,
                   empty="nan", n_threads=None):
@@ -237,7 +243,7 @@ def cross_entropy(logits, target, *, axis=-1, weight=None, sample_weight=None, i
     if _small_plain_call(logits, target, axis, weight, sample_weight, ignore_index, reduction,
                          label_smoothing, z_loss, softcap, from_logits, empty, n_threads):
         result = _core.cross_entropy_small(logits, target, ignore_index, reduction == "mean",
-                                           empty == "nan")
+                                           empty == "nan", 1.0, None, _small_threads(logits, n_threads))
         if result is not None:
             return result
     p = _prepare(logits, target, axis=axis, weight=weight, sample_weight=sample_weight,
@@ -279,7 +285,7 @@ def cross_entropy_with_grad(logits, target, *, axis=-1, weight=None, sample_weig
             and (out is None or (type(out) is np.ndarray and not np.may_share_memory(out, logits)))):
         grad = np.empty(logits.shape, logits.dtype) if out is None else out
         loss = _core.cross_entropy_small(logits, target, ignore_index, reduction == "mean",
-                                         empty == "nan", grad_output, grad)
+                                         empty == "nan", grad_output, grad, _small_threads(logits, n_threads))
         if loss is not None:
             return loss, grad
     p = _prepare(logits, target, axis=axis, weight=weight, sample_weight=sample_weight,

@@ -265,7 +265,7 @@ def test_gradient_matches_finite_differences(from_logits, option, rng):
 
 @pytest.fixture(scope="module")
 def big():
-    # 512 x 1000 = 512000 elements: above the 65536-element serial threshold.
+    # 512 x 1000 = 512000 elements: above the serial threshold (fx._core.SERIAL elements).
     rng = np.random.default_rng(77)
     x = rng.standard_normal((512, 1000)) * 4
     x[3, 5] = np.nan

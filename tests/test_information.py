@@ -181,7 +181,7 @@ def test_huge_and_tiny_counts():
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_bit_identical_across_threads(dtype):
-    # 512 x 1000 = 512000 elements: above the 65536-element serial threshold.
+    # 512 x 1000 = 512000 elements: above the serial threshold (fx._core.SERIAL elements).
     rng = np.random.default_rng(11)
     p = (rng.random((512, 1000)) ** 3).astype(dtype)
     p[::7, ::3] = 0

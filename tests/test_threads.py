@@ -1,6 +1,6 @@
 """Thread-count independence: same bits for every n_threads.
 
-The parallel path only starts above 65536 elements of work (SERIAL_WORK in
+The parallel path only starts from 16384 elements of work (SERIAL_WORK in
 _core.pyx), so the arrays here are 512 x 1000 = 512000 elements: every call
 with n_threads >= 2 really splits its rows.
 """
@@ -170,7 +170,7 @@ def _few_rows(shape, dtype):
     return x, y
 
 
-# Each splits for some n_threads below (work >= 65536 elements, rows < threads).
+# Each splits for some n_threads below (work >= SERIAL elements, rows < threads).
 FEW_ROWS = [(1, 4 * fx._core.SLICE + 5), (5, 2 * fx._core.SLICE + 1), (2, 40_000)]
 FEW_THREADS = [1, 2, 3, 8, None]
 
