@@ -91,6 +91,8 @@ cdef extern from "fastxent.h" nogil:
     void fx_lse_merge(double *m, double *s, double m2, double s2)
     void fx_logsumexp_rows_f32(const float *x, int64_t n_rows, int64_t n, float *lse)
     void fx_logsumexp_rows_f64(const double *x, int64_t n_rows, int64_t n, double *lse)
+    void fx_softmax_rows_f32(const float *x, int64_t n_rows, int64_t n, float *out, int take_log, int flags)
+    void fx_softmax_rows_f64(const double *x, int64_t n_rows, int64_t n, double *out, int take_log, int flags)
     double fx_ce_label_rows_f32(const float *x, int64_t n_rows, int64_t n, const int64_t *labels,
                                 int64_t ignore_index, const float *w, const double *sw, double grad_scale,
                                 const double *grs, int flags, float *loss, float *grad, float *lse)
@@ -223,6 +225,14 @@ cdef inline void lse_rows(const real *x, int64_t n_rows, int64_t n, real *lse) n
         fx_logsumexp_rows_f32(x, n_rows, n, lse)
     else:
         fx_logsumexp_rows_f64(x, n_rows, n, lse)
+
+
+cdef inline void softmax_row_batch(const real *x, int64_t n_rows, int64_t n, real *out, bint log,
+                              int flags) noexcept nogil:
+    if real is float:
+        fx_softmax_rows_f32(x, n_rows, n, out, log, flags)
+    else:
+        fx_softmax_rows_f64(x, n_rows, n, out, log, flags)
 
 
 cdef inline double ce_label_rows(const real *x, int64_t n_rows, int64_t n, const int64_t *labels,

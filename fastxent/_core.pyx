@@ -15,7 +15,7 @@ from libc.string cimport memset
 from libc.math cimport exp, log, NAN
 
 from fastxent._core cimport (
-    real, fx_ce_options, FX_STREAM_STORES, lse_row, softmax_row, ce_label_row, ce_prob_row,
+    real, fx_ce_options, FX_STREAM_STORES, lse_row, ce_label_row, ce_prob_row,
     FX_NARROW_MAX, narrow_lse, narrow_softmax, narrow_ce, lse_scan_row, write_row, fx_lse_merge,
     lse_cols, softmax_in_cols, ce_cols, nll_prob_row, entropy_row, kl_row, bce, softcap_row,
     softcap_grad_row, fx_count_labels,
@@ -167,13 +167,12 @@ def logsumexp_rows(const real[:, ::1] x, real[::1] out, int n_threads):
 cdef void _softmax_unit(const real *x, int64_t u, int64_t per, int64_t n, int64_t c, real *out, bint log,
                         int flags) noexcept nogil:
     """Rows [u * per, (u + 1) * per) of the n rows: SIMD across rows when
-    they are narrow, else one row at a time."""
-    cdef int64_t first = u * per, rows = min(per, n - u * per), i
+    they are narrow, else a few rows at a time (softmax_row_batch)."""
+    cdef int64_t first = u * per, rows = min(per, n - u * per)
     if c <= FX_NARROW_MAX:
         narrow_softmax(x + first * c, rows, c, out + first * c, log)
     else:
-        for i in range(first, first + rows):
-            softmax_row(x + i * c, c, out + i * c, log, flags)
+        softmax_row_batch(x + first * c, rows, c, out + first * c, log, flags)
 
 
 def softmax_rows(const real[:, ::1] x, real[:, ::1] out, bint log, int n_threads):

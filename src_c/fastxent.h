@@ -192,6 +192,10 @@ void fx_softcap_grad_row_f64(const double *capped, int64_t n, double cap, double
  * the latency of each row's reductions and log. */
 void fx_logsumexp_rows_f32(const float *x, int64_t n_rows, int64_t n, float *lse);
 void fx_logsumexp_rows_f64(const double *x, int64_t n_rows, int64_t n, double *lse);
+/* fx_softmax_row (take_log 0) or fx_log_softmax_row (take_log 1) of
+ * n_rows rows of n classes into out (n_rows x n), the same way. */
+void fx_softmax_rows_f32(const float *x, int64_t n_rows, int64_t n, float *out, int take_log, int flags);
+void fx_softmax_rows_f64(const double *x, int64_t n_rows, int64_t n, double *out, int take_log, int flags);
 /* Cross-entropy of n_rows rows against labels, the same way, with class
  * weights w but no label smoothing or z-loss: with opt = {w, 0, 0, flags},
  *     l_r = fx_ce_label_row(x + r * n, n, labels[r], &opt, gs_r, grad + r * n, &lse_r)

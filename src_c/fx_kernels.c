@@ -193,6 +193,12 @@ void fx_logsumexp_rows_f32(const float *x, int64_t n_rows, int64_t n, float *lse
 void fx_logsumexp_rows_f64(const double *x, int64_t n_rows, int64_t n, double *lse) {
     fx_kernels()->lse_rows_f64(x, n_rows, n, lse);
 }
+void fx_softmax_rows_f32(const float *x, int64_t n_rows, int64_t n, float *out, int take_log, int flags) {
+    fx_kernels()->softmax_rows_f32(x, n_rows, n, out, take_log, flags);
+}
+void fx_softmax_rows_f64(const double *x, int64_t n_rows, int64_t n, double *out, int take_log, int flags) {
+    fx_kernels()->softmax_rows_f64(x, n_rows, n, out, take_log, flags);
+}
 double fx_ce_label_rows_f32(const float *x, int64_t n_rows, int64_t n, const int64_t *labels,
                             int64_t ignore_index, const float *w, const double *sw, double grad_scale,
                             const double *grs, int flags, float *loss, float *grad, float *lse) {

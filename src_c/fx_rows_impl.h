@@ -264,10 +264,26 @@ FX_ALWAYS_INLINE void FXR(fx_scan_group)(const FX_T *x, int64_t n, double *m, do
     }
 }
 
-/* softmax (take_log == 0) or log-softmax (take_log == 1) of one row. */
-static double FXR(fx_softmax_like_row)(const FX_T *x, int64_t n, FX_T *out, int take_log, int stream) {
-    FXR(fx_scan_state) st;
-    FXR(fx_scan)(x, NULL, NULL, n, 0, &st);
+/* The scans of the rows from r on (of n_rows rows of n classes), each as
+ * fx_scan gives it (m, s; no dot products): FX_GROUP at once while they are
+ * short and enough are left, else one.  Returns how many it scanned. */
+FX_ALWAYS_INLINE int FXR(fx_scan_next)(const FX_T *x, int64_t r, int64_t n_rows, int64_t n,
+                                       FXR(fx_scan_state) st[FX_GROUP]) {
+    if (n <= FX_BLOCK && r + FX_GROUP <= n_rows) {
+        double m[FX_GROUP], s[FX_GROUP];
+        FXR(fx_scan_group)(x + r * n, n, m, s);
+        _Pragma("GCC unroll 8") for (int g = 0; g < FX_GROUP; g++) st[g] = (FXR(fx_scan_state)){.m = m[g], .s = s[g]};
+        return FX_GROUP;
+    }
+    FXR(fx_scan)(x + r * n, NULL, NULL, n, 0, &st[0]);
+    return 1;
+}
+
+/* softmax (take_log == 0) or log-softmax (take_log == 1) of a row from its
+ * scan; returns its lse. */
+FX_ALWAYS_INLINE double FXR(fx_softmax_finish)(const FX_T *x, int64_t n, const FXR(fx_scan_state) *stp,
+                                               FX_T *out, int take_log, int stream) {
+    const FXR(fx_scan_state) st = *stp;
     const double lse = FXR(fx_lse_of)(&st);
     if (!isfinite(lse)) {
         FXR(fx_fill)(out, n, (FX_T)NAN);
@@ -279,6 +295,23 @@ static double FXR(fx_softmax_like_row)(const FX_T *x, int64_t n, FX_T *out, int 
         FXR(fx_write)(x, NULL, NULL, n, 0, (FX_T)st.m, (FX_T)(1.0 / st.s), 0, 0, stream, out);
     }
     return lse;
+}
+
+static double FXR(fx_softmax_like_row)(const FX_T *x, int64_t n, FX_T *out, int take_log, int stream) {
+    FXR(fx_scan_state) st;
+    FXR(fx_scan)(x, NULL, NULL, n, 0, &st);
+    return FXR(fx_softmax_finish)(x, n, &st, out, take_log, stream);
+}
+
+/* fx_softmax_row (take_log 0) or fx_log_softmax_row (1) of n_rows rows,
+ * short ones a few at a time (fx_scan_next). */
+static void FXR(fx_softmax_rows)(const FX_T *x, int64_t n_rows, int64_t n, FX_T *out, int take_log, int flags) {
+    FXR(fx_scan_state) st[FX_GROUP];
+    for (int64_t r = 0; r < n_rows;) {
+        const int k = FXR(fx_scan_next)(x, r, n_rows, n, st);
+        for (int g = 0; g < k; g++, r++)
+            FXR(fx_softmax_finish)(x + r * n, n, &st[g], out + r * n, take_log, flags & FX_STREAM_STORES);
+    }
 }
 
 static double FXR(fx_softmax_row)(const FX_T *x, int64_t n, FX_T *out, int flags) {
@@ -419,32 +452,35 @@ FX_ALWAYS_INLINE double FXR(fx_ce_label_rows_finish)(const FX_T *x, int64_t r, i
 /* Cross-entropy of n_rows rows against labels (checked by the caller),
  * without label smoothing or z-loss: fx_ce_label_row's losses, gradient and
  * lse (each optional; w, sw, grs too, as in fx_narrow_ce) and the sum of the
- * losses in row order, short rows a few at a time (fx_scan_group).  Without
+ * losses in row order, short rows a few at a time (fx_scan_next).  Without
  * labels: the lse alone (fx_logsumexp_rows). */
+FX_ALWAYS_INLINE double FXR(fx_ce_label_rows_impl)(const FX_T *x, int64_t n_rows, int64_t n, const int64_t *labels,
+                                                   int64_t ignore_index, const FX_T *w, const double *sw,
+                                                   double grad_scale, const double *grs, int flags, FX_T *loss,
+                                                   FX_T *grad, FX_T *lse) {
+    const fx_ce_options opt = {w, 0.0, 0.0, flags};
+    FXR(fx_scan_state) st[FX_GROUP];
+    double acc = 0.0;
+    for (int64_t r = 0; r < n_rows;) {
+        const int k = FXR(fx_scan_next)(x, r, n_rows, n, st);
+        for (int g = 0; g < k; g++, r++)
+            acc += FXR(fx_ce_label_rows_finish)(x, r, n, labels, ignore_index, &opt, sw, grad_scale, grs, &st[g],
+                                                loss, grad, lse);
+    }
+    return acc;
+}
+
 static double FXR(fx_ce_label_rows)(const FX_T *x, int64_t n_rows, int64_t n, const int64_t *labels,
                                     int64_t ignore_index, const FX_T *w, const double *sw, double grad_scale,
                                     const double *grs, int flags, FX_T *loss, FX_T *grad, FX_T *lse) {
-    const fx_ce_options opt = {w, 0.0, 0.0, flags};
-    double acc = 0.0;
-    int64_t r = 0;
-    if (n <= FX_BLOCK) {
-        for (; r + FX_GROUP <= n_rows; r += FX_GROUP) {
-            double m[FX_GROUP], s[FX_GROUP];
-            FXR(fx_scan_group)(x + r * n, n, m, s);
-            _Pragma("GCC unroll 8") for (int g = 0; g < FX_GROUP; g++) {
-                const FXR(fx_scan_state) st = {.m = m[g], .s = s[g]};
-                acc += FXR(fx_ce_label_rows_finish)(x, r + g, n, labels, ignore_index, &opt, sw, grad_scale,
-                                                    grs, &st, loss, grad, lse);
-            }
-        }
-    }
-    for (; r < n_rows; r++) {
-        FXR(fx_scan_state) st;
-        FXR(fx_scan)(x + r * n, NULL, NULL, n, 0, &st);
-        acc += FXR(fx_ce_label_rows_finish)(x, r, n, labels, ignore_index, &opt, sw, grad_scale, grs, &st, loss,
-                                            grad, lse);
-    }
-    return acc;
+    /* The forward without weights (and logsumexp) compiles to its own loop,
+     * free of the others' branches: its rows cost ~35 ns, a few of which
+     * those branches took. */
+    if (!w && !sw && !grs && !grad)
+        return FXR(fx_ce_label_rows_impl)(x, n_rows, n, labels, ignore_index, NULL, NULL, grad_scale, NULL, flags,
+                                          loss, NULL, lse);
+    return FXR(fx_ce_label_rows_impl)(x, n_rows, n, labels, ignore_index, w, sw, grad_scale, grs, flags, loss,
+                                      grad, lse);
 }
 
 /* lse of n_rows rows of n classes: fx_logsumexp_row's bits, by groups. */

@@ -68,6 +68,8 @@ typedef struct {
     int64_t (*count_labels)(const int64_t *, int64_t, int64_t, int64_t, int64_t *);
     void (*lse_rows_f32)(const float *, int64_t, int64_t, float *);
     void (*lse_rows_f64)(const double *, int64_t, int64_t, double *);
+    void (*softmax_rows_f32)(const float *, int64_t, int64_t, float *, int, int);
+    void (*softmax_rows_f64)(const double *, int64_t, int64_t, double *, int, int);
     double (*ce_label_rows_f32)(const float *, int64_t, int64_t, const int64_t *, int64_t, const float *,
                                 const double *, double, const double *, int, float *, float *, float *);
     double (*ce_label_rows_f64)(const double *, int64_t, int64_t, const int64_t *, int64_t, const double *,

@@ -328,10 +328,13 @@ def test_empty_class_axis(name, shape):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("n_classes", [33, 64, 100, 1024, 1025])
-def test_logsumexp_rows_in_groups_match_one_row_at_a_time(dtype, n_classes, rng):
-    """A batch takes short rows a few at a time (fx_logsumexp_rows): every
-    row must get the bits of the one-row kernel, special rows included, and
-    the rows left over after the last whole group too."""
+@pytest.mark.parametrize("name", ["logsumexp", "softmax", "log_softmax"])
+def test_rows_in_groups_match_one_row_at_a_time(name, dtype, n_classes, rng):
+    """A batch takes short rows a few at a time (fx_logsumexp_rows,
+    fx_softmax_rows): every row must get the bits of the one-row kernel,
+    special rows included, and the rows left over after the last whole
+    group too."""
+    fn = getattr(fx, name)
     x = (rng.standard_normal((23, n_classes)) * 5).astype(dtype)
     x[1] = -np.inf           # a row of -inf
     x[2, 7] = np.inf         # a row holding +inf
@@ -339,7 +342,10 @@ def test_logsumexp_rows_in_groups_match_one_row_at_a_time(dtype, n_classes, rng)
     x[6, :] = 0.0            # a tie everywhere
     x[9, -1] = 1e4           # the max in the tail lanes
     x[10, ::2] = -np.inf     # masked classes
+    one_by_one = np.concatenate([fn(x[i:i + 1], n_threads=1) for i in range(len(x))])
     for n_threads in (1, 2):
-        batch = fx.logsumexp(x, n_threads=n_threads)
-        one_by_one = np.array([fx.logsumexp(x[i:i + 1], n_threads=1)[0] for i in range(len(x))])
-        np.testing.assert_array_equal(batch.view(np.uint8), one_by_one.view(np.uint8))
+        assert fn(x, n_threads=n_threads).tobytes() == one_by_one.tobytes()
+    if name != "logsumexp":
+        inplace = x.copy()
+        fn(inplace, out=inplace)
+        assert inplace.tobytes() == one_by_one.tobytes()
