@@ -265,11 +265,12 @@ FX_ALWAYS_INLINE void FXR(fx_scan_group)(const FX_T *x, int64_t n, double *m, do
 }
 
 /* The scans of the rows from r on (of n_rows rows of n classes), each as
- * fx_scan gives it (m, s; no dot products): FX_GROUP at once while they are
- * short and enough are left, else one.  Returns how many it scanned. */
+ * fx_scan gives it (m, s; no dot products): FX_GROUP at once while rows
+ * have at most group_max (<= FX_BLOCK) classes and enough are left, else
+ * one.  Returns how many it scanned. */
 FX_ALWAYS_INLINE int FXR(fx_scan_next)(const FX_T *x, int64_t r, int64_t n_rows, int64_t n,
-                                       FXR(fx_scan_state) st[FX_GROUP]) {
-    if (n <= FX_BLOCK && r + FX_GROUP <= n_rows) {
+                                       FXR(fx_scan_state) st[FX_GROUP], int64_t group_max) {
+    if (n <= group_max && r + FX_GROUP <= n_rows) {
         double m[FX_GROUP], s[FX_GROUP];
         FXR(fx_scan_group)(x + r * n, n, m, s);
         _Pragma("GCC unroll 8") for (int g = 0; g < FX_GROUP; g++) st[g] = (FXR(fx_scan_state)){.m = m[g], .s = s[g]};
@@ -303,12 +304,18 @@ static double FXR(fx_softmax_like_row)(const FX_T *x, int64_t n, FX_T *out, int 
     return FXR(fx_softmax_finish)(x, n, &st, out, take_log, stream);
 }
 
+/* Kernels that write a row after scanning it group rows of at most this
+ * many classes: longer rows, from main memory, ran 10-20% slower grouped
+ * (65536x512 and 65536x1000 float32 softmax and gradient: the write
+ * bursts of four rows stall the reads), and gain little from it. */
+#define FX_GROUP_WRITE_MAX 256
+
 /* fx_softmax_row (take_log 0) or fx_log_softmax_row (1) of n_rows rows,
  * short ones a few at a time (fx_scan_next). */
 static void FXR(fx_softmax_rows)(const FX_T *x, int64_t n_rows, int64_t n, FX_T *out, int take_log, int flags) {
     FXR(fx_scan_state) st[FX_GROUP];
     for (int64_t r = 0; r < n_rows;) {
-        const int k = FXR(fx_scan_next)(x, r, n_rows, n, st);
+        const int k = FXR(fx_scan_next)(x, r, n_rows, n, st, FX_GROUP_WRITE_MAX);
         for (int g = 0; g < k; g++, r++)
             FXR(fx_softmax_finish)(x + r * n, n, &st[g], out + r * n, take_log, flags & FX_STREAM_STORES);
     }
@@ -462,7 +469,7 @@ FX_ALWAYS_INLINE double FXR(fx_ce_label_rows_impl)(const FX_T *x, int64_t n_rows
     FXR(fx_scan_state) st[FX_GROUP];
     double acc = 0.0;
     for (int64_t r = 0; r < n_rows;) {
-        const int k = FXR(fx_scan_next)(x, r, n_rows, n, st);
+        const int k = FXR(fx_scan_next)(x, r, n_rows, n, st, grad ? FX_GROUP_WRITE_MAX : FX_BLOCK);
         for (int g = 0; g < k; g++, r++)
             acc += FXR(fx_ce_label_rows_finish)(x, r, n, labels, ignore_index, &opt, sw, grad_scale, grs, &st[g],
                                                 loss, grad, lse);
@@ -496,3 +503,4 @@ static double FXR(fx_ce_prob_row)(const FX_T *x, const FX_T *t, int64_t n, const
 #undef FXR
 #undef FX_BLOCK
 #undef FX_GROUP
+#undef FX_GROUP_WRITE_MAX
