@@ -304,11 +304,12 @@ static double FXR(fx_softmax_like_row)(const FX_T *x, int64_t n, FX_T *out, int 
     return FXR(fx_softmax_finish)(x, n, &st, out, take_log, stream);
 }
 
-/* Kernels that write a row after scanning it group rows of at most this
- * many classes: longer rows, from main memory, ran 10-20% slower grouped
- * (65536x512 and 65536x1000 float32 softmax and gradient: the write
- * bursts of four rows stall the reads), and gain little from it. */
-#define FX_GROUP_WRITE_MAX 256
+/* Kernels that write a row after scanning it group rows of at most 1 KiB
+ * (256 float32 classes, 128 float64): longer rows, from main memory, ran
+ * 10-20% slower grouped (float32 65536x512 and 65536x1000 softmax and
+ * gradient, float64 65536x256 gradient: the write bursts of four rows
+ * stall the reads), and gain little from it. */
+#define FX_GROUP_WRITE_MAX (1024 / (int64_t)sizeof(FX_T))
 
 /* fx_softmax_row (take_log 0) or fx_log_softmax_row (1) of n_rows rows,
  * short ones a few at a time (fx_scan_next). */
