@@ -100,6 +100,10 @@ cdef extern from "fastxent.h" nogil:
                                 int64_t ignore_index, const double *w, const double *sw, double grad_scale,
                                 const double *grs, int flags, double *loss, double *grad, double *lse)
     void fx_narrow_logsumexp_f32(const float *x, int64_t n_rows, int64_t n, float *lse)
+    void fx_narrow_entropy_f32(const float *p, int64_t n_rows, int64_t n, double *out)
+    void fx_narrow_entropy_f64(const double *p, int64_t n_rows, int64_t n, double *out)
+    void fx_narrow_kl_f32(const float *p, const float *q, int64_t n_rows, int64_t n, double *out)
+    void fx_narrow_kl_f64(const double *p, const double *q, int64_t n_rows, int64_t n, double *out)
     void fx_narrow_logsumexp_f64(const double *x, int64_t n_rows, int64_t n, double *lse)
     void fx_narrow_softmax_f32(const float *x, int64_t n_rows, int64_t n, float *out, int take_log)
     void fx_narrow_softmax_f64(const double *x, int64_t n_rows, int64_t n, double *out, int take_log)
@@ -260,6 +264,20 @@ cdef inline void narrow_softmax(const real *x, int64_t n_rows, int64_t n, real *
         fx_narrow_softmax_f32(x, n_rows, n, out, log)
     else:
         fx_narrow_softmax_f64(x, n_rows, n, out, log)
+
+
+cdef inline void narrow_entropy(const real *p, int64_t n_rows, int64_t n, double *out) noexcept nogil:
+    if real is float:
+        fx_narrow_entropy_f32(p, n_rows, n, out)
+    else:
+        fx_narrow_entropy_f64(p, n_rows, n, out)
+
+
+cdef inline void narrow_kl(const real *p, const real *q, int64_t n_rows, int64_t n, double *out) noexcept nogil:
+    if real is float:
+        fx_narrow_kl_f32(p, q, n_rows, n, out)
+    else:
+        fx_narrow_kl_f64(p, q, n_rows, n, out)
 
 
 cdef inline double narrow_ce(const real *x, int64_t n_rows, int64_t n, const int64_t *labels,

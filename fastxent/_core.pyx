@@ -612,37 +612,53 @@ def cross_entropy_cols(const real[:, :, ::1] x, const real[:, :, ::1] target,
 # entropy, KL divergence, binary cross-entropy
 
 
-def entropy_rows(const real[:, ::1] p, double[::1] out, int n_threads):
-    cdef int64_t n = p.shape[0], c = p.shape[1], i
-    cdef int nt = _threads(n * c, n, n_threads)
-    if n == 0:
-        return
-    cdef const real *pp = &p[0, 0]
-    cdef double *op = &out[0]
-    with nogil:
-        if nt > 1:
-            for i in prange(n, schedule='dynamic', chunksize=_chunk(n, nt), num_threads=nt):
-                op[i] = entropy_row(pp + i * c, c)
-        else:
-            for i in range(n):
-                op[i] = entropy_row(pp + i * c, c)
+ctypedef fused result_t:
+    float
+    double
 
 
-def kl_rows(const real[:, ::1] p, const real[:, ::1] q, double[::1] out, int n_threads):
-    cdef int64_t n = p.shape[0], c = p.shape[1], i
-    cdef int nt = _threads(n * c, n, n_threads)
+cdef void _info_unit(const real *p, const real *q, int64_t u, int64_t per, int64_t n, int64_t c, double div,
+                     result_t *out) noexcept nogil:
+    """Rows [u * per, (u + 1) * per) of the n rows: entropy (q NULL) or KL
+    divergence over div, SIMD across rows when they are narrow, else one row
+    at a time.  The kernels give double; each value is divided and rounded
+    once, into out."""
+    cdef int64_t first = u * per, rows = min(per, n - u * per), i
+    cdef double buf[NARROW_UNIT]
+    if 0 < c <= FX_NARROW_MAX:
+        if q == NULL:
+            narrow_entropy(p + first * c, rows, c, buf)
+        else:
+            narrow_kl(p + first * c, q + first * c, rows, c, buf)
+        for i in range(rows):
+            out[first + i] = <result_t>(buf[i] / div)
+    elif q == NULL:
+        for i in range(first, first + rows):
+            out[i] = <result_t>(entropy_row(p + i * c, c) / div)
+    else:
+        for i in range(first, first + rows):
+            out[i] = <result_t>(kl_row(p + i * c, q + i * c, c) / div)
+
+
+def information_rows(const real[:, ::1] p, const real[:, ::1] q, result_t[::1] out, double div, int n_threads):
+    """Entropy of each row of p (q None) or KL divergence D(p || q), in nats
+    over div, rounded once into out."""
+    cdef int64_t n = p.shape[0], c = p.shape[1], u
     if n == 0:
         return
+    cdef int64_t per = NARROW_UNIT if 0 < c <= FX_NARROW_MAX else _rows_per_block(c)
+    cdef int64_t units = (n + per - 1) // per
+    cdef int nt = _threads(n * c, units, n_threads)
     cdef const real *pp = &p[0, 0]
-    cdef const real *qp = &q[0, 0]
-    cdef double *op = &out[0]
+    cdef const real *qp = &q[0, 0] if q is not None else NULL
+    cdef result_t *op = &out[0]
     with nogil:
         if nt > 1:
-            for i in prange(n, schedule='dynamic', chunksize=_chunk(n, nt), num_threads=nt):
-                op[i] = kl_row(pp + i * c, qp + i * c, c)
+            for u in prange(units, schedule='dynamic', chunksize=_chunk(units, nt), num_threads=nt):
+                _info_unit(pp, qp, u, per, n, c, div, op)
         else:
-            for i in range(n):
-                op[i] = kl_row(pp + i * c, qp + i * c, c)
+            for u in range(units):
+                _info_unit(pp, qp, u, per, n, c, div, op)
 
 
 cdef double _bce_block(const real *x, const real *t, const real *w, const real *pw, int64_t b,

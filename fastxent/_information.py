@@ -14,6 +14,12 @@ def _base_divisor(base):
     return float(np.log(base))
 
 
+def _result_rows(n, result, compute):
+    """The kernels' output: the result dtype when they compute in it, else
+    float64 (then cast once, as NumPy rounds: float16 from double)."""
+    return np.empty(n, result if result == compute else np.float64)
+
+
 def _rows(name, p, axis):
     arr, compute = v.float_array(name, p)
     if arr.ndim == 0:
@@ -44,10 +50,9 @@ def entropy(p, axis=-1, *, base=None, n_threads=None):
     div = _base_divisor(base)
     arr, compute, axis = _rows("p", p, axis)
     rows = v.class_view(arr, axis, compute, rows=True)
-    out = np.empty(rows.shape[0])
-    _core.entropy_rows(rows, out, v.n_threads(n_threads))
-    shape = arr.shape[:axis] + arr.shape[axis + 1:]
-    return v.cast_result((out / div).reshape(shape), arr.dtype)
+    out = _result_rows(rows.shape[0], arr.dtype, compute)
+    _core.information_rows(rows, None, out, div, v.n_threads(n_threads))
+    return v.cast_result(out.reshape(arr.shape[:axis] + arr.shape[axis + 1:]), arr.dtype)
 
 
 def kl_divergence(p, q, axis=-1, *, base=None, n_threads=None):
@@ -76,7 +81,7 @@ def kl_divergence(p, q, axis=-1, *, base=None, n_threads=None):
     compute = np.promote_types(p_compute, q_compute)
     p_rows = v.class_view(p_arr, axis, compute, rows=True)
     q_rows = v.class_view(q_arr, axis, compute, rows=True)
-    out = np.empty(p_rows.shape[0])
-    _core.kl_rows(p_rows, q_rows, out, v.n_threads(n_threads))
-    shape = p_arr.shape[:axis] + p_arr.shape[axis + 1:]
-    return v.cast_result((out / div).reshape(shape), np.promote_types(p_arr.dtype, q_arr.dtype))
+    result = np.promote_types(p_arr.dtype, q_arr.dtype)
+    out = _result_rows(p_rows.shape[0], result, compute)
+    _core.information_rows(p_rows, q_rows, out, div, v.n_threads(n_threads))
+    return v.cast_result(out.reshape(p_arr.shape[:axis] + p_arr.shape[axis + 1:]), result)

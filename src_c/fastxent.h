@@ -230,6 +230,12 @@ double fx_narrow_ce_f32(const float *x, int64_t n_rows, int64_t n, const int64_t
 double fx_narrow_ce_f64(const double *x, int64_t n_rows, int64_t n, const int64_t *labels, int64_t ignore_index,
                         const double *w, const double *sw, double grad_scale, const double *grs, double *loss,
                         double *grad, double *lse);
+/* out[r] = fx_entropy_row(p + r * n, n) and fx_kl_row(p + r * n, q + r * n, n)
+ * (in double; to rounding: the narrow kernels sum along a row in float). */
+void fx_narrow_entropy_f32(const float *p, int64_t n_rows, int64_t n, double *out);
+void fx_narrow_entropy_f64(const double *p, int64_t n_rows, int64_t n, double *out);
+void fx_narrow_kl_f32(const float *p, const float *q, int64_t n_rows, int64_t n, double *out);
+void fx_narrow_kl_f64(const double *p, const double *q, int64_t n_rows, int64_t n, double *out);
 
 /*
  * Class labels: returns how many of labels[0..n) are not ignore_index, and

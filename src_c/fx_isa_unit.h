@@ -61,7 +61,9 @@ FX_TARGET_PUSH(FX_TARGET)
         fx_narrow_softmax_f32##isa, fx_narrow_softmax_f64##isa, fx_narrow_ce_f32##isa,     \
         fx_narrow_ce_f64##isa, fx_lse_scan_row_f32##isa, fx_lse_scan_row_f64##isa,         \
         fx_write_row_f32##isa, fx_write_row_f64##isa, fx_count_labels##isa,                \
-        fx_logsumexp_rows_f32##isa, fx_logsumexp_rows_f64##isa, fx_softmax_rows_f32##isa,  \
+        fx_logsumexp_rows_f32##isa, fx_logsumexp_rows_f64##isa, fx_narrow_entropy_f32##isa, \
+        fx_narrow_entropy_f64##isa, fx_narrow_kl_f32##isa, fx_narrow_kl_f64##isa,          \
+        fx_softmax_rows_f32##isa,                                                          \
         fx_softmax_rows_f64##isa, fx_ce_label_rows_f32##isa, fx_ce_label_rows_f64##isa     \
     }
 #define FX_TABLE(isa) FX_TABLE_NAMED(isa)

@@ -193,6 +193,18 @@ void fx_logsumexp_rows_f32(const float *x, int64_t n_rows, int64_t n, float *lse
 void fx_logsumexp_rows_f64(const double *x, int64_t n_rows, int64_t n, double *lse) {
     fx_kernels()->lse_rows_f64(x, n_rows, n, lse);
 }
+void fx_narrow_entropy_f32(const float *p, int64_t n_rows, int64_t n, double *out) {
+    fx_kernels()->narrow_entropy_f32(p, n_rows, n, out);
+}
+void fx_narrow_entropy_f64(const double *p, int64_t n_rows, int64_t n, double *out) {
+    fx_kernels()->narrow_entropy_f64(p, n_rows, n, out);
+}
+void fx_narrow_kl_f32(const float *p, const float *q, int64_t n_rows, int64_t n, double *out) {
+    fx_kernels()->narrow_kl_f32(p, q, n_rows, n, out);
+}
+void fx_narrow_kl_f64(const double *p, const double *q, int64_t n_rows, int64_t n, double *out) {
+    fx_kernels()->narrow_kl_f64(p, q, n_rows, n, out);
+}
 void fx_softmax_rows_f32(const float *x, int64_t n_rows, int64_t n, float *out, int take_log, int flags) {
     fx_kernels()->softmax_rows_f32(x, n_rows, n, out, take_log, flags);
 }

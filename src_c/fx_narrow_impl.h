@@ -476,6 +476,77 @@ static double FXR(fx_narrow_ce)(const FX_T *x, int64_t n_rows, int64_t n, const 
     return total;
 }
 
+/*
+ * Entropy (q NULL) or KL divergence D(p || q) of the rows of one block, by
+ * fx_entropy_row's and fx_kl_row's formulas (each row scaled by its
+ * maximum), the column sums in float lanes; out[r] for r < rows.  Both
+ * terms of the entropy, log S and -(sum u log u) / S, are >= 0: no
+ * cancellation in the float lanes.
+ */
+FX_ALWAYS_INLINE FX_V FXR(fx_nscale)(const FX_V *v, int64_t n, const int NC) {
+    FX_V m = FX_BC((FX_T)-INFINITY);
+    FX_NFOR(c, NC, n) m = FX_MAX(v[c], m);
+    return FX_SEL((m > FX_BC(0)) & ((m - m) == FX_BC(0)), m, FX_BC(1)); /* fx_scale_of */
+}
+
+FX_ALWAYS_INLINE void FXR(fx_narrow_info_block)(const FX_T *p, const FX_T *q, int64_t n, int64_t rows, int whole,
+                                                double *out, const int NC) {
+    const FX_V zero = FX_BC(0);
+    FX_V u[FX_NARROW_MAX], v[FX_NARROW_MAX];
+    FXR(fx_narrow_in)(p, n, rows, whole, u, NC);
+    const FX_V sp = FXR(fx_nscale)(u, n, NC);
+    FX_V su = zero, d = zero, res;
+    if (!q) {
+        FX_NFOR(c, NC, n) {
+            const FX_V a = u[c] / sp;
+            su += a;
+            d += FX_SEL(a == zero, zero, a * FX_LOG(a));
+        }
+        res = FX_LOG(su) - d / su;
+    } else {
+        FXR(fx_narrow_in)(q, n, rows, whole, v, NC);
+        const FX_V sq = FXR(fx_nscale)(v, n, NC);
+        FX_V sv = zero;
+        FX_NFOR(c, NC, n) {
+            const FX_V a = u[c] / sp, b = v[c] / sq;
+            su += a;
+            sv += b;
+            d += FX_SEL(a == zero, zero, a * FX_LOG(a / b));
+        }
+        res = d / su + FX_LOG(sv / su);
+    }
+    double r64[FX_L];
+    for (int i = 0; i < FX_L; i++) r64[i] = (double)res[i];
+    memcpy(out, r64, (size_t)rows * sizeof(double));
+}
+
+FX_ALWAYS_INLINE void FXR(fx_narrow_info_nc)(const FX_T *p, const FX_T *q, int64_t n_rows, int64_t n, double *out,
+                                             const int NC) {
+    const int64_t reach = (FX_L - 1) * n + (n + FX_L - 1) / FX_L * FX_L; /* as in fx_narrow_run_nc */
+    for (int64_t r0 = 0; r0 < n_rows; r0 += FX_L) {
+        const int64_t rows = (n_rows - r0) < FX_L ? (n_rows - r0) : FX_L;
+        const int whole = rows == FX_L && reach <= (n_rows - r0) * n;
+        FXR(fx_narrow_info_block)(p + r0 * n, q ? q + r0 * n : NULL, n, rows, whole, out + r0, NC);
+    }
+}
+
+FX_ALWAYS_INLINE void FXR(fx_narrow_info)(const FX_T *p, const FX_T *q, int64_t n_rows, int64_t n, double *out) {
+    if (n <= FX_L)
+        FXR(fx_narrow_info_nc)(p, q, n_rows, n, out, FX_L);
+    else if (n <= 2 * FX_L || 2 * FX_L >= FX_NARROW_MAX)
+        FXR(fx_narrow_info_nc)(p, q, n_rows, n, out, 2 * FX_L);
+    else
+        FXR(fx_narrow_info_nc)(p, q, n_rows, n, out, FX_NARROW_MAX);
+}
+
+static void FXR(fx_narrow_entropy)(const FX_T *p, int64_t n_rows, int64_t n, double *out) {
+    FXR(fx_narrow_info)(p, NULL, n_rows, n, out);
+}
+
+static void FXR(fx_narrow_kl)(const FX_T *p, const FX_T *q, int64_t n_rows, int64_t n, double *out) {
+    FXR(fx_narrow_info)(p, q, n_rows, n, out);
+}
+
 #undef FX_NSTEP
 #undef FX_NFOR
 #undef FX_NIT

@@ -68,6 +68,10 @@ typedef struct {
     int64_t (*count_labels)(const int64_t *, int64_t, int64_t, int64_t, int64_t *);
     void (*lse_rows_f32)(const float *, int64_t, int64_t, float *);
     void (*lse_rows_f64)(const double *, int64_t, int64_t, double *);
+    void (*narrow_entropy_f32)(const float *, int64_t, int64_t, double *);
+    void (*narrow_entropy_f64)(const double *, int64_t, int64_t, double *);
+    void (*narrow_kl_f32)(const float *, const float *, int64_t, int64_t, double *);
+    void (*narrow_kl_f64)(const double *, const double *, int64_t, int64_t, double *);
     void (*softmax_rows_f32)(const float *, int64_t, int64_t, float *, int, int);
     void (*softmax_rows_f64)(const double *, int64_t, int64_t, double *, int, int);
     double (*ce_label_rows_f32)(const float *, int64_t, int64_t, const int64_t *, int64_t, const float *,
