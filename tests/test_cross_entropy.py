@@ -689,6 +689,40 @@ def test_float16_overflow_no_warning(call):
 
 
 @pytest.mark.parametrize("offset", [0, 4, 16, 60])
+def test_streamed_rows_match_cached_rows_at_any_alignment_of_out(offset, rng):
+    # Outputs of 16 MiB or more with rows of 3 KiB or more are written with
+    # streaming stores (a row's partial first and last cache lines with
+    # plain ones), the label's gradient put in its vector before the store;
+    # slices of the same rows are small enough to be written through the
+    # caches.  Same bits either way, at every alignment of out=.
+    n, c = 1040, 4100
+    x = (rng.standard_normal((n, c)) * 4).astype(np.float32)
+    y = rng.integers(0, c, n)
+    y[:3] = [0, c - 1, 16]   # the label in a row's first, last, and a vector's first element
+    y[5] = -100
+    buf = np.empty(x.nbytes + 128, np.uint8)
+    start = (-buf.ctypes.data) % 64 + offset
+    out = buf[start:start + x.nbytes].view(np.float32).reshape(x.shape)
+    assert out.nbytes >= 16 << 20
+    w, sw = np.linspace(0.5, 2, c), np.linspace(1, 3, n)
+    cases = [
+        (lambda a, o, i: fx.softmax(a, out=o), None),
+        (lambda a, o, i: fx.log_softmax(a, out=o), None),
+        (lambda a, o, i: fx.cross_entropy_with_grad(a, y[i], out=o, reduction="sum")[0], "loss"),
+        (lambda a, o, i: fx.cross_entropy_with_grad(a, y[i], out=o, reduction="sum", weight=w, sample_weight=sw[i])[0],
+         "loss"),
+    ]
+    for fn, kind in cases:
+        whole = fn(x, out, slice(None))
+        sliced = np.empty_like(x)
+        parts = [fn(x[i:i + 64], sliced[i:i + 64], slice(i, i + 64)) for i in range(0, n, 64)]
+        assert out.tobytes() == sliced.tobytes()
+        if kind == "loss":
+            assert whole == pytest.approx(sum(parts), rel=1e-12)
+    np.testing.assert_allclose(out[5], 0.0)
+
+
+@pytest.mark.parametrize("offset", [0, 4, 16, 60])
 def test_large_class_axis_1_gradient_at_any_alignment_of_out(offset, rng):
     # A gradient of 16 MiB or more is written with streaming stores, in units
     # that start on the cache lines of out=: every alignment of out= must
