@@ -14,6 +14,8 @@ cdef extern from "fastxent.h" nogil:
     int FX_SIMD_AVX2
     int FX_SIMD_AVX512
     int FX_STREAM_STORES
+    int FX_DEFER_FENCE
+    void fx_store_fence()
 
     ctypedef struct fx_ce_options:
         const void *weight

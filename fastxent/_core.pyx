@@ -364,19 +364,25 @@ cdef double _ce_rows_unit(bint narrow, bint plain, int64_t b, int64_t rpb, const
     row per thread, or NULL); plain (labels, no label smoothing, z-loss,
     softcap or clip): a few rows at a time, with the row kernel's bits."""
     cdef int64_t first = b * rpb
+    cdef double total
     if narrow:
         return _ce_narrow_unit(x, labels, ignore_index, b, n, c, w, sample_weight, grad_scale,
                                grad_row_scale, loss_out, grad, lse_out)
     if plain:
-        return ce_label_rows(x + first * c, min(rpb, n - first), c, labels + first, ignore_index, w,
-                             sample_weight + first if sample_weight != NULL else NULL, grad_scale,
-                             grad_row_scale + first if grad_row_scale != NULL else NULL, opt.flags,
-                             loss_out + first if loss_out != NULL else NULL,
-                             grad + first * c if grad != NULL else NULL,
-                             lse_out + first if lse_out != NULL else NULL)
-    return _ce_block(x, t, labels, ignore_index, first, min(n, first + rpb), c, opt, sample_weight,
-                     grad_scale, grad_row_scale, softcap, clip,
-                     scratch + threadid() * c if scratch != NULL else NULL, loss_out, grad, lse_out)
+        total = ce_label_rows(x + first * c, min(rpb, n - first), c, labels + first, ignore_index, w,
+                              sample_weight + first if sample_weight != NULL else NULL, grad_scale,
+                              grad_row_scale + first if grad_row_scale != NULL else NULL, opt.flags,
+                              loss_out + first if loss_out != NULL else NULL,
+                              grad + first * c if grad != NULL else NULL,
+                              lse_out + first if lse_out != NULL else NULL)
+    else:
+        total = _ce_block(x, t, labels, ignore_index, first, min(n, first + rpb), c, opt, sample_weight,
+                          grad_scale, grad_row_scale, softcap, clip,
+                          scratch + threadid() * c if scratch != NULL else NULL, loss_out, grad, lse_out)
+    # The rows' streaming stores are fenced once, here (opt: FX_DEFER_FENCE).
+    if opt.flags & FX_STREAM_STORES:
+        fx_store_fence()
+    return total
 
 
 def cross_entropy_rows(const real[:, ::1] x, const real[:, ::1] target, const int64_t[::1] labels,
@@ -404,6 +410,8 @@ def cross_entropy_rows(const real[:, ::1] x, const real[:, ::1] target, const in
     opt.z_loss = z_loss
     # The softcap chain rule re-reads the gradient: no streaming stores then.
     opt.flags = _row_store_flags(n, c, sizeof(real)) if grad is not None and softcap == 0 else 0
+    if opt.flags:
+        opt.flags |= FX_DEFER_FENCE
     cdef const real *xp = &x[0, 0]
     cdef const real *tp = &target[0, 0] if target is not None else NULL
     cdef const int64_t *lp = &labels[0] if labels is not None else NULL

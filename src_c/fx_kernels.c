@@ -27,6 +27,12 @@
 #include "fx_isa_baseline.c"
 #endif
 
+void fx_store_fence(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_sfence();
+#endif
+}
+
 /* ---- dispatch ------------------------------------------------------------ */
 
 static const fx_table *const fx_tables[3] = {

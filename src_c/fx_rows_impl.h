@@ -213,13 +213,19 @@ FX_ALWAYS_INLINE FX_V FXR(fx_out_vec)(const FX_T *x, const FX_T *t, const FX_T *
     return FX_EXP_NEG(xv - sh) * k - a;
 }
 
+/* The fence after a call's streaming stores, unless its caller defers it
+ * (FX_DEFER_FENCE).  Batch kernels fence once after their last row: a
+ * fence per row waited for each row's stores to reach memory (4x the time
+ * of the whole call for rows of 100-128 float32 classes). */
+FX_ALWAYS_INLINE void FXR(fx_fence_stores)(int flags) {
+    if ((flags & (FX_STREAM_STORES | FX_DEFER_FENCE)) == FX_STREAM_STORES) FX_SFENCE();
+}
+
 /*
  * The write pass over a row (reading x from cache).  With stream set, the
  * aligned body uses non-temporal stores (for outputs much larger than the
- * caches), which the caller fences once it has written all its rows
- * (FX_SFENCE): a fence per row waited for each row's stores to reach
- * memory, 4x the time of the whole call for rows of 100-128 float32
- * classes.  out may alias x: each vector is read before it is written.
+ * caches), which the caller fences (fx_fence_stores).  out may alias x:
+ * each vector is read before it is written.
  */
 FX_ALWAYS_INLINE void FXR(fx_write)(const FX_T *x, const FX_T *t, const FX_T *w, int64_t n, int take_log,
                                     FX_T sh, FX_T k, FX_T ct, FX_T cc, int64_t y, FX_T gy, int stream,
@@ -312,11 +318,11 @@ FX_ALWAYS_INLINE double FXR(fx_softmax_finish)(const FX_T *x, int64_t n, const F
     return lse;
 }
 
-static double FXR(fx_softmax_like_row)(const FX_T *x, int64_t n, FX_T *out, int take_log, int stream) {
+static double FXR(fx_softmax_like_row)(const FX_T *x, int64_t n, FX_T *out, int take_log, int flags) {
     FXR(fx_scan_state) st;
     FXR(fx_scan)(x, NULL, NULL, n, 0, &st);
-    const double lse = FXR(fx_softmax_finish)(x, n, &st, out, take_log, stream);
-    if (stream) FX_SFENCE();
+    const double lse = FXR(fx_softmax_finish)(x, n, &st, out, take_log, flags & FX_STREAM_STORES);
+    FXR(fx_fence_stores)(flags);
     return lse;
 }
 
@@ -336,15 +342,15 @@ static void FXR(fx_softmax_rows)(const FX_T *x, int64_t n_rows, int64_t n, FX_T 
         for (int g = 0; g < k; g++, r++)
             FXR(fx_softmax_finish)(x + r * n, n, &st[g], out + r * n, take_log, flags & FX_STREAM_STORES);
     }
-    if (flags & FX_STREAM_STORES) FX_SFENCE();
+    FXR(fx_fence_stores)(flags);
 }
 
 static double FXR(fx_softmax_row)(const FX_T *x, int64_t n, FX_T *out, int flags) {
-    return FXR(fx_softmax_like_row)(x, n, out, 0, flags & FX_STREAM_STORES);
+    return FXR(fx_softmax_like_row)(x, n, out, 0, flags);
 }
 
 static double FXR(fx_log_softmax_row)(const FX_T *x, int64_t n, FX_T *out, int flags) {
-    return FXR(fx_softmax_like_row)(x, n, out, 1, flags & FX_STREAM_STORES);
+    return FXR(fx_softmax_like_row)(x, n, out, 1, flags);
 }
 
 FX_ALWAYS_INLINE void FXR(fx_ce_scan)(const FX_T *x, const FX_T *t, const FX_T *w, int64_t n,
@@ -426,7 +432,7 @@ static double FXR(fx_ce_row)(const FX_T *x, const FX_T *t, int64_t n, int64_t y,
     FXR(fx_scan_state) st;
     FXR(fx_ce_scan)(x, t, opt ? (const FX_T *)opt->weight : NULL, n, opt && opt->label_smoothing != 0.0, &st);
     const double loss = FXR(fx_ce_finish)(x, t, n, y, opt, gs, &st, grad, lse_out);
-    if (grad && opt && (opt->flags & FX_STREAM_STORES)) FX_SFENCE();
+    if (grad && opt) FXR(fx_fence_stores)(opt->flags);
     return loss;
 }
 
@@ -442,7 +448,7 @@ static void FXR(fx_lse_scan_row)(const FX_T *x, int64_t n, double *m, double *s)
 static void FXR(fx_write_row)(const FX_T *x, int64_t n, int take_log, double shift, double k,
                               int flags, FX_T *out) {
     FXR(fx_write)(x, NULL, NULL, n, take_log, (FX_T)shift, (FX_T)k, 0, 0, -1, 0, flags & FX_STREAM_STORES, out);
-    if (flags & FX_STREAM_STORES) FX_SFENCE();
+    FXR(fx_fence_stores)(flags);
 }
 
 static double FXR(fx_ce_label_row)(const FX_T *x, int64_t n, int64_t y, const fx_ce_options *opt,
@@ -494,7 +500,7 @@ FX_ALWAYS_INLINE double FXR(fx_ce_label_rows_impl)(const FX_T *x, int64_t n_rows
             acc += FXR(fx_ce_label_rows_finish)(x, r, n, labels, ignore_index, &opt, sw, grad_scale, grs, &st[g],
                                                 loss, grad, lse);
     }
-    if (grad && (flags & FX_STREAM_STORES)) FX_SFENCE();
+    if (grad) FXR(fx_fence_stores)(flags);
     return acc;
 }
 
