@@ -326,11 +326,15 @@ static double FXR(fx_softmax_like_row)(const FX_T *x, int64_t n, FX_T *out, int 
     return lse;
 }
 
-/* Kernels that write a row after scanning it group rows of at most 1 KiB
- * (256 float32 classes, 128 float64): longer rows, from main memory, ran
- * 10-20% slower grouped (float32 65536x512 and 65536x1000 softmax and
- * gradient, float64 65536x256 gradient: the write bursts of four rows
- * stall the reads), and gain little from it. */
+/* Rows grouped by the scans: at most 4 KiB (1024 float32 classes, 512
+ * float64), four of which fit in L1 between the group's two phases; four
+ * 8 KiB rows do not (float64 65536x1000 logsumexp, 1 thread: 48 ms
+ * grouped, 39 ms a row at a time).  Kernels that write a row after
+ * scanning it group rows of at most 1 KiB (256 float32 classes, 128
+ * float64): longer rows, from main memory, ran 10-20% slower grouped
+ * (float32 65536x512 and 65536x1000 softmax and gradient, float64
+ * 65536x256 gradient), and gain little from it. */
+#define FX_GROUP_SCAN_MAX (4096 / (int64_t)sizeof(FX_T))
 #define FX_GROUP_WRITE_MAX (1024 / (int64_t)sizeof(FX_T))
 
 /* fx_softmax_row (take_log 0) or fx_log_softmax_row (1) of n_rows rows,
@@ -495,7 +499,7 @@ FX_ALWAYS_INLINE double FXR(fx_ce_label_rows_impl)(const FX_T *x, int64_t n_rows
     FXR(fx_scan_state) st[FX_GROUP];
     double acc = 0.0;
     for (int64_t r = 0; r < n_rows;) {
-        const int k = FXR(fx_scan_next)(x, r, n_rows, n, st, grad ? FX_GROUP_WRITE_MAX : FX_BLOCK);
+        const int k = FXR(fx_scan_next)(x, r, n_rows, n, st, grad ? FX_GROUP_WRITE_MAX : FX_GROUP_SCAN_MAX);
         for (int g = 0; g < k; g++, r++)
             acc += FXR(fx_ce_label_rows_finish)(x, r, n, labels, ignore_index, &opt, sw, grad_scale, grs, &st[g],
                                                 loss, grad, lse);
@@ -530,4 +534,5 @@ static double FXR(fx_ce_prob_row)(const FX_T *x, const FX_T *t, int64_t n, const
 #undef FXR
 #undef FX_BLOCK
 #undef FX_GROUP
+#undef FX_GROUP_SCAN_MAX
 #undef FX_GROUP_WRITE_MAX
