@@ -130,7 +130,7 @@ def test_non_contiguous_input_and_no_grad():
     torch.testing.assert_close(loss, F.cross_entropy(x, t, reduction="none"))
 
 
-def test_lazy_negative_and_conjugate_views():
+def test_lazy_negative_views():
     """Views that carry torch's lazy neg bit (NumPy cannot see them) are
     materialised: input, soft target and weight alike."""
     x = torch.randn(6, C, dtype=torch.float64)
