@@ -140,6 +140,12 @@ cdef inline int64_t _rows_per_block(int64_t c) noexcept nogil:
     return max(<int64_t>1, BLOCK_WORK // max(c, <int64_t>1))
 
 
+cdef inline int64_t _unit_rows(int64_t c) noexcept nogil:
+    """Rows per work unit of the row-wise calls: narrow rows go NARROW_UNIT
+    at a time to the SIMD-across-rows kernels, others in blocks of rows."""
+    return NARROW_UNIT if 0 < c <= FX_NARROW_MAX else _rows_per_block(c)
+
+
 # ---------------------------------------------------------------------------
 # log-sum-exp, softmax, log-softmax
 
@@ -163,7 +169,7 @@ def logsumexp_rows(const real[:, ::1] x, real[::1] out, int n_threads):
     if _split(n, c, n_threads):
         split_rows(x, None, 0, 0, 0.0, None, out, None, None, n_threads)
         return
-    cdef int64_t per = NARROW_UNIT if 0 < c <= FX_NARROW_MAX else _rows_per_block(c)
+    cdef int64_t per = _unit_rows(c)
     cdef int64_t units = (n + per - 1) // per
     cdef int nt = _threads(n * c, units, n_threads)
     with nogil:
@@ -180,7 +186,7 @@ cdef void _softmax_unit(const real *x, int64_t u, int64_t per, int64_t n, int64_
     """Rows [u * per, (u + 1) * per) of the n rows: SIMD across rows when
     they are narrow, else a few rows at a time (softmax_row_batch)."""
     cdef int64_t first = u * per, rows = min(per, n - u * per)
-    if c <= FX_NARROW_MAX:
+    if 0 < c <= FX_NARROW_MAX:
         narrow_softmax(x + first * c, rows, c, out + first * c, log)
     else:
         softmax_row_batch(x + first * c, rows, c, out + first * c, log, flags)
@@ -196,7 +202,7 @@ def softmax_rows(const real[:, ::1] x, real[:, ::1] out, bint log, int n_threads
     if _split(n, c, n_threads):
         split_rows(x, None, 0, 2 if log else 1, 0.0, None, None, out, None, n_threads)
         return
-    cdef int64_t per = NARROW_UNIT if c <= FX_NARROW_MAX else _rows_per_block(c)
+    cdef int64_t per = _unit_rows(c)
     cdef int64_t units = (n + per - 1) // per
     cdef int nt = _threads(n * c, units, n_threads)
     with nogil:
@@ -421,15 +427,12 @@ def cross_entropy_rows(const real[:, ::1] x, const real[:, ::1] target, const in
     cdef real *gp = &grad[0, 0] if grad is not None else NULL
     cdef real *lsp = &lse_out[0] if lse_out is not None else NULL
 
-    cdef int64_t rpb = _rows_per_block(c)
-    cdef int64_t nblocks = (n + rpb - 1) // rpb, b
-    cdef int nt = _threads(n * c, nblocks, n_threads)
     cdef bint plain = (tp == NULL and label_smoothing == 0 and z_loss == 0 and softcap == 0 and clip == 0)
     cdef bint narrow = plain and 0 < c <= FX_NARROW_MAX
+    cdef int64_t rpb = _unit_rows(c) if plain else _rows_per_block(c)
+    cdef int64_t nblocks = (n + rpb - 1) // rpb, b
+    cdef int nt = _threads(n * c, nblocks, n_threads)
     cdef const real *wp = &weight[0] if weight is not None else NULL
-    if narrow:
-        nblocks = (n + NARROW_UNIT - 1) // NARROW_UNIT
-        nt = _threads(n * c, nblocks, n_threads)
     cdef double *partial = <double *>malloc(nblocks * sizeof(double))
     # One softcap scratch row per thread, indexed by threadid().
     cdef real *scratch = <real *>malloc(nt * max(c, <int64_t>1) * sizeof(real)) if softcap > 0 else NULL
@@ -665,7 +668,7 @@ def information_rows(const real[:, ::1] p, const real[:, ::1] q, result_t[::1] o
     cdef int64_t n = p.shape[0], c = p.shape[1], u
     if n == 0:
         return
-    cdef int64_t per = NARROW_UNIT if 0 < c <= FX_NARROW_MAX else _rows_per_block(c)
+    cdef int64_t per = _unit_rows(c)
     cdef int64_t units = (n + per - 1) // per
     cdef int nt = _threads(n * c, units, n_threads)
     cdef const real *pp = &p[0, 0]
@@ -791,7 +794,7 @@ cdef object _small_call(const real[:, ::1] x, const int64_t[::1] lab, int64_t ig
     if x.shape[0] != n or c == 0:
         return None
     cdef bint narrow = c <= FX_NARROW_MAX
-    cdef int64_t rpb = NARROW_UNIT if narrow else _rows_per_block(c)
+    cdef int64_t rpb = _unit_rows(c)
     cdef int64_t units = (n + rpb - 1) // rpb
     if units > SMALL_UNITS:
         return None
