@@ -67,10 +67,19 @@ FX_ALWAYS_INLINE double FXR(fx_hsum)(FX_V v) {
 #endif
 }
 
-/* Maximum of a block; NaN lanes are skipped (x > acc is false for NaN). */
+/* Maximum of a block; NaN lanes are skipped (x > acc is false for NaN).
+ * Four chains: one is bound by the max's latency (128x1000 float32 in
+ * cache, 1 thread: 31.3 -> 30.3 us); the maximum is the same in any order. */
 FX_ALWAYS_INLINE FX_T FXR(fx_block_max)(const FX_T *x, int64_t len) {
-    FX_V acc = FX_BC(-INFINITY);
+    FX_V acc = FX_BC(-INFINITY), acc1 = acc, acc2 = acc, acc3 = acc;
     int64_t i = 0;
+    for (; i + 4 * FX_L <= len; i += 4 * FX_L) {
+        acc = FX_MAX(FXR(fx_load)(x + i), acc);
+        acc1 = FX_MAX(FXR(fx_load)(x + i + FX_L), acc1);
+        acc2 = FX_MAX(FXR(fx_load)(x + i + 2 * FX_L), acc2);
+        acc3 = FX_MAX(FXR(fx_load)(x + i + 3 * FX_L), acc3);
+    }
+    acc = FX_MAX(FX_MAX(acc1, acc), FX_MAX(acc3, acc2));
     for (; i + FX_L <= len; i += FX_L) {
         acc = FX_MAX(FXR(fx_load)(x + i), acc);
     }
@@ -98,7 +107,7 @@ FX_ALWAYS_INLINE void FXR(fx_fold_slice)(int first, double *row_m, double *row_s
  * (need_wx, t) added to acc's.
  */
 FX_ALWAYS_INLINE void FXR(fx_block_sums)(const FX_T *x, const FX_T *t, const FX_T *w, int64_t b, int64_t len,
-                                         double m, int need_wx, FXR(fx_scan_state) *acc) {
+                                         double m, int need_wx, int64_t ahead, FXR(fx_scan_state) *acc) {
     const FX_T *xb = x + b;
     const FX_V sh = FX_BC((FX_T)FXR(fx_shift)(m));
     /* x - sh <= 0 in this block unless the row holds +inf (m = +inf,
@@ -108,8 +117,8 @@ FX_ALWAYS_INLINE void FXR(fx_block_sums)(const FX_T *x, const FX_T *t, const FX_
     int64_t i = 0;
     for (; i + 2 * FX_L <= len; i += 2 * FX_L) {
         FX_V v0 = FXR(fx_load)(xb + i), v1 = FXR(fx_load)(xb + i + FX_L);
-        __builtin_prefetch(xb + i + FX_BLOCK);
-        __builtin_prefetch(xb + i + FX_BLOCK + 2 * FX_L - 1);
+        __builtin_prefetch(xb + i + ahead);
+        __builtin_prefetch(xb + i + ahead + 2 * FX_L - 1);
         s0 += capped ? FX_EXP_NEG(v0 - sh) : FX_EXP(v0 - sh);
         s1 += capped ? FX_EXP_NEG(v1 - sh) : FX_EXP(v1 - sh);
         if (need_wx || t) {
@@ -183,7 +192,7 @@ FX_ALWAYS_INLINE void FXR(fx_scan)(const FX_T *x, const FX_T *t, const FX_T *w,
             if (m != -INFINITY) sums.s *= exp(FXR(fx_shift)(m) - FXR(fx_shift)((double)bm));
             m = (double)bm;
         }
-        FXR(fx_block_sums)(x, t, w, b, len, m, need_wx, &sums);
+        FXR(fx_block_sums)(x, t, w, b, len, m, need_wx, FX_BLOCK, &sums);
     }
     FXR(fx_fold_slice)(n <= FX_SLICE, &row_m, &row_s, m, sums.s);
     *st = sums;
@@ -271,15 +280,19 @@ static double FXR(fx_logsumexp_row)(const FX_T *x, int64_t n) {
  * rows' phases interleaved.  A short row costs mostly latency (its block
  * maximum, two horizontal reductions, then a log), ~40 ns at 64 classes
  * one row at a time; the group's independent chains overlap instead.
+ * Its sums prefetch the next group (fx_scan's one block ahead would land in
+ * the group's own rows, read already; logsumexp of 65536x1000 float32,
+ * 1 thread: 22.0 -> 16.2 ms), at least one block ahead.
  */
 #define FX_GROUP 4
 FX_ALWAYS_INLINE void FXR(fx_scan_group)(const FX_T *x, int64_t n, double *m, double *s) {
+    const int64_t ahead = FX_GROUP * n > FX_BLOCK ? FX_GROUP * n : FX_BLOCK;
     FX_T bm[FX_GROUP];
     _Pragma("GCC unroll 8") for (int g = 0; g < FX_GROUP; g++) bm[g] = FXR(fx_block_max)(x + g * n, n);
     _Pragma("GCC unroll 8") for (int g = 0; g < FX_GROUP; g++) {
         FXR(fx_scan_state) sums = {0};
         m[g] = (double)bm[g]; /* never NaN: fx_block_max skips NaN */
-        FXR(fx_block_sums)(x + g * n, NULL, NULL, 0, n, m[g], 0, &sums);
+        FXR(fx_block_sums)(x + g * n, NULL, NULL, 0, n, m[g], 0, ahead, &sums);
         s[g] = sums.s;
     }
 }
