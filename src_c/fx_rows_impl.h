@@ -104,10 +104,11 @@ FX_ALWAYS_INLINE void FXR(fx_fold_slice)(int first, double *row_m, double *row_s
 /*
  * The sums of one block, x[b, b + len), at the shift of the running maximum
  * m: acc->s += sum exp(x - shift(m)), and the dot products fx_scan asks for
- * (need_wx, t) added to acc's.
+ * (need_wx, t) added to acc's.  e, if not NULL, receives the block's
+ * exp(x - shift(m)).
  */
 FX_ALWAYS_INLINE void FXR(fx_block_sums)(const FX_T *x, const FX_T *t, const FX_T *w, int64_t b, int64_t len,
-                                         double m, int need_wx, int64_t ahead, FXR(fx_scan_state) *acc) {
+                                         double m, int need_wx, int64_t ahead, FX_T *e, FXR(fx_scan_state) *acc) {
     const FX_T *xb = x + b;
     const FX_V sh = FX_BC((FX_T)FXR(fx_shift)(m));
     /* x - sh <= 0 in this block unless the row holds +inf (m = +inf,
@@ -119,8 +120,14 @@ FX_ALWAYS_INLINE void FXR(fx_block_sums)(const FX_T *x, const FX_T *t, const FX_
         FX_V v0 = FXR(fx_load)(xb + i), v1 = FXR(fx_load)(xb + i + FX_L);
         __builtin_prefetch(xb + i + ahead);
         __builtin_prefetch(xb + i + ahead + 2 * FX_L - 1);
-        s0 += capped ? FX_EXP_NEG(v0 - sh) : FX_EXP(v0 - sh);
-        s1 += capped ? FX_EXP_NEG(v1 - sh) : FX_EXP(v1 - sh);
+        const FX_V e0 = capped ? FX_EXP_NEG(v0 - sh) : FX_EXP(v0 - sh);
+        const FX_V e1 = capped ? FX_EXP_NEG(v1 - sh) : FX_EXP(v1 - sh);
+        if (e) {
+            FXR(fx_store)(e + i, e0);
+            FXR(fx_store)(e + i + FX_L, e1);
+        }
+        s0 += e0;
+        s1 += e1;
         if (need_wx || t) {
             FX_V w0 = w ? FXR(fx_load)(w + b + i) : FX_BC(1);
             FX_V w1 = w ? FXR(fx_load)(w + b + i + FX_L) : FX_BC(1);
@@ -140,7 +147,9 @@ FX_ALWAYS_INLINE void FXR(fx_block_sums)(const FX_T *x, const FX_T *t, const FX_
         const int64_t k = (len - i) < FX_L ? (len - i) : FX_L;
         /* Tail lanes: -inf for exp (gives 0), 0 for the dot products. */
         FX_V v = FXR(fx_load_part)(xb + i, k, (FX_T)-INFINITY);
-        s0 += FX_EXP(v - sh);
+        const FX_V e0 = FX_EXP(v - sh);
+        if (e) FXR(fx_store_part)(e + i, e0, k);
+        s0 += e0;
         if (need_wx || t) {
             FX_V v0 = FXR(fx_load_part)(xb + i, k, 0);
             FX_V w0 = w ? FXR(fx_load_part)(w + b + i, k, 0) : FXR(fx_ones_part)(k);
@@ -171,9 +180,11 @@ FX_ALWAYS_INLINE void FXR(fx_block_sums)(const FX_T *x, const FX_T *t, const FX_
  * call site, so each combination compiles to its own loop:
  *   need_wx: accumulate sum w_c x_c and sum w_c (w = 1 when w is NULL)
  *   t:       soft-target row, or NULL (then wtx and wt stay 0)
+ *   e:       NULL, or (only for n <= FX_BLOCK: one shift) n elements that
+ *            receive exp(x - m), for the write pass (fx_write)
  */
 FX_ALWAYS_INLINE void FXR(fx_scan)(const FX_T *x, const FX_T *t, const FX_T *w,
-                                   int64_t n, int need_wx, FXR(fx_scan_state) *st) {
+                                   int64_t n, int need_wx, FX_T *e, FXR(fx_scan_state) *st) {
     /* (m, s) of the slice (FX_SLICE elements) being scanned; row_m, row_s
      * the slices before it. */
     double m = -INFINITY, row_m = -INFINITY, row_s = 0.0;
@@ -192,7 +203,7 @@ FX_ALWAYS_INLINE void FXR(fx_scan)(const FX_T *x, const FX_T *t, const FX_T *w,
             if (m != -INFINITY) sums.s *= exp(FXR(fx_shift)(m) - FXR(fx_shift)((double)bm));
             m = (double)bm;
         }
-        FXR(fx_block_sums)(x, t, w, b, len, m, need_wx, FX_BLOCK, &sums);
+        FXR(fx_block_sums)(x, t, w, b, len, m, need_wx, FX_BLOCK, e, &sums);
     }
     FXR(fx_fold_slice)(n <= FX_SLICE, &row_m, &row_s, m, sums.s);
     *st = sums;
@@ -208,18 +219,20 @@ FX_ALWAYS_INLINE double FXR(fx_lse_of)(const FXR(fx_scan_state) *st) {
  * One output vector at element i (len < FX_L only in the tail):
  *   take_log == 0:  exp(x_c - sh) * k - w_c (ct t_c + cc)   (softmax, gradient)
  *   take_log == 1:  (x_c - sh) - k                     (log-softmax, k = log s)
- * t and w terms are present only when those rows are given.
+ * t and w terms are present only when those rows are given; e, when not
+ * NULL, holds exp(x_c - sh) already (fx_scan's, the same bits).
  */
-FX_ALWAYS_INLINE FX_V FXR(fx_out_vec)(const FX_T *x, const FX_T *t, const FX_T *w, int64_t i,
+FX_ALWAYS_INLINE FX_V FXR(fx_out_vec)(const FX_T *x, const FX_T *e, const FX_T *t, const FX_T *w, int64_t i,
                                       int64_t len, int take_log, FX_V sh, FX_V k, FX_V ct, FX_V cc) {
     const int full = len == FX_L;
-    FX_V xv = full ? FXR(fx_load)(x + i) : FXR(fx_load_part)(x + i, len, 0);
-    if (take_log) return (xv - sh) - k;
+#define FX_LOAD_AT(p) (full ? FXR(fx_load)((p) + i) : FXR(fx_load_part)((p) + i, len, 0))
+    if (take_log) return (FX_LOAD_AT(x) - sh) - k;
     FX_V a = cc;
     /* Written only for rows with a finite lse: x - sh <= 0 (or -inf). */
-    if (t) a = ct * (full ? FXR(fx_load)(t + i) : FXR(fx_load_part)(t + i, len, 0)) + cc;
-    if (w) a = a * (full ? FXR(fx_load)(w + i) : FXR(fx_load_part)(w + i, len, 0));
-    return FX_EXP_NEG(xv - sh) * k - a;
+    if (t) a = ct * FX_LOAD_AT(t) + cc;
+    if (w) a = a * FX_LOAD_AT(w);
+    return (e ? FX_LOAD_AT(e) : FX_EXP_NEG(FX_LOAD_AT(x) - sh)) * k - a;
+#undef FX_LOAD_AT
 }
 
 /* The fence after a call's streaming stores, unless its caller defers it
@@ -231,13 +244,13 @@ FX_ALWAYS_INLINE void FXR(fx_fence_stores)(int flags) {
 }
 
 /*
- * The write pass over a row (reading x from cache).  With stream set, the
+ * The write pass over a row (reading x, or its exps e, from cache).  With stream set, the
  * aligned body uses non-temporal stores (for outputs much larger than the
  * caches), which the caller fences (fx_fence_stores).  out may alias x:
  * each vector is read before it is written.
  */
-FX_ALWAYS_INLINE void FXR(fx_write)(const FX_T *x, const FX_T *t, const FX_T *w, int64_t n, int take_log,
-                                    FX_T sh, FX_T k, FX_T ct, FX_T cc, int64_t y, FX_T gy, int stream,
+FX_ALWAYS_INLINE void FXR(fx_write)(const FX_T *x, const FX_T *e, const FX_T *t, const FX_T *w, int64_t n,
+                                    int take_log, FX_T sh, FX_T k, FX_T ct, FX_T cc, int64_t y, FX_T gy, int stream,
                                     FX_T *out) {
     const FX_V vsh = FX_BC(sh), vk = FX_BC(k), vct = FX_BC(ct), vcc = FX_BC(cc), vgy = FX_BC(gy);
     FX_VI lane;
@@ -248,7 +261,7 @@ FX_ALWAYS_INLINE void FXR(fx_write)(const FX_T *x, const FX_T *t, const FX_T *w,
      * round trip a row (with_grad of 100-class rows 4x slower). */
 #define FX_OUT(i, len)                                                                          \
     ({                                                                                          \
-        FX_V v_ = FXR(fx_out_vec)(x, t, w, (i), (len), take_log, vsh, vk, vct, vcc);            \
+        FX_V v_ = FXR(fx_out_vec)(x, e, t, w, (i), (len), take_log, vsh, vk, vct, vcc);         \
         if (y >= 0) v_ = FX_SEL(lane == (int)((uint64_t)(y - (i)) < FX_L ? y - (i) : -1), vgy, v_); \
         v_;                                                                                     \
     })
@@ -270,7 +283,7 @@ static void FXR(fx_fill)(FX_T *out, int64_t n, FX_T value) {
 
 static double FXR(fx_logsumexp_row)(const FX_T *x, int64_t n) {
     FXR(fx_scan_state) st;
-    FXR(fx_scan)(x, NULL, NULL, n, 0, &st);
+    FXR(fx_scan)(x, NULL, NULL, n, 0, NULL, &st);
     return FXR(fx_lse_of)(&st);
 }
 
@@ -285,14 +298,14 @@ static double FXR(fx_logsumexp_row)(const FX_T *x, int64_t n) {
  * 1 thread: 22.0 -> 16.2 ms), at least one block ahead.
  */
 #define FX_GROUP 4
-FX_ALWAYS_INLINE void FXR(fx_scan_group)(const FX_T *x, int64_t n, double *m, double *s) {
+FX_ALWAYS_INLINE void FXR(fx_scan_group)(const FX_T *x, int64_t n, double *m, double *s, FX_T *e) {
     const int64_t ahead = FX_GROUP * n > FX_BLOCK ? FX_GROUP * n : FX_BLOCK;
     FX_T bm[FX_GROUP];
     _Pragma("GCC unroll 8") for (int g = 0; g < FX_GROUP; g++) bm[g] = FXR(fx_block_max)(x + g * n, n);
     _Pragma("GCC unroll 8") for (int g = 0; g < FX_GROUP; g++) {
         FXR(fx_scan_state) sums = {0};
         m[g] = (double)bm[g]; /* never NaN: fx_block_max skips NaN */
-        FXR(fx_block_sums)(x + g * n, NULL, NULL, 0, n, m[g], 0, ahead, &sums);
+        FXR(fx_block_sums)(x + g * n, NULL, NULL, 0, n, m[g], 0, ahead, e ? e + g * n : NULL, &sums);
         s[g] = sums.s;
     }
 }
@@ -300,23 +313,34 @@ FX_ALWAYS_INLINE void FXR(fx_scan_group)(const FX_T *x, int64_t n, double *m, do
 /* The scans of the rows from r on (of n_rows rows of n classes), each as
  * fx_scan gives it (m, s; no dot products): FX_GROUP at once while rows
  * have at most group_max (<= FX_BLOCK) classes and enough are left, else
- * one.  Returns how many it scanned. */
+ * one.  Returns how many it scanned.  e: NULL, or (n <= FX_BLOCK, and
+ * group_max <= FX_BLOCK / FX_GROUP) room for the exps of scanned row g at
+ * e + g * n (FX_EXPS). */
 FX_ALWAYS_INLINE int FXR(fx_scan_next)(const FX_T *x, int64_t r, int64_t n_rows, int64_t n,
-                                       FXR(fx_scan_state) st[FX_GROUP], int64_t group_max) {
+                                       FXR(fx_scan_state) st[FX_GROUP], int64_t group_max, FX_T *e) {
     if (n <= group_max && r + FX_GROUP <= n_rows) {
         double m[FX_GROUP], s[FX_GROUP];
-        FXR(fx_scan_group)(x + r * n, n, m, s);
+        FXR(fx_scan_group)(x + r * n, n, m, s, e);
         _Pragma("GCC unroll 8") for (int g = 0; g < FX_GROUP; g++) st[g] = (FXR(fx_scan_state)){.m = m[g], .s = s[g]};
         return FX_GROUP;
     }
-    FXR(fx_scan)(x + r * n, NULL, NULL, n, 0, &st[0]);
+    FXR(fx_scan)(x + r * n, NULL, NULL, n, 0, e, &st[0]);
     return 1;
 }
 
+/* e: the scan's exps of a row of n classes, or of a group of rows, for its
+ * write pass (FX_BLOCK elements on the stack, L1-resident), when wanted and
+ * the row is one block (one shift); else NULL.  Reading them back instead
+ * of computing each exp again took a third off the float32 gradient of
+ * 1000-class rows at 1 thread (compute-bound). */
+#define FX_EXPS(e, wanted, n)                                  \
+    FX_T e##_buf_[FX_BLOCK] __attribute__((aligned(64)));      \
+    FX_T *const e = (wanted) && (n) <= FX_BLOCK ? e##_buf_ : NULL
+
 /* softmax (take_log == 0) or log-softmax (take_log == 1) of a row from its
- * scan; returns its lse. */
-FX_ALWAYS_INLINE double FXR(fx_softmax_finish)(const FX_T *x, int64_t n, const FXR(fx_scan_state) *stp,
-                                               FX_T *out, int take_log, int stream) {
+ * scan (e: the exps it saved, or NULL); returns its lse. */
+FX_ALWAYS_INLINE double FXR(fx_softmax_finish)(const FX_T *x, const FX_T *e, int64_t n,
+                                               const FXR(fx_scan_state) *stp, FX_T *out, int take_log, int stream) {
     const FXR(fx_scan_state) st = *stp;
     const double lse = FXR(fx_lse_of)(&st);
     if (!isfinite(lse)) {
@@ -324,17 +348,18 @@ FX_ALWAYS_INLINE double FXR(fx_softmax_finish)(const FX_T *x, int64_t n, const F
     } else if (take_log) {
         /* (x - m) is exact for the classes that matter (Sterbenz); log(s)
          * is in [0, log n]. */
-        FXR(fx_write)(x, NULL, NULL, n, 1, (FX_T)st.m, (FX_T)log(st.s), 0, 0, -1, 0, stream, out);
+        FXR(fx_write)(x, NULL, NULL, NULL, n, 1, (FX_T)st.m, (FX_T)log(st.s), 0, 0, -1, 0, stream, out);
     } else {
-        FXR(fx_write)(x, NULL, NULL, n, 0, (FX_T)st.m, (FX_T)(1.0 / st.s), 0, 0, -1, 0, stream, out);
+        FXR(fx_write)(x, e, NULL, NULL, n, 0, (FX_T)st.m, (FX_T)(1.0 / st.s), 0, 0, -1, 0, stream, out);
     }
     return lse;
 }
 
 static double FXR(fx_softmax_like_row)(const FX_T *x, int64_t n, FX_T *out, int take_log, int flags) {
     FXR(fx_scan_state) st;
-    FXR(fx_scan)(x, NULL, NULL, n, 0, &st);
-    const double lse = FXR(fx_softmax_finish)(x, n, &st, out, take_log, flags & FX_STREAM_STORES);
+    FX_EXPS(e, !take_log, n);
+    FXR(fx_scan)(x, NULL, NULL, n, 0, e, &st);
+    const double lse = FXR(fx_softmax_finish)(x, e, n, &st, out, take_log, flags & FX_STREAM_STORES);
     FXR(fx_fence_stores)(flags);
     return lse;
 }
@@ -354,10 +379,12 @@ static double FXR(fx_softmax_like_row)(const FX_T *x, int64_t n, FX_T *out, int 
  * short ones a few at a time (fx_scan_next). */
 static void FXR(fx_softmax_rows)(const FX_T *x, int64_t n_rows, int64_t n, FX_T *out, int take_log, int flags) {
     FXR(fx_scan_state) st[FX_GROUP];
+    FX_EXPS(e, !take_log, n);
     for (int64_t r = 0; r < n_rows;) {
-        const int k = FXR(fx_scan_next)(x, r, n_rows, n, st, FX_GROUP_WRITE_MAX);
+        const int k = FXR(fx_scan_next)(x, r, n_rows, n, st, FX_GROUP_WRITE_MAX, e);
         for (int g = 0; g < k; g++, r++)
-            FXR(fx_softmax_finish)(x + r * n, n, &st[g], out + r * n, take_log, flags & FX_STREAM_STORES);
+            FXR(fx_softmax_finish)(x + r * n, e ? e + g * n : NULL, n, &st[g], out + r * n, take_log,
+                                   flags & FX_STREAM_STORES);
     }
     FXR(fx_fence_stores)(flags);
 }
@@ -371,28 +398,28 @@ static double FXR(fx_log_softmax_row)(const FX_T *x, int64_t n, FX_T *out, int f
 }
 
 FX_ALWAYS_INLINE void FXR(fx_ce_scan)(const FX_T *x, const FX_T *t, const FX_T *w, int64_t n,
-                                      int smoothing, FXR(fx_scan_state) *st) {
+                                      int smoothing, FX_T *e, FXR(fx_scan_state) *st) {
     /* Spelled out so that each combination is its own specialised loop. */
     if (t) {
         if (w) {
-            if (smoothing) FXR(fx_scan)(x, t, w, n, 1, st);
-            else FXR(fx_scan)(x, t, w, n, 0, st);
+            if (smoothing) FXR(fx_scan)(x, t, w, n, 1, e, st);
+            else FXR(fx_scan)(x, t, w, n, 0, e, st);
         } else {
-            if (smoothing) FXR(fx_scan)(x, t, NULL, n, 1, st);
-            else FXR(fx_scan)(x, t, NULL, n, 0, st);
+            if (smoothing) FXR(fx_scan)(x, t, NULL, n, 1, e, st);
+            else FXR(fx_scan)(x, t, NULL, n, 0, e, st);
         }
     } else if (smoothing) {
-        if (w) FXR(fx_scan)(x, NULL, w, n, 1, st);
-        else FXR(fx_scan)(x, NULL, NULL, n, 1, st);
+        if (w) FXR(fx_scan)(x, NULL, w, n, 1, e, st);
+        else FXR(fx_scan)(x, NULL, NULL, n, 1, e, st);
     } else {
-        FXR(fx_scan)(x, NULL, NULL, n, 0, st);
+        FXR(fx_scan)(x, NULL, NULL, n, 0, e, st);
     }
 }
 
 /* The loss of a row from its scan state st, and its gradient (grad not
  * NULL).  Shared by the label and probability kernels (t == NULL means the
  * label y) and by the grouped rows of fx_ce_label_rows. */
-FX_ALWAYS_INLINE double FXR(fx_ce_finish)(const FX_T *x, const FX_T *t, int64_t n, int64_t y,
+FX_ALWAYS_INLINE double FXR(fx_ce_finish)(const FX_T *x, const FX_T *e, const FX_T *t, int64_t n, int64_t y,
                                           const fx_ce_options *opt, double gs, const FXR(fx_scan_state) *stp,
                                           FX_T *grad, double *lse_out) {
     const FX_T *w = opt ? (const FX_T *)opt->weight : NULL;
@@ -432,13 +459,13 @@ FX_ALWAYS_INLINE double FXR(fx_ce_finish)(const FX_T *x, const FX_T *t, int64_t 
         const FX_T m = (FX_T)st.m;
         const int stream = opt && (opt->flags & FX_STREAM_STORES);
         if (t) {
-            if (w) FXR(fx_write)(x, t, w, n, 0, m, k, ct, cc, -1, 0, stream, grad);
-            else FXR(fx_write)(x, t, NULL, n, 0, m, k, ct, cc, -1, 0, stream, grad);
+            if (w) FXR(fx_write)(x, e, t, w, n, 0, m, k, ct, cc, -1, 0, stream, grad);
+            else FXR(fx_write)(x, e, t, NULL, n, 0, m, k, ct, cc, -1, 0, stream, grad);
         } else {
             /* The label's element from the saved logit (x may be grad). */
             const FX_T gy = (FX_T)(exp(xy - st.m) * (double)k - (double)cc * wy - gs * (1.0 - eps) * wy);
-            if (w) FXR(fx_write)(x, NULL, w, n, 0, m, k, 0, cc, y, gy, stream, grad);
-            else FXR(fx_write)(x, NULL, NULL, n, 0, m, k, 0, cc, y, gy, stream, grad);
+            if (w) FXR(fx_write)(x, e, NULL, w, n, 0, m, k, 0, cc, y, gy, stream, grad);
+            else FXR(fx_write)(x, e, NULL, NULL, n, 0, m, k, 0, cc, y, gy, stream, grad);
         }
     }
     return loss;
@@ -447,8 +474,9 @@ FX_ALWAYS_INLINE double FXR(fx_ce_finish)(const FX_T *x, const FX_T *t, int64_t 
 static double FXR(fx_ce_row)(const FX_T *x, const FX_T *t, int64_t n, int64_t y,
                              const fx_ce_options *opt, double gs, FX_T *grad, double *lse_out) {
     FXR(fx_scan_state) st;
-    FXR(fx_ce_scan)(x, t, opt ? (const FX_T *)opt->weight : NULL, n, opt && opt->label_smoothing != 0.0, &st);
-    const double loss = FXR(fx_ce_finish)(x, t, n, y, opt, gs, &st, grad, lse_out);
+    FX_EXPS(e, grad != NULL, n);
+    FXR(fx_ce_scan)(x, t, opt ? (const FX_T *)opt->weight : NULL, n, opt && opt->label_smoothing != 0.0, e, &st);
+    const double loss = FXR(fx_ce_finish)(x, e, t, n, y, opt, gs, &st, grad, lse_out);
     if (grad && opt) FXR(fx_fence_stores)(opt->flags);
     return loss;
 }
@@ -457,14 +485,14 @@ static double FXR(fx_ce_row)(const FX_T *x, const FX_T *t, int64_t n, int64_t y,
  * and the write pass of a slice given the whole row's shift and scale. */
 static void FXR(fx_lse_scan_row)(const FX_T *x, int64_t n, double *m, double *s) {
     FXR(fx_scan_state) st;
-    FXR(fx_scan)(x, NULL, NULL, n, 0, &st);
+    FXR(fx_scan)(x, NULL, NULL, n, 0, NULL, &st);
     *m = st.m;
     *s = st.s;
 }
 
 static void FXR(fx_write_row)(const FX_T *x, int64_t n, int take_log, double shift, double k,
                               int flags, FX_T *out) {
-    FXR(fx_write)(x, NULL, NULL, n, take_log, (FX_T)shift, (FX_T)k, 0, 0, -1, 0, flags & FX_STREAM_STORES, out);
+    FXR(fx_write)(x, NULL, NULL, NULL, n, take_log, (FX_T)shift, (FX_T)k, 0, 0, -1, 0, flags & FX_STREAM_STORES, out);
     FXR(fx_fence_stores)(flags);
 }
 
@@ -480,8 +508,8 @@ static double FXR(fx_ce_label_row)(const FX_T *x, int64_t n, int64_t y, const fx
 FX_ALWAYS_INLINE double FXR(fx_ce_label_rows_finish)(const FX_T *x, int64_t r, int64_t n, const int64_t *labels,
                                                      int64_t ignore_index, const fx_ce_options *opt,
                                                      const double *sw, double grad_scale, const double *grs,
-                                                     const FXR(fx_scan_state) *st, FX_T *loss, FX_T *grad,
-                                                     FX_T *lse) {
+                                                     const FXR(fx_scan_state) *st, const FX_T *e, FX_T *loss,
+                                                     FX_T *grad, FX_T *lse) {
     const FX_T *row = x + r * n;
     FX_T *g = grad ? grad + r * n : NULL;
     double row_loss = 0.0, l;
@@ -492,7 +520,7 @@ FX_ALWAYS_INLINE double FXR(fx_ce_label_rows_finish)(const FX_T *x, int64_t r, i
         const double wr = sw ? sw[r] : 1.0;
         double gs = grad_scale * wr;
         if (grs) gs = gs * grs[r];
-        row_loss = wr * FXR(fx_ce_finish)(row, NULL, n, labels[r], opt, gs, st, g, &l);
+        row_loss = wr * FXR(fx_ce_finish)(row, e, NULL, n, labels[r], opt, gs, st, g, &l);
     }
     if (loss) loss[r] = (FX_T)row_loss;
     if (lse) lse[r] = (FX_T)l;
@@ -510,12 +538,13 @@ FX_ALWAYS_INLINE double FXR(fx_ce_label_rows_impl)(const FX_T *x, int64_t n_rows
                                                    FX_T *grad, FX_T *lse) {
     const fx_ce_options opt = {w, 0.0, 0.0, flags};
     FXR(fx_scan_state) st[FX_GROUP];
+    FX_EXPS(e, grad != NULL, n);
     double acc = 0.0;
     for (int64_t r = 0; r < n_rows;) {
-        const int k = FXR(fx_scan_next)(x, r, n_rows, n, st, grad ? FX_GROUP_WRITE_MAX : FX_GROUP_SCAN_MAX);
+        const int k = FXR(fx_scan_next)(x, r, n_rows, n, st, grad ? FX_GROUP_WRITE_MAX : FX_GROUP_SCAN_MAX, e);
         for (int g = 0; g < k; g++, r++)
             acc += FXR(fx_ce_label_rows_finish)(x, r, n, labels, ignore_index, &opt, sw, grad_scale, grs, &st[g],
-                                                loss, grad, lse);
+                                                e ? e + g * n : NULL, loss, grad, lse);
     }
     if (grad) FXR(fx_fence_stores)(flags);
     return acc;
