@@ -349,3 +349,31 @@ def test_rows_in_groups_match_one_row_at_a_time(name, dtype, n_classes, rng):
         inplace = x.copy()
         fn(inplace, out=inplace)
         assert inplace.tobytes() == one_by_one.tobytes()
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n_classes", [64, 128, 256, 512, 1024])
+@pytest.mark.parametrize("name", ["softmax", "cross_entropy_with_grad"])
+def test_saved_exps_match_exps_taken_again(name, dtype, n_classes, rng):
+    """Rows of one block (1024 classes) are written from the exps their scan
+    saved; longer rows take each exp again.  The same row padded with -inf
+    past a block (the padding adds exactly 0 to the sum, and a multiple of
+    32 classes keeps the block's order of addition) goes the other way, and
+    must give the same bits: grouped rows, a row at a time, the leftovers
+    after the last group."""
+    n_rows = 9
+    x = (rng.standard_normal((n_rows, n_classes)) * 5).astype(dtype)
+    x[1] = -np.inf
+    x[2, 3] = np.inf
+    x[4, ::3] = -np.inf
+    x[5, -1] = 1e4
+    padded = np.full((n_rows, 2048), -np.inf, dtype=dtype)
+    padded[:, :n_classes] = x
+    if name == "softmax":
+        short, long = fx.softmax(x), fx.softmax(padded)
+    else:
+        y = rng.integers(0, n_classes, n_rows)
+        y[3] = n_classes - 1
+        short = fx.cross_entropy_with_grad(x, y, reduction="sum")[1]
+        long = fx.cross_entropy_with_grad(padded, y, reduction="sum")[1]
+    assert short.tobytes() == np.ascontiguousarray(long[:, :n_classes]).tobytes()
+    assert not np.nan_to_num(long[:, n_classes:]).any()  # 0 past the row, NaN in the rows of NaN
