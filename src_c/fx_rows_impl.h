@@ -313,9 +313,9 @@ FX_ALWAYS_INLINE void FXR(fx_scan_group)(const FX_T *x, int64_t n, double *m, do
 /* The scans of the rows from r on (of n_rows rows of n classes), each as
  * fx_scan gives it (m, s; no dot products): FX_GROUP at once while rows
  * have at most group_max (<= FX_BLOCK) classes and enough are left, else
- * one.  Returns how many it scanned.  e: NULL, or (n <= FX_BLOCK, and
- * group_max <= FX_BLOCK / FX_GROUP) room for the exps of scanned row g at
- * e + g * n (FX_EXPS). */
+ * one.  Returns how many it scanned.  e: NULL, or (n <= FX_BLOCK) room
+ * for the exps of scanned row g at e + g * n (FX_EXPS; then group_max is
+ * at most FX_GROUP_WRITE_MAX). */
 FX_ALWAYS_INLINE int FXR(fx_scan_next)(const FX_T *x, int64_t r, int64_t n_rows, int64_t n,
                                        FXR(fx_scan_state) st[FX_GROUP], int64_t group_max, FX_T *e) {
     if (n <= group_max && r + FX_GROUP <= n_rows) {
@@ -328,8 +328,22 @@ FX_ALWAYS_INLINE int FXR(fx_scan_next)(const FX_T *x, int64_t r, int64_t n_rows,
     return 1;
 }
 
+/* Rows grouped by the scans: at most 4 KiB (1024 float32 classes, 512
+ * float64), four of which fit in L1 between the group's two phases; four
+ * 8 KiB rows do not (float64 65536x1000 logsumexp, 1 thread: 48 ms
+ * grouped, 39 ms a row at a time).  Kernels that write a row after
+ * scanning it group rows of at most 2 KiB (512 float32 classes, 256
+ * float64), whose saved exps (FX_EXPS) fit in L1 beside them: 256x512
+ * float32 gradient in cache, 1 thread, 74 -> 55 us; from main memory
+ * (131072x512, min of 5 alternated runs) 1 thread 39 -> 30 ms, 2 threads
+ * 21 -> 18 ms.  Rows of 4 KiB, four with their exps, would fill L1. */
+#define FX_GROUP_SCAN_MAX (4096 / (int64_t)sizeof(FX_T))
+#define FX_GROUP_WRITE_MAX (2048 / (int64_t)sizeof(FX_T))
+/* Room for the saved exps of a row of one block or a group of rows. */
+#define FX_EXPS_ROOM (FX_BLOCK > FX_GROUP * FX_GROUP_WRITE_MAX ? FX_BLOCK : FX_GROUP * FX_GROUP_WRITE_MAX)
+
 /* e: the scan's exps of a row of n classes, or of a group of rows, for its
- * write pass (FX_BLOCK elements on the stack, L1-resident), when wanted and
+ * write pass (FX_EXPS_ROOM elements on the stack, L1-resident), when wanted and
  * the row is one block (one shift); else NULL.  Reading them back instead
  * of taking each exp again: gradient of 256x1000 in cache, 1 thread,
  * float32 117.8 -> 93.8 us, float64 272 -> 193 us (compute-bound).  Longer
@@ -337,7 +351,7 @@ FX_ALWAYS_INLINE int FXR(fx_scan_next)(const FX_T *x, int64_t r, int64_t n_rows,
  * more in stores (write-allocate) than it saved (4096x32000 float32
  * gradient 51 -> 69 ms). */
 #define FX_EXPS(e, wanted, n)                                  \
-    FX_T e##_buf_[FX_BLOCK] __attribute__((aligned(64)));      \
+    FX_T e##_buf_[FX_EXPS_ROOM] __attribute__((aligned(64)));  \
     FX_T *const e = (wanted) && (n) <= FX_BLOCK ? e##_buf_ : NULL
 
 /* softmax (take_log == 0) or log-softmax (take_log == 1) of a row from its
@@ -367,16 +381,6 @@ static double FXR(fx_softmax_like_row)(const FX_T *x, int64_t n, FX_T *out, int 
     return lse;
 }
 
-/* Rows grouped by the scans: at most 4 KiB (1024 float32 classes, 512
- * float64), four of which fit in L1 between the group's two phases; four
- * 8 KiB rows do not (float64 65536x1000 logsumexp, 1 thread: 48 ms
- * grouped, 39 ms a row at a time).  Kernels that write a row after
- * scanning it group rows of at most 1 KiB (256 float32 classes, 128
- * float64): longer rows, from main memory, ran 10-20% slower grouped
- * (float32 65536x512 and 65536x1000 softmax and gradient, float64
- * 65536x256 gradient), and gain little from it. */
-#define FX_GROUP_SCAN_MAX (4096 / (int64_t)sizeof(FX_T))
-#define FX_GROUP_WRITE_MAX (1024 / (int64_t)sizeof(FX_T))
 
 /* fx_softmax_row (take_log 0) or fx_log_softmax_row (1) of n_rows rows,
  * short ones a few at a time (fx_scan_next). */
@@ -581,3 +585,5 @@ static double FXR(fx_ce_prob_row)(const FX_T *x, const FX_T *t, int64_t n, const
 #undef FX_GROUP
 #undef FX_GROUP_SCAN_MAX
 #undef FX_GROUP_WRITE_MAX
+#undef FX_EXPS_ROOM
+#undef FX_EXPS

@@ -841,7 +841,7 @@ def test_small_call_fast_path_declines(case, rng):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("n_classes", [33, 100, 1024, 1025])
+@pytest.mark.parametrize("n_classes", [33, 100, 512, 1024, 1025])
 def test_label_rows_in_groups_match_one_row_at_a_time(dtype, n_classes, rng, h):
     """Without label smoothing, z-loss or softcap the row kernel takes short
     rows a few at a time (fx_ce_label_rows): every row's loss, gradient and

@@ -327,7 +327,7 @@ def test_empty_class_axis(name, shape):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("n_classes", [33, 64, 100, 1024, 1025])
+@pytest.mark.parametrize("n_classes", [33, 64, 100, 512, 1024, 1025])
 @pytest.mark.parametrize("name", ["logsumexp", "softmax", "log_softmax"])
 def test_rows_in_groups_match_one_row_at_a_time(name, dtype, n_classes, rng):
     """A batch takes short rows a few at a time (fx_logsumexp_rows,
