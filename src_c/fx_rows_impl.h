@@ -333,10 +333,10 @@ FX_ALWAYS_INLINE int FXR(fx_scan_next)(const FX_T *x, int64_t r, int64_t n_rows,
  * 8 KiB rows do not (float64 65536x1000 logsumexp, 1 thread: 48 ms
  * grouped, 39 ms a row at a time).  Kernels that write a row after
  * scanning it group rows of at most 2 KiB (512 float32 classes, 256
- * float64), whose saved exps (FX_EXPS) fit in L1 beside them: 256x512
- * float32 gradient in cache, 1 thread, 74 -> 55 us; from main memory
- * (131072x512, min of 5 alternated runs) 1 thread 39 -> 30 ms, 2 threads
- * 21 -> 18 ms.  Rows of 4 KiB, four with their exps, would fill L1. */
+ * float64), whose saved exps (FX_EXPS) fit in L1 beside them (float32
+ * gradient, min of 5 alternated runs: 256x512 in cache, 1 thread, 85 ->
+ * 53 us; 131072x512 from main memory, 1 thread 39.2 -> 37.4 ms, 2 threads
+ * 22.1 -> 21.0 ms).  Rows of 4 KiB, four with their exps, would fill L1. */
 #define FX_GROUP_SCAN_MAX (4096 / (int64_t)sizeof(FX_T))
 #define FX_GROUP_WRITE_MAX (2048 / (int64_t)sizeof(FX_T))
 /* Room for the saved exps of a row of one block or a group of rows. */
