@@ -350,6 +350,7 @@ def test_rows_in_groups_match_one_row_at_a_time(name, dtype, n_classes, rng):
         fn(inplace, out=inplace)
         assert inplace.tobytes() == one_by_one.tobytes()
 
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("n_classes", [64, 128, 256, 512, 1024])
 @pytest.mark.parametrize("name", ["softmax", "cross_entropy_with_grad"])
