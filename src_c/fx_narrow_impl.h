@@ -418,12 +418,15 @@ FX_ALWAYS_INLINE void FXR(fx_narrow_blocks)(const FX_T *x, int64_t n, int64_t r0
     }
 }
 
+/* Elements that loading a block of FX_L rows whole reads (fx_narrow_in):
+ * whole loads only while that many elements are left. */
+FX_ALWAYS_INLINE int64_t FXR(fx_nreach)(int64_t n) { return (FX_L - 1) * n + (n + FX_L - 1) / FX_L * FX_L; }
+
 /* All n_rows rows (NC slots): pairs of blocks while both can be loaded
  * whole, then single blocks. */
 FX_ALWAYS_INLINE void FXR(fx_narrow_run_nc)(const FX_T *x, int64_t n_rows, int64_t n, int mode, FXR(fx_nce) *ce,
                                             FX_T *out, FX_T *lse, const int NC) {
-    /* Elements that loading a block whole reads (fx_narrow_in). */
-    const int64_t reach = (FX_L - 1) * n + (n + FX_L - 1) / FX_L * FX_L;
+    const int64_t reach = FXR(fx_nreach)(n);
     int64_t r0 = 0;
     /* Pairs hide the log's latency; softmax has no log. */
     if (mode != FX_NARROW_SOFTMAX)
@@ -522,7 +525,7 @@ FX_ALWAYS_INLINE void FXR(fx_narrow_info_block)(const FX_T *p, const FX_T *q, in
 
 FX_ALWAYS_INLINE void FXR(fx_narrow_info_nc)(const FX_T *p, const FX_T *q, int64_t n_rows, int64_t n, double *out,
                                              const int NC) {
-    const int64_t reach = (FX_L - 1) * n + (n + FX_L - 1) / FX_L * FX_L; /* as in fx_narrow_run_nc */
+    const int64_t reach = FXR(fx_nreach)(n);
     for (int64_t r0 = 0; r0 < n_rows; r0 += FX_L) {
         const int64_t rows = (n_rows - r0) < FX_L ? (n_rows - r0) : FX_L;
         const int whole = rows == FX_L && reach <= (n_rows - r0) * n;

@@ -381,7 +381,6 @@ static double FXR(fx_softmax_like_row)(const FX_T *x, int64_t n, FX_T *out, int 
     return lse;
 }
 
-
 /* fx_softmax_row (take_log 0) or fx_log_softmax_row (1) of n_rows rows,
  * short ones a few at a time (fx_scan_next). */
 static void FXR(fx_softmax_rows)(const FX_T *x, int64_t n_rows, int64_t n, FX_T *out, int take_log, int flags) {
