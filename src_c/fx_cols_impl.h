@@ -14,6 +14,12 @@
  *   write (from L2, class rows in order): the outputs, with streaming
  *           stores for large gradients.
  * A chunk is narrowed so that C x chunk fits in about 512 KiB of L2.
+ *
+ * Up to FX_NARROW_MAX classes (semantic segmentation's 19 or 21) the narrow
+ * kernels take the slab instead (fx_narrow_impl.h: a vector of adjacent
+ * positions per class, every class in registers, one pass): the passes
+ * above, their per-column arrays and a scalar log per position cost more
+ * than the exps there (64x21x128x128 float32 logsumexp, 1 thread: ...).
  */
 
 #define FXC(name) FX_CAT(FX_CAT(name, FX_SFX), FX_ISA)
@@ -190,8 +196,20 @@ FX_ALWAYS_INLINE void FXC(fx_cols_write)(const FX_T *x, const FX_T *t, const FX_
     if (stream) FX_SFENCE();
 }
 
+/* The narrow kernels' per-position outputs come in FX_T, a chunk at a time. */
+FX_ALWAYS_INLINE int FXC(fx_cols_narrow)(int64_t nc) { return nc > 0 && nc <= FX_NARROW_MAX; }
+
 /* Log-sum-exp of the m columns of a C x m slab (rows `stride` apart). */
 static void FXC(fx_logsumexp_cols)(const FX_T *x, int64_t nc, int64_t m, int64_t stride, double *lse) {
+    if (FXC(fx_cols_narrow)(nc)) {
+        FX_T part[FX_COLS_CHUNK];
+        for (int64_t j0 = 0; j0 < m; j0 += FX_COLS_CHUNK) {
+            const int64_t mm = (m - j0) < FX_COLS_CHUNK ? (m - j0) : FX_COLS_CHUNK;
+            FXC(fx_narrow_lse_at)(x + j0, mm, nc, stride, part);
+            for (int64_t j = 0; j < mm; j++) lse[j0 + j] = (double)part[j];
+        }
+        return;
+    }
     FXC(fx_cols_state) st;
     const int64_t width = FXC(fx_cols_width)(nc);
     for (int64_t j0 = 0; j0 < m; j0 += width) {
@@ -204,6 +222,10 @@ static void FXC(fx_logsumexp_cols)(const FX_T *x, int64_t nc, int64_t m, int64_t
 /* softmax (take_log 0) or log-softmax (1) of the m columns, into out (same layout). */
 static void FXC(fx_softmax_cols)(const FX_T *x, int64_t nc, int64_t m, int64_t stride, FX_T *out,
                                  int take_log) {
+    if (FXC(fx_cols_narrow)(nc)) {
+        FXC(fx_narrow_softmax_at)(x, m, nc, stride, out, take_log);
+        return;
+    }
     FXC(fx_cols_state) st;
     const int64_t width = FXC(fx_cols_width)(nc);
     for (int64_t j0 = 0; j0 < m; j0 += width) {
@@ -234,6 +256,20 @@ static void FXC(fx_ce_cols)(const FX_T *x, const FX_T *t, const int64_t *labels,
     const FX_T *w = opt ? (const FX_T *)opt->weight : NULL;
     const double eps = opt ? opt->label_smoothing : 0.0;
     const double z = opt ? opt->z_loss : 0.0;
+    if (labels && eps == 0.0 && z == 0.0 && FXC(fx_cols_narrow)(nc)) {
+        /* Label -1 is not a class: ignored.  gs is the per-row scale. */
+        FX_T part_loss[FX_COLS_CHUNK], part_lse[FX_COLS_CHUNK];
+        for (int64_t j0 = 0; j0 < m; j0 += FX_COLS_CHUNK) {
+            const int64_t mm = (m - j0) < FX_COLS_CHUNK ? (m - j0) : FX_COLS_CHUNK;
+            FXC(fx_narrow_ce_at)(x + j0, mm, nc, stride, labels + j0, -1, w, NULL, 1.0, gs ? gs + j0 : NULL,
+                                 part_loss, grad ? grad + j0 : NULL, part_lse);
+            for (int64_t j = 0; j < mm; j++) {
+                if (loss) loss[j0 + j] = (double)part_loss[j];
+                if (lse_out) lse_out[j0 + j] = (double)part_lse[j];
+            }
+        }
+        return;
+    }
     double wsum = (double)nc;
     if (w && eps != 0.0) {
         wsum = 0.0;

@@ -36,9 +36,9 @@ static int64_t FXV(fx_count_labels)(const int64_t *labels, int64_t n, int64_t n_
 #define FX_STOREP FXV(fx_storep_f32)
 #define FX_STREAM FX_STREAM_F32
 #include "fx_rows_impl.h"
+#include "fx_narrow_impl.h" /* before the column kernels, which use it */
 #include "fx_cols_impl.h"
 #include "fx_prob_impl.h"
-#include "fx_narrow_impl.h"
 #undef FX_T
 #undef FX_TBYTES
 #undef FX_V
@@ -73,9 +73,9 @@ static int64_t FXV(fx_count_labels)(const int64_t *labels, int64_t n, int64_t n_
 #define FX_STOREP FXV(fx_storep_f64)
 #define FX_STREAM FX_STREAM_F64
 #include "fx_rows_impl.h"
+#include "fx_narrow_impl.h" /* before the column kernels, which use it */
 #include "fx_cols_impl.h"
 #include "fx_prob_impl.h"
-#include "fx_narrow_impl.h"
 #undef FX_T
 #undef FX_TBYTES
 #undef FX_V

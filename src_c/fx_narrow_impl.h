@@ -9,6 +9,12 @@
  * transpose (hardware gathers cost ~20 cycles each even from L1, and the
  * hardware prefetchers follow plain loads).  Outputs go back through the
  * same transpose and one store per row and chunk.
+ *
+ * The same code serves the class axis strided (PyTorch's (N, C, d1, ...)
+ * layout, fx_cols_impl.h): there the FX_L "rows" of a block are adjacent
+ * positions and class c of them is one plain load at c * cs, with no
+ * transpose.  cs (the class stride) is 0 for rows, and a constant 0 at
+ * every row entry point, so the row code compiles as before.
  * Same macros as fx_rows_impl.h, plus FX_TBYTES (sizeof(FX_T)).
  */
 
@@ -118,17 +124,30 @@ FX_ALWAYS_INLINE void FXR(fx_ntranspose)(FX_V *t) {
  * is a constant offset.  (With a run-time bound they went through the stack
  * and the row addresses were spilled: that cost as much as the exps.)
  */
+#ifndef FX_NPF
+#define FX_NPF (512 / FX_TBYTES)
+#endif
 #define FX_NFOR(c, NC, n) _Pragma("GCC unroll 32") for (int c = 0; c < (NC); c++) if (c < (n))
 
 FX_ALWAYS_INLINE FX_V FXR(fx_nload)(const FX_T *p) { return *(const FX_VMEM *)p; }
 
 /*
- * The columns of a block: v[c][r] = x[r * n + c] for r < rows (0 above).
- * Slots from n to the end of the last chunk get whatever the rows'
- * neighbours hold.  whole: every row's last chunk can be loaded whole (its
- * lanes past the row fall inside x), the fast path.
+ * The columns of a block: v[c][r] = x[r * n + c] (cs = 0) or x[c * cs + r]
+ * for r < rows (0 above).  Slots from n to the end of the last chunk get
+ * whatever the rows' neighbours hold.  whole: every row's last chunk can be
+ * loaded whole (its lanes past the row fall inside x), the fast path; with
+ * cs, every lane is a position of the block.
  */
-FX_ALWAYS_INLINE void FXR(fx_narrow_in)(const FX_T *x, int64_t n, int64_t rows, int whole, FX_V *v, const int NC) {
+FX_ALWAYS_INLINE void FXR(fx_narrow_in)(const FX_T *x, int64_t n, int64_t cs, int64_t rows, int whole, FX_V *v,
+                                        const int NC) {
+    if (cs) {
+        _Pragma("GCC unroll 32") for (int c = 0; c < NC; c++) {
+            /* Slots past n are never read (FX_NFOR), but the compiler cannot tell. */
+            v[c] = c >= n ? FX_BC(0) : whole ? FXR(fx_nload)(x + c * cs) : FX_LOADP(x + c * cs, rows, 0);
+            if (c < n) __builtin_prefetch(x + c * cs + FX_NPF);
+        }
+        return;
+    }
     _Pragma("GCC unroll 16") for (int k = 0; k < NC / FX_L; k++) {
         const int c0 = k * FX_L;
         if (c0 >= n) {
@@ -151,12 +170,22 @@ FX_ALWAYS_INLINE void FXR(fx_narrow_in)(const FX_T *x, int64_t n, int64_t rows, 
 }
 
 /*
- * The inverse: out[r * n + c] = v[c][r] for r < rows, c < n.  Rows are
- * stored in address order, each chunk whole where its overhang stays inside
- * the block (a later store rewrites it; the block's input is already in
- * registers, so out may be x), partially at the block's end.
+ * The inverse: out[r * n + c] (or out[c * cs + r]) = v[c][r] for r < rows,
+ * c < n.  Rows are stored in address order, each chunk whole where its
+ * overhang stays inside the block (a later store rewrites it; the block's
+ * input is already in registers, so out may be x), partially at the block's
+ * end.
  */
-FX_ALWAYS_INLINE void FXR(fx_narrow_out)(FX_T *out, int64_t n, int64_t rows, FX_V *v, const int NC) {
+FX_ALWAYS_INLINE void FXR(fx_narrow_out)(FX_T *out, int64_t n, int64_t cs, int64_t rows, FX_V *v, const int NC) {
+    if (cs) {
+        FX_NFOR(c, NC, n) {
+            if (rows == FX_L)
+                *(FX_VMEM *)(out + c * cs) = v[c];
+            else
+                FX_STOREP(out + c * cs, v[c], rows);
+        }
+        return;
+    }
     FX_V w[FX_NARROW_MAX]; /* row r of chunk k in w[k * FX_L + r] */
     _Pragma("GCC unroll 16") for (int k = 0; k < NC / FX_L; k++) {
         if (k * FX_L >= n) {
@@ -248,18 +277,22 @@ typedef struct {
     FX_V xy, wy, sw, gs;   /* x_y, w_y, sample weight, gradient scale   */
 } FXR(fx_nblock);
 
+/* Where row (or position) r0 starts: rows are n apart, positions 1. */
+FX_ALWAYS_INLINE int64_t FXR(fx_nat)(int64_t r0, int64_t n, int64_t cs) { return cs ? r0 : r0 * n; }
+
 /*
  * Phase 1 of a block of `rows` (<= FX_L) rows starting at row r0 of x (n
- * classes): the columns, their shift and sum of exponentials, and the
- * cross-entropy lanes.  keep: v[c] becomes exp(v[c] - sh).
- * whole: see fx_narrow_in.
+ * classes, class stride cs): the columns, their shift and sum of
+ * exponentials, and the cross-entropy lanes.  keep: v[c] becomes
+ * exp(v[c] - sh).  whole: see fx_narrow_in.
  */
-FX_ALWAYS_INLINE void FXR(fx_narrow_sum)(FXR(fx_nblock) *b, const FX_T *x, int64_t n, int64_t r0,
+FX_ALWAYS_INLINE void FXR(fx_narrow_sum)(FXR(fx_nblock) *b, const FX_T *x, int64_t n, int64_t cs, int64_t r0,
                                          int64_t rows, int whole, int mode, const FXR(fx_nce) *ce,
                                          int keep, const int NC) {
     const FX_V zero = FX_BC(0);
     FX_V *v = b->v;
-    FXR(fx_narrow_in)(x + r0 * n, n, rows, whole, v, NC);
+    const FX_T *xb = x + FXR(fx_nat)(r0, n, cs);
+    FXR(fx_narrow_in)(xb, n, cs, rows, whole, v, NC);
     FX_V m = FX_BC((FX_T)-INFINITY);
     FX_NFOR(c, NC, n) m = FX_MAX(v[c], m);
     if (mode == FX_NARROW_CE) {
@@ -299,10 +332,11 @@ FX_ALWAYS_INLINE void FXR(fx_narrow_sum)(FXR(fx_nblock) *b, const FX_T *x, int64
              * (ce kernel 4% faster).  With the gradient it was 8% slower,
              * and for float32 the selection is faster than a 16-lane
              * gather. */
-            const __m512i idx = _mm512_add_epi64(_mm512_setr_epi64(0, n, 2 * n, 3 * n, 4 * n, 5 * n, 6 * n, 7 * n),
-                                                 (__m512i)b->lab);
+            const int64_t u = cs ? 1 : n; /* lane to lane */
+            const __m512i idx = _mm512_add_epi64(_mm512_setr_epi64(0, u, 2 * u, 3 * u, 4 * u, 5 * u, 6 * u, 7 * u),
+                                                 cs ? (__m512i)(b->lab * cs) : (__m512i)b->lab);
             const __mmask8 k = _mm512_test_epi64_mask((__m512i)b->live, (__m512i)b->live);
-            b->xy = (FX_V)_mm512_mask_i64gather_pd(_mm512_setzero_pd(), k, idx, x + r0 * n, 8);
+            b->xy = (FX_V)_mm512_mask_i64gather_pd(_mm512_setzero_pd(), k, idx, xb, 8);
             b->wy = FX_BC(1);
         } else
 #endif
@@ -338,8 +372,9 @@ FX_ALWAYS_INLINE void FXR(fx_narrow_sum)(FXR(fx_nblock) *b, const FX_T *x, int64
  *       gradient 0.
  * Row indices from the batch's first row, r0 the block's.
  */
-FX_ALWAYS_INLINE void FXR(fx_narrow_finish)(FXR(fx_nblock) *b, FX_V ls, int64_t n, int64_t r0, int64_t rows,
-                                            int mode, FXR(fx_nce) *ce, FX_T *out, FX_T *lse, const int NC) {
+FX_ALWAYS_INLINE void FXR(fx_narrow_finish)(FXR(fx_nblock) *b, FX_V ls, int64_t n, int64_t cs, int64_t r0,
+                                            int64_t rows, int mode, FXR(fx_nce) *ce, FX_T *out, FX_T *lse,
+                                            const int NC) {
     const FX_V zero = FX_BC(0), nan = FX_BC((FX_T)NAN);
     FX_V *v = b->v;
     /* softmax passes s for ls (no log): only s = +inf must give NaN
@@ -378,7 +413,7 @@ FX_ALWAYS_INLINE void FXR(fx_narrow_finish)(FXR(fx_nblock) *b, FX_V ls, int64_t 
         const FX_V k = FX_SEL(finite, FX_BC(1) / b->s, nan), lsn = FX_SEL(finite, ls, nan);
         FX_NFOR(c, NC, n) v[c] = mode == FX_NARROW_LOG_SOFTMAX ? (v[c] - b->sh) - lsn : v[c] * k;
     }
-    FXR(fx_narrow_out)(out + r0 * n, n, rows, v, NC);
+    FXR(fx_narrow_out)(out + FXR(fx_nat)(r0, n, cs), n, cs, rows, v, NC);
 }
 
 /*
@@ -386,35 +421,35 @@ FX_ALWAYS_INLINE void FXR(fx_narrow_finish)(FXR(fx_nblock) *b, FX_V ls, int64_t 
  * are summed before either takes its log: the log is one long dependency
  * chain per block, which the other block's work hides.
  */
-FX_ALWAYS_INLINE void FXR(fx_narrow_blocks)(const FX_T *x, int64_t n, int64_t r0, int nb, int64_t rows,
-                                            int whole, int mode, FXR(fx_nce) *ce, FX_T *out, FX_T *lse,
-                                            const int NC) {
+FX_ALWAYS_INLINE void FXR(fx_narrow_blocks)(const FX_T *x, int64_t n, int64_t cs, int64_t r0, int nb,
+                                            int64_t rows, int whole, int mode, FXR(fx_nce) *ce, FX_T *out,
+                                            FX_T *lse, const int NC) {
     const int keep = mode == FX_NARROW_SOFTMAX || (mode == FX_NARROW_CE && out);
     if (nb == 2 && mode == FX_NARROW_CE && !out) {
         /* Two named blocks, not an array: every access constant, so the
          * compiler keeps them in registers. */
         FXR(fx_nblock) b0, b1;
-        FXR(fx_narrow_sum)(&b0, x, n, r0, FX_L, whole, mode, ce, keep, NC);
-        FXR(fx_narrow_sum)(&b1, x, n, r0 + FX_L, rows, whole, mode, ce, keep, NC);
+        FXR(fx_narrow_sum)(&b0, x, n, cs, r0, FX_L, whole, mode, ce, keep, NC);
+        FXR(fx_narrow_sum)(&b1, x, n, cs, r0 + FX_L, rows, whole, mode, ce, keep, NC);
         const FX_V ls0 = FX_LOG(b0.s), ls1 = FX_LOG(b1.s);
-        FXR(fx_narrow_finish)(&b0, ls0, n, r0, FX_L, mode, ce, out, lse, NC);
-        FXR(fx_narrow_finish)(&b1, ls1, n, r0 + FX_L, rows, mode, ce, out, lse, NC);
+        FXR(fx_narrow_finish)(&b0, ls0, n, cs, r0, FX_L, mode, ce, out, lse, NC);
+        FXR(fx_narrow_finish)(&b1, ls1, n, cs, r0 + FX_L, rows, mode, ce, out, lse, NC);
     } else if (nb == 2) {
         /* With outputs the columns of two blocks do not fit in the
          * registers: through the stack (an array indexed in a loop). */
         FXR(fx_nblock) b[2];
         FX_V ls[2];
         for (int i = 0; i < 2; i++)
-            FXR(fx_narrow_sum)(&b[i], x, n, r0 + i * FX_L, i ? rows : FX_L, whole, mode, ce, keep, NC);
+            FXR(fx_narrow_sum)(&b[i], x, n, cs, r0 + i * FX_L, i ? rows : FX_L, whole, mode, ce, keep, NC);
         for (int i = 0; i < 2; i++) ls[i] = FX_LOG(b[i].s);
         for (int i = 0; i < 2; i++)
-            FXR(fx_narrow_finish)(&b[i], ls[i], n, r0 + i * FX_L, i ? rows : FX_L, mode, ce, out, lse, NC);
+            FXR(fx_narrow_finish)(&b[i], ls[i], n, cs, r0 + i * FX_L, i ? rows : FX_L, mode, ce, out, lse, NC);
     } else {
         FXR(fx_nblock) b0;
-        FXR(fx_narrow_sum)(&b0, x, n, r0, rows, whole, mode, ce, keep, NC);
+        FXR(fx_narrow_sum)(&b0, x, n, cs, r0, rows, whole, mode, ce, keep, NC);
         /* softmax needs no log */
         const FX_V ls0 = mode == FX_NARROW_SOFTMAX ? b0.s : FX_LOG(b0.s);
-        FXR(fx_narrow_finish)(&b0, ls0, n, r0, rows, mode, ce, out, lse, NC);
+        FXR(fx_narrow_finish)(&b0, ls0, n, cs, r0, rows, mode, ce, out, lse, NC);
     }
 }
 
@@ -423,60 +458,91 @@ FX_ALWAYS_INLINE void FXR(fx_narrow_blocks)(const FX_T *x, int64_t n, int64_t r0
 FX_ALWAYS_INLINE int64_t FXR(fx_nreach)(int64_t n) { return (FX_L - 1) * n + (n + FX_L - 1) / FX_L * FX_L; }
 
 /* All n_rows rows (NC slots): pairs of blocks while both can be loaded
- * whole, then single blocks. */
-FX_ALWAYS_INLINE void FXR(fx_narrow_run_nc)(const FX_T *x, int64_t n_rows, int64_t n, int mode, FXR(fx_nce) *ce,
-                                            FX_T *out, FX_T *lse, const int NC) {
-    const int64_t reach = FXR(fx_nreach)(n);
+ * whole, then single blocks.  A row is n elements along the batch, a
+ * position (cs > 0) one, and a whole block load reaches FX_L of them. */
+FX_ALWAYS_INLINE void FXR(fx_narrow_run_nc)(const FX_T *x, int64_t n_rows, int64_t n, int64_t cs, int mode,
+                                            FXR(fx_nce) *ce, FX_T *out, FX_T *lse, const int NC) {
+    const int64_t reach = cs ? FX_L : FXR(fx_nreach)(n), unit = cs ? 1 : n;
     int64_t r0 = 0;
     /* Pairs hide the log's latency; softmax has no log. */
     if (mode != FX_NARROW_SOFTMAX)
-        for (; r0 + 2 * FX_L <= n_rows && FX_L * n + reach <= (n_rows - r0) * n; r0 += 2 * FX_L)
-            FXR(fx_narrow_blocks)(x, n, r0, 2, FX_L, 1, mode, ce, out, lse, NC);
+        for (; r0 + 2 * FX_L <= n_rows && FX_L * unit + reach <= (n_rows - r0) * unit; r0 += 2 * FX_L)
+            FXR(fx_narrow_blocks)(x, n, cs, r0, 2, FX_L, 1, mode, ce, out, lse, NC);
     for (; r0 < n_rows; r0 += FX_L) {
         const int64_t rows = (n_rows - r0) < FX_L ? (n_rows - r0) : FX_L;
-        const int whole = rows == FX_L && reach <= (n_rows - r0) * n;
-        FXR(fx_narrow_blocks)(x, n, r0, 1, rows, whole, mode, ce, out, lse, NC);
+        const int whole = rows == FX_L && reach <= (n_rows - r0) * unit;
+        FXR(fx_narrow_blocks)(x, n, cs, r0, 1, rows, whole, mode, ce, out, lse, NC);
     }
 }
 
 /* One or two chunks of columns get their own code (registers); more (up to
  * FX_NARROW_MAX, narrow ISAs only) share the widest. */
-FX_ALWAYS_INLINE void FXR(fx_narrow_run)(const FX_T *x, int64_t n_rows, int64_t n, int mode, FXR(fx_nce) *ce,
-                                         FX_T *out, FX_T *lse) {
+FX_ALWAYS_INLINE void FXR(fx_narrow_run)(const FX_T *x, int64_t n_rows, int64_t n, int64_t cs, int mode,
+                                         FXR(fx_nce) *ce, FX_T *out, FX_T *lse) {
     if (n <= FX_L)
-        FXR(fx_narrow_run_nc)(x, n_rows, n, mode, ce, out, lse, FX_L);
+        FXR(fx_narrow_run_nc)(x, n_rows, n, cs, mode, ce, out, lse, FX_L);
     else if (n <= 2 * FX_L || 2 * FX_L >= FX_NARROW_MAX)
-        FXR(fx_narrow_run_nc)(x, n_rows, n, mode, ce, out, lse, 2 * FX_L);
+        FXR(fx_narrow_run_nc)(x, n_rows, n, cs, mode, ce, out, lse, 2 * FX_L);
     else
-        FXR(fx_narrow_run_nc)(x, n_rows, n, mode, ce, out, lse, FX_NARROW_MAX);
+        FXR(fx_narrow_run_nc)(x, n_rows, n, cs, mode, ce, out, lse, FX_NARROW_MAX);
 }
 
-/* The batch entry points: n_rows rows of n (<= FX_NARROW_MAX) classes. */
-static void FXR(fx_narrow_lse)(const FX_T *x, int64_t n_rows, int64_t n, FX_T *lse) {
-    FXR(fx_narrow_run)(x, n_rows, n, FX_NARROW_LSE, NULL, NULL, lse);
+/*
+ * The batch kernels: n_rows rows of n (<= FX_NARROW_MAX) classes (cs = 0),
+ * or n_rows adjacent positions of n classes cs apart (fx_cols_impl.h).  One
+ * copy serves both layouts: compiled once per layout, the narrow kernels
+ * doubled the build's time (the AVX-512 unit 51 -> 109 s at -O3), and the
+ * test of cs is once per block.
+ */
+#ifndef FX_NO_CLONE
+#if defined(__GNUC__) && !defined(__clang__)
+#define FX_NO_CLONE __attribute__((noinline, noclone))
+#else
+#define FX_NO_CLONE __attribute__((noinline))
+#endif
+#endif
+static FX_NO_CLONE void FXR(fx_narrow_lse_at)(const FX_T *x, int64_t n_rows, int64_t n, int64_t cs, FX_T *lse) {
+    FXR(fx_narrow_run)(x, n_rows, n, cs, FX_NARROW_LSE, NULL, NULL, lse);
 }
 
-static void FXR(fx_narrow_softmax)(const FX_T *x, int64_t n_rows, int64_t n, FX_T *out, int take_log) {
+static FX_NO_CLONE void FXR(fx_narrow_softmax_at)(const FX_T *x, int64_t n_rows, int64_t n, int64_t cs, FX_T *out,
+                                                  int take_log) {
     if (take_log)
-        FXR(fx_narrow_run)(x, n_rows, n, FX_NARROW_LOG_SOFTMAX, NULL, out, NULL);
+        FXR(fx_narrow_run)(x, n_rows, n, cs, FX_NARROW_LOG_SOFTMAX, NULL, out, NULL);
     else
-        FXR(fx_narrow_run)(x, n_rows, n, FX_NARROW_SOFTMAX, NULL, out, NULL);
+        FXR(fx_narrow_run)(x, n_rows, n, cs, FX_NARROW_SOFTMAX, NULL, out, NULL);
 }
 
-static double FXR(fx_narrow_ce)(const FX_T *x, int64_t n_rows, int64_t n, const int64_t *labels,
-                                int64_t ignore_index, const FX_T *w, const double *sw, double grad_scale,
-                                const double *grs, FX_T *loss, FX_T *grad, FX_T *lse) {
+static FX_NO_CLONE double FXR(fx_narrow_ce_at)(const FX_T *x, int64_t n_rows, int64_t n, int64_t cs,
+                                               const int64_t *labels, int64_t ignore_index, const FX_T *w,
+                                               const double *sw, double grad_scale, const double *grs, FX_T *loss,
+                                               FX_T *grad, FX_T *lse) {
     FXR(fx_nce) ce = {labels, ignore_index, w, sw, grad_scale, grs, loss, lse, {{0}, {0}}};
     /* With and without the gradient: each loop fully specialised. */
     if (grad)
-        FXR(fx_narrow_run)(x, n_rows, n, FX_NARROW_CE, &ce, grad, NULL);
+        FXR(fx_narrow_run)(x, n_rows, n, cs, FX_NARROW_CE, &ce, grad, NULL);
     else
-        FXR(fx_narrow_run)(x, n_rows, n, FX_NARROW_CE, &ce, NULL, NULL);
+        FXR(fx_narrow_run)(x, n_rows, n, cs, FX_NARROW_CE, &ce, NULL, NULL);
     /* The lanes' sums, added in a fixed order. */
     const fx_vf64 a = ce.acc[0] + ce.acc[1];
     double total = 0.0;
     for (int i = 0; i < (int)(sizeof(fx_vf64) / sizeof(double)); i++) total += a[i];
     return total;
+}
+
+/* The row entry points (the dispatch table's). */
+static void FXR(fx_narrow_lse)(const FX_T *x, int64_t n_rows, int64_t n, FX_T *lse) {
+    FXR(fx_narrow_lse_at)(x, n_rows, n, 0, lse);
+}
+
+static void FXR(fx_narrow_softmax)(const FX_T *x, int64_t n_rows, int64_t n, FX_T *out, int take_log) {
+    FXR(fx_narrow_softmax_at)(x, n_rows, n, 0, out, take_log);
+}
+
+static double FXR(fx_narrow_ce)(const FX_T *x, int64_t n_rows, int64_t n, const int64_t *labels,
+                                int64_t ignore_index, const FX_T *w, const double *sw, double grad_scale,
+                                const double *grs, FX_T *loss, FX_T *grad, FX_T *lse) {
+    return FXR(fx_narrow_ce_at)(x, n_rows, n, 0, labels, ignore_index, w, sw, grad_scale, grs, loss, grad, lse);
 }
 
 /*
@@ -496,7 +562,7 @@ FX_ALWAYS_INLINE void FXR(fx_narrow_info_block)(const FX_T *p, const FX_T *q, in
                                                 double *out, const int NC) {
     const FX_V zero = FX_BC(0);
     FX_V u[FX_NARROW_MAX], v[FX_NARROW_MAX];
-    FXR(fx_narrow_in)(p, n, rows, whole, u, NC);
+    FXR(fx_narrow_in)(p, n, 0, rows, whole, u, NC);
     const FX_V sp = FXR(fx_nscale)(u, n, NC);
     FX_V su = zero, d = zero, res;
     if (!q) {
@@ -507,7 +573,7 @@ FX_ALWAYS_INLINE void FXR(fx_narrow_info_block)(const FX_T *p, const FX_T *q, in
         }
         res = FX_LOG(su) - d / su;
     } else {
-        FXR(fx_narrow_in)(q, n, rows, whole, v, NC);
+        FXR(fx_narrow_in)(q, n, 0, rows, whole, v, NC);
         const FX_V sq = FXR(fx_nscale)(v, n, NC);
         FX_V sv = zero;
         FX_NFOR(c, NC, n) {

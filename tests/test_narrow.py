@@ -3,7 +3,9 @@ transposed in registers), on every SIMD path this CPU supports.
 
 Each class count has its own chunking (one or two chunks of lanes, or the
 generic code of the narrow ISAs), and a batch ends in partial blocks, pairs
-of blocks and 512-row work units: the shapes below cover all of them.
+of blocks and 512-row work units: the shapes below cover all of them.  The
+same kernels take PyTorch's (N, C, d) layout (axis=1), one position per
+lane: the tests at the end compare it with the class-last results.
 """
 import numpy as np
 import pytest
@@ -55,6 +57,8 @@ def test_every_width(simd, dtype, n, rng, h):
         h.assert_close(grad, ref.cross_entropy_grad(x, y, reduction="none"), dtype, scale=2, err_msg=msg)
         h.assert_close(lse, ref.logsumexp(x), dtype, scale=scale, err_msg=msg)
         assert np.all(grad[y == -100] == 0), msg
+        h.assert_close(fx.cross_entropy(x, y, reduction="none"), ref.cross_entropy(x, y, reduction="none"), dtype,
+                       scale=2 * scale, err_msg=msg)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -117,4 +121,92 @@ def test_same_bits_for_every_thread_count(dtype, n, rng):
                     fx.cross_entropy(x, y, n_threads=nt).__repr__(),
                     fx.softmax(x, n_threads=nt).tobytes(), fx.log_softmax(x, n_threads=nt).tobytes(),
                     fx.logsumexp(x, n_threads=nt).tobytes()))
+    assert out[1] == out[0] and out[2] == out[0]
+
+
+def _as_cols(a, p, q):
+    """Rows (p * q, n) in PyTorch's (p, n, q) layout: row i * q + j is
+    position j of sample i."""
+    return np.ascontiguousarray(a.reshape(p, q, -1).transpose(0, 2, 1))
+
+
+def _as_rows(a):
+    return a.transpose(0, 2, 1).reshape(-1, a.shape[1])
+
+
+# A partial block; pairs and a partial one; two work units of positions.
+COLS = [(1, 7), (2, 37), (3, 531)]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", range(1, 34))  # 33: past the narrow kernels
+def test_every_width_with_the_class_axis_strided(simd, dtype, n, rng, h):
+    for p, q in COLS:
+        x, y = _data(rng, p * q, n, dtype)
+        xc, yc = _as_cols(x, p, q), y.reshape(p, q)
+        scale = h.scale(x)
+        msg = f"{simd} p={p} q={q} n={n}"
+        h.assert_close(fx.logsumexp(xc, axis=1).reshape(-1), ref.logsumexp(x), dtype, scale=scale, err_msg=msg)
+        h.assert_close(_as_rows(fx.softmax(xc, axis=1)), ref.softmax(x), dtype, err_msg=msg)
+        h.assert_close(_as_rows(fx.log_softmax(xc, axis=1)), ref.log_softmax(x), dtype, scale=scale, err_msg=msg)
+        loss, grad, lse = fx.cross_entropy_with_grad(xc, yc, axis=1, reduction="none", return_lse=True)
+        h.assert_close(loss.reshape(-1), ref.cross_entropy(x, y, reduction="none"), dtype, scale=2 * scale,
+                       err_msg=msg)
+        h.assert_close(_as_rows(grad), ref.cross_entropy_grad(x, y, reduction="none"), dtype, scale=2,
+                       err_msg=msg)
+        h.assert_close(lse.reshape(-1), ref.logsumexp(x), dtype, scale=scale, err_msg=msg)
+        assert np.all(_as_rows(grad)[y == -100] == 0), msg
+        # Without the gradient (float64 on AVX-512: x_y by a gather).
+        h.assert_close(fx.cross_entropy(xc, yc, axis=1, reduction="none").reshape(-1),
+                       ref.cross_entropy(x, y, reduction="none"), dtype, scale=2 * scale, err_msg=msg)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", [2, 10, 21, 32])
+def test_weights_and_scales_with_the_class_axis_strided(simd, dtype, n, rng, h):
+    p, q = 3, 531
+    x, y = _data(rng, p * q, n, dtype)
+    xc, yc = _as_cols(x, p, q), y.reshape(p, q)
+    w = rng.random(n) + 0.5
+    sw = rng.random(p * q) + 0.1
+    go = rng.standard_normal(p * q)
+    scale = h.scale(x)
+    for reduction in ("none", "sum", "mean"):
+        kw = dict(weight=w, sample_weight=sw, reduction=reduction)
+        grad_output = go if reduction == "none" else 1.5
+        loss, grad = fx.cross_entropy_with_grad(
+            xc, yc, axis=1, weight=w, sample_weight=sw.reshape(p, q), reduction=reduction,
+            grad_output=go.reshape(p, q) if reduction == "none" else grad_output)
+        h.assert_close(loss.reshape(-1) if reduction == "none" else loss, ref.cross_entropy(x, y, **kw), dtype,
+                       scale=2 * scale,
+                       err_msg=reduction)
+        h.assert_close(_as_rows(grad), ref.cross_entropy_grad(x, y, grad_output=grad_output, **kw), dtype,
+                       scale=2, err_msg=reduction)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", [1, 10, 31])
+def test_inplace_gradient_with_the_class_axis_strided(simd, dtype, n, rng):
+    x, y = _data(rng, 2 * 531, n, dtype)
+    xc, yc = _as_cols(x, 2, 531), y.reshape(2, 531)
+    loss, grad = fx.cross_entropy_with_grad(xc, yc, axis=1, reduction="none")
+    loss2, grad2 = fx.cross_entropy_with_grad(xc, yc, axis=1, reduction="none", inplace=True)
+    np.testing.assert_array_equal(xc, grad)
+    np.testing.assert_array_equal(loss2, loss)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", [3, 21])
+def test_same_bits_for_every_thread_count_with_the_class_axis_strided(dtype, n, rng):
+    p, q = 9, 70000 // n // 9 + 37  # above the serial threshold, several work units per sample
+    x, y = _data(rng, p * q, n, dtype)
+    xc, yc = _as_cols(x, p, q), y.reshape(p, q)
+    out = []
+    for nt in (1, 2, 3):
+        loss, grad, lse = fx.cross_entropy_with_grad(xc, yc, axis=1, reduction="sum", return_lse=True,
+                                                     n_threads=nt)
+        out.append((np.float64(loss).tobytes(), grad.tobytes(), lse.tobytes(),
+                    fx.softmax(xc, axis=1, n_threads=nt).tobytes(),
+                    fx.log_softmax(xc, axis=1, n_threads=nt).tobytes(),
+                    fx.logsumexp(xc, axis=1, n_threads=nt).tobytes()))
     assert out[1] == out[0] and out[2] == out[0]
