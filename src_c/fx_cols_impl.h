@@ -197,7 +197,7 @@ FX_ALWAYS_INLINE void FXC(fx_cols_write)(const FX_T *x, const FX_T *t, const FX_
 }
 
 /* The narrow kernels' per-position outputs come in FX_T, a chunk at a time. */
-FX_ALWAYS_INLINE int FXC(fx_cols_narrow)(int64_t nc) { return nc > 0 && nc <= FX_NARROW_MAX; }
+FX_ALWAYS_INLINE int FXC(fx_cols_narrow)(int64_t nc) { return nc > 0 && nc <= FX_NCOLS_MAX; }
 
 /* Log-sum-exp of the m columns of a C x m slab (rows `stride` apart). */
 static void FXC(fx_logsumexp_cols)(const FX_T *x, int64_t nc, int64_t m, int64_t stride, double *lse) {

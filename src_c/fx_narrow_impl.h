@@ -125,7 +125,7 @@ FX_ALWAYS_INLINE void FXR(fx_ntranspose)(FX_V *t) {
  * and the row addresses were spilled: that cost as much as the exps.)
  */
 #ifndef FX_NPF
-#define FX_NPF (512 / FX_TBYTES)
+#define FX_NPF 512 /* bytes ahead in each class row of positions */
 #endif
 #define FX_NFOR(c, NC, n) _Pragma("GCC unroll 32") for (int c = 0; c < (NC); c++) if (c < (n))
 
@@ -144,7 +144,9 @@ FX_ALWAYS_INLINE void FXR(fx_narrow_in)(const FX_T *x, int64_t n, int64_t cs, in
         _Pragma("GCC unroll 32") for (int c = 0; c < NC; c++) {
             /* Slots past n are never read (FX_NFOR), but the compiler cannot tell. */
             v[c] = c >= n ? FX_BC(0) : whole ? FXR(fx_nload)(x + c * cs) : FX_LOADP(x + c * cs, rows, 0);
-            if (c < n) __builtin_prefetch(x + c * cs + FX_NPF);
+            /* Through an integer: the padded tail copy (fx_narrow_cols_nc)
+             * prefetches past its end, which is harmless but warned about. */
+            if (c < n) __builtin_prefetch((const void *)((uintptr_t)(x + c * cs) + FX_NPF));
         }
         return;
     }
@@ -458,65 +460,119 @@ FX_ALWAYS_INLINE void FXR(fx_narrow_blocks)(const FX_T *x, int64_t n, int64_t cs
 FX_ALWAYS_INLINE int64_t FXR(fx_nreach)(int64_t n) { return (FX_L - 1) * n + (n + FX_L - 1) / FX_L * FX_L; }
 
 /* All n_rows rows (NC slots): pairs of blocks while both can be loaded
- * whole, then single blocks.  A row is n elements along the batch, a
- * position (cs > 0) one, and a whole block load reaches FX_L of them. */
-FX_ALWAYS_INLINE void FXR(fx_narrow_run_nc)(const FX_T *x, int64_t n_rows, int64_t n, int64_t cs, int mode,
-                                            FXR(fx_nce) *ce, FX_T *out, FX_T *lse, const int NC) {
-    const int64_t reach = cs ? FX_L : FXR(fx_nreach)(n), unit = cs ? 1 : n;
+ * whole, then single blocks. */
+FX_ALWAYS_INLINE void FXR(fx_narrow_run_nc)(const FX_T *x, int64_t n_rows, int64_t n, int mode, FXR(fx_nce) *ce,
+                                            FX_T *out, FX_T *lse, const int NC) {
+    const int64_t reach = FXR(fx_nreach)(n);
     int64_t r0 = 0;
     /* Pairs hide the log's latency; softmax has no log. */
     if (mode != FX_NARROW_SOFTMAX)
-        for (; r0 + 2 * FX_L <= n_rows && FX_L * unit + reach <= (n_rows - r0) * unit; r0 += 2 * FX_L)
-            FXR(fx_narrow_blocks)(x, n, cs, r0, 2, FX_L, 1, mode, ce, out, lse, NC);
+        for (; r0 + 2 * FX_L <= n_rows && FX_L * n + reach <= (n_rows - r0) * n; r0 += 2 * FX_L)
+            FXR(fx_narrow_blocks)(x, n, 0, r0, 2, FX_L, 1, mode, ce, out, lse, NC);
     for (; r0 < n_rows; r0 += FX_L) {
         const int64_t rows = (n_rows - r0) < FX_L ? (n_rows - r0) : FX_L;
-        const int whole = rows == FX_L && reach <= (n_rows - r0) * unit;
-        FXR(fx_narrow_blocks)(x, n, cs, r0, 1, rows, whole, mode, ce, out, lse, NC);
+        const int whole = rows == FX_L && reach <= (n_rows - r0) * n;
+        FXR(fx_narrow_blocks)(x, n, 0, r0, 1, rows, whole, mode, ce, out, lse, NC);
+    }
+}
+
+/*
+ * n_pos adjacent positions of n (<= FX_NCOLS_MAX) classes cs apart (NC
+ * slots): pairs of whole blocks, the last < 2 FX_L positions through a
+ * padded copy (padding labels -1: ignored), so that positions compile the
+ * pair of whole blocks only.
+ */
+#define FX_NCOLS_MAX (2 * FX_L)
+FX_ALWAYS_INLINE void FXR(fx_narrow_cols_nc)(const FX_T *x, int64_t n_pos, int64_t n, int64_t cs, int mode,
+                                             FXR(fx_nce) *ce, FX_T *out, FX_T *lse, const int NC) {
+    enum { P = 2 * FX_L };
+    FX_T xt[FX_NCOLS_MAX * P], ot[FX_NCOLS_MAX * P], losst[P], lset[P];
+    int64_t labt[P];
+    double swt[P], grst[P];
+    FXR(fx_nce) cet;
+    for (int64_t r0 = 0; r0 < n_pos; r0 += P) {
+        const int64_t rest = n_pos - r0;
+        const FX_T *src = x;
+        FX_T *dst = out, *lse_dst = lse;
+        FXR(fx_nce) *c_ce = ce;
+        int64_t at = r0, stride = cs;
+        if (rest < P) {
+            for (int64_t c = 0; c < n; c++)
+                for (int64_t r = 0; r < P; r++) xt[c * P + r] = r < rest ? x[c * cs + r0 + r] : (FX_T)0;
+            if (ce) {
+                cet = *ce; /* the loss sum goes on in its lanes */
+                for (int64_t r = 0; r < P; r++) {
+                    labt[r] = r < rest ? ce->labels[r0 + r] : -1;
+                    swt[r] = r < rest && ce->sw ? ce->sw[r0 + r] : 0.0;
+                    grst[r] = r < rest && ce->grs ? ce->grs[r0 + r] : 0.0;
+                }
+                cet.labels = labt;
+                cet.sw = ce->sw ? swt : NULL;
+                cet.grs = ce->grs ? grst : NULL;
+                cet.loss = ce->loss ? losst : NULL;
+                cet.lse = ce->lse ? lset : NULL;
+                c_ce = &cet;
+            }
+            src = xt;
+            dst = out ? ot : NULL;
+            lse_dst = lse ? lset : NULL;
+            at = 0;
+            stride = P;
+        }
+        FXR(fx_narrow_blocks)(src, n, stride, at, 2, FX_L, 1, mode, c_ce, dst, lse_dst, NC);
+        if (rest < P) {
+            for (int64_t c = 0; out && c < n; c++)
+                for (int64_t r = 0; r < rest; r++) out[c * cs + r0 + r] = ot[c * P + r];
+            for (int64_t r = 0; r < rest; r++) {
+                if (lse) lse[r0 + r] = lset[r];
+                if (ce && ce->loss) ce->loss[r0 + r] = losst[r];
+                if (ce && ce->lse) ce->lse[r0 + r] = lset[r];
+            }
+            if (ce) ce->acc[0] = cet.acc[0], ce->acc[1] = cet.acc[1];
+        }
     }
 }
 
 /* One or two chunks of columns get their own code (registers); more (up to
- * FX_NARROW_MAX, narrow ISAs only) share the widest. */
+ * FX_NARROW_MAX, narrow ISAs only) share the widest.  Positions (cs > 0)
+ * take one or two chunks only. */
 FX_ALWAYS_INLINE void FXR(fx_narrow_run)(const FX_T *x, int64_t n_rows, int64_t n, int64_t cs, int mode,
                                          FXR(fx_nce) *ce, FX_T *out, FX_T *lse) {
-    if (n <= FX_L)
-        FXR(fx_narrow_run_nc)(x, n_rows, n, cs, mode, ce, out, lse, FX_L);
+    if (cs)
+        FXR(fx_narrow_cols_nc)(x, n_rows, n, cs, mode, ce, out, lse, 2 * FX_L);
+    else if (n <= FX_L)
+        FXR(fx_narrow_run_nc)(x, n_rows, n, mode, ce, out, lse, FX_L);
     else if (n <= 2 * FX_L || 2 * FX_L >= FX_NARROW_MAX)
-        FXR(fx_narrow_run_nc)(x, n_rows, n, cs, mode, ce, out, lse, 2 * FX_L);
+        FXR(fx_narrow_run_nc)(x, n_rows, n, mode, ce, out, lse, 2 * FX_L);
     else
-        FXR(fx_narrow_run_nc)(x, n_rows, n, cs, mode, ce, out, lse, FX_NARROW_MAX);
+        FXR(fx_narrow_run_nc)(x, n_rows, n, mode, ce, out, lse, FX_NARROW_MAX);
 }
 
 /*
  * The batch kernels: n_rows rows of n (<= FX_NARROW_MAX) classes (cs = 0),
- * or n_rows adjacent positions of n classes cs apart (fx_cols_impl.h).  One
- * copy serves both layouts: compiled once per layout, the narrow kernels
- * doubled the build's time (the AVX-512 unit 51 -> 109 s at -O3), and the
- * test of cs is once per block.
+ * or n_rows adjacent positions of n <= FX_NCOLS_MAX classes cs apart
+ * (fx_cols_impl.h).  Positions get their own copy of the code (one copy for
+ * both layouts, cs tested at run time, cost the rows 30%: 8192x10 float32
+ * with the gradient in cache, 1 thread, 71 -> 93 us), but a small one
+ * (fx_narrow_cols_nc): a copy of every path for them doubled the build's
+ * time (the AVX-512 unit 51 -> 109 s at -O3).
  */
-#ifndef FX_NO_CLONE
-#if defined(__GNUC__) && !defined(__clang__)
-#define FX_NO_CLONE __attribute__((noinline, noclone))
-#else
-#define FX_NO_CLONE __attribute__((noinline))
-#endif
-#endif
-static FX_NO_CLONE void FXR(fx_narrow_lse_at)(const FX_T *x, int64_t n_rows, int64_t n, int64_t cs, FX_T *lse) {
+FX_ALWAYS_INLINE void FXR(fx_narrow_lse_at)(const FX_T *x, int64_t n_rows, int64_t n, int64_t cs, FX_T *lse) {
     FXR(fx_narrow_run)(x, n_rows, n, cs, FX_NARROW_LSE, NULL, NULL, lse);
 }
 
-static FX_NO_CLONE void FXR(fx_narrow_softmax_at)(const FX_T *x, int64_t n_rows, int64_t n, int64_t cs, FX_T *out,
-                                                  int take_log) {
+FX_ALWAYS_INLINE void FXR(fx_narrow_softmax_at)(const FX_T *x, int64_t n_rows, int64_t n, int64_t cs, FX_T *out,
+                                                int take_log) {
     if (take_log)
         FXR(fx_narrow_run)(x, n_rows, n, cs, FX_NARROW_LOG_SOFTMAX, NULL, out, NULL);
     else
         FXR(fx_narrow_run)(x, n_rows, n, cs, FX_NARROW_SOFTMAX, NULL, out, NULL);
 }
 
-static FX_NO_CLONE double FXR(fx_narrow_ce_at)(const FX_T *x, int64_t n_rows, int64_t n, int64_t cs,
-                                               const int64_t *labels, int64_t ignore_index, const FX_T *w,
-                                               const double *sw, double grad_scale, const double *grs, FX_T *loss,
-                                               FX_T *grad, FX_T *lse) {
+FX_ALWAYS_INLINE double FXR(fx_narrow_ce_at)(const FX_T *x, int64_t n_rows, int64_t n, int64_t cs,
+                                             const int64_t *labels, int64_t ignore_index, const FX_T *w,
+                                             const double *sw, double grad_scale, const double *grs, FX_T *loss,
+                                             FX_T *grad, FX_T *lse) {
     FXR(fx_nce) ce = {labels, ignore_index, w, sw, grad_scale, grs, loss, lse, {{0}, {0}}};
     /* With and without the gradient: each loop fully specialised. */
     if (grad)
@@ -530,7 +586,8 @@ static FX_NO_CLONE double FXR(fx_narrow_ce_at)(const FX_T *x, int64_t n_rows, in
     return total;
 }
 
-/* The row entry points (the dispatch table's). */
+/* The row entry points (the dispatch table's); fx_cols_impl.h calls the
+ * _at kernels with its class stride. */
 static void FXR(fx_narrow_lse)(const FX_T *x, int64_t n_rows, int64_t n, FX_T *lse) {
     FXR(fx_narrow_lse_at)(x, n_rows, n, 0, lse);
 }
