@@ -486,51 +486,37 @@ FX_ALWAYS_INLINE void FXR(fx_narrow_run_nc)(const FX_T *x, int64_t n_rows, int64
 FX_ALWAYS_INLINE void FXR(fx_narrow_cols_nc)(const FX_T *x, int64_t n_pos, int64_t n, int64_t cs, int mode,
                                              FXR(fx_nce) *ce, FX_T *out, FX_T *lse, const int NC) {
     enum { P = 2 * FX_L };
+    const int64_t full = n_pos / P * P, rest = n_pos - full;
+    for (int64_t r0 = 0; r0 < full; r0 += P) FXR(fx_narrow_blocks)(x, n, cs, r0, 2, FX_L, 1, mode, ce, out, lse, NC);
+    if (!rest) return;
     FX_T xt[FX_NCOLS_MAX * P], ot[FX_NCOLS_MAX * P], losst[P], lset[P];
     int64_t labt[P];
     double swt[P], grst[P];
     FXR(fx_nce) cet;
-    for (int64_t r0 = 0; r0 < n_pos; r0 += P) {
-        const int64_t rest = n_pos - r0;
-        const FX_T *src = x;
-        FX_T *dst = out, *lse_dst = lse;
-        FXR(fx_nce) *c_ce = ce;
-        int64_t at = r0, stride = cs;
-        if (rest < P) {
-            for (int64_t c = 0; c < n; c++)
-                for (int64_t r = 0; r < P; r++) xt[c * P + r] = r < rest ? x[c * cs + r0 + r] : (FX_T)0;
-            if (ce) {
-                cet = *ce; /* the loss sum goes on in its lanes */
-                for (int64_t r = 0; r < P; r++) {
-                    labt[r] = r < rest ? ce->labels[r0 + r] : -1;
-                    swt[r] = r < rest && ce->sw ? ce->sw[r0 + r] : 0.0;
-                    grst[r] = r < rest && ce->grs ? ce->grs[r0 + r] : 0.0;
-                }
-                cet.labels = labt;
-                cet.sw = ce->sw ? swt : NULL;
-                cet.grs = ce->grs ? grst : NULL;
-                cet.loss = ce->loss ? losst : NULL;
-                cet.lse = ce->lse ? lset : NULL;
-                c_ce = &cet;
-            }
-            src = xt;
-            dst = out ? ot : NULL;
-            lse_dst = lse ? lset : NULL;
-            at = 0;
-            stride = P;
+    for (int64_t c = 0; c < n; c++)
+        for (int64_t r = 0; r < P; r++) xt[c * P + r] = r < rest ? x[c * cs + full + r] : (FX_T)0;
+    if (ce) {
+        cet = *ce; /* the loss sum goes on in its lanes */
+        for (int64_t r = 0; r < P; r++) {
+            labt[r] = r < rest ? ce->labels[full + r] : -1;
+            swt[r] = r < rest && ce->sw ? ce->sw[full + r] : 0.0;
+            grst[r] = r < rest && ce->grs ? ce->grs[full + r] : 0.0;
         }
-        FXR(fx_narrow_blocks)(src, n, stride, at, 2, FX_L, 1, mode, c_ce, dst, lse_dst, NC);
-        if (rest < P) {
-            for (int64_t c = 0; out && c < n; c++)
-                for (int64_t r = 0; r < rest; r++) out[c * cs + r0 + r] = ot[c * P + r];
-            for (int64_t r = 0; r < rest; r++) {
-                if (lse) lse[r0 + r] = lset[r];
-                if (ce && ce->loss) ce->loss[r0 + r] = losst[r];
-                if (ce && ce->lse) ce->lse[r0 + r] = lset[r];
-            }
-            if (ce) ce->acc[0] = cet.acc[0], ce->acc[1] = cet.acc[1];
-        }
+        cet.labels = labt;
+        cet.sw = ce->sw ? swt : NULL;
+        cet.grs = ce->grs ? grst : NULL;
+        cet.loss = ce->loss ? losst : NULL;
+        cet.lse = ce->lse ? lset : NULL;
     }
+    FXR(fx_narrow_blocks)(xt, n, P, 0, 2, FX_L, 1, mode, ce ? &cet : NULL, out ? ot : NULL, lse ? lset : NULL, NC);
+    for (int64_t c = 0; out && c < n; c++)
+        for (int64_t r = 0; r < rest; r++) out[c * cs + full + r] = ot[c * P + r];
+    for (int64_t r = 0; r < rest; r++) {
+        if (lse) lse[full + r] = lset[r];
+        if (ce && ce->loss) ce->loss[full + r] = losst[r];
+        if (ce && ce->lse) ce->lse[full + r] = lset[r];
+    }
+    if (ce) ce->acc[0] = cet.acc[0], ce->acc[1] = cet.acc[1];
 }
 
 /* One or two chunks of columns get their own code (registers); more (up to
