@@ -5,9 +5,10 @@
 Medians of repeated calls after a warm-up, each line a same-run ratio:
 - cross_entropy_with_grad at 4096x32000 float32 with weight + label_smoothing
   + ignore_index against the plain call (same out= buffer);
-- the (64, 1000, 32, 32) float32 PyTorch layout with axis=1 against the same
-  numbers with the class axis last, and both against PyTorch's
-  F.cross_entropy forward + backward (when torch is installed);
+- the (64, 1000, 32, 32) and (64, 21, 128, 128) float32 PyTorch layouts with
+  axis=1 against the same numbers with the class axis last (each with its
+  fraction of the copy limit measured at the start), and both against
+  PyTorch's F.cross_entropy forward + backward (when torch is installed);
 - small calls (64x10 and 1024x10 float32) against the NumPy reference, and
   the fixed cost of the other calls at 64x10;
 - a fresh gradient (fastxent allocates it) against out=, with the memory of
@@ -19,6 +20,7 @@ import numpy as np
 
 import fastxent as fx
 from fastxent import _reference as ref
+from fastxent._bench import measure_bandwidth
 
 
 def median_time(fn, repeat=7, warmup=2):
@@ -52,16 +54,26 @@ def options_cost(rng):
           f"{opts / plain:6.2f}x the plain call's time")
 
 
-def layouts(rng):
-    print("cross-entropy forward + gradient, (64, 1000, 32, 32) float32")
-    x = rng.standard_normal((64, 1000, 32, 32), dtype=np.float32)
-    y = rng.integers(0, 1000, (64, 32, 32))
+def layouts(rng, bandwidth):
+    """Class axis last against PyTorch's axis=1 layout, for 1000 classes
+    (32x32 positions) and semantic segmentation's 21 (128x128 positions,
+    the narrow kernels' case), each with its fraction of the copy limit."""
+    for shape in ((64, 1000, 32, 32), (64, 21, 128, 128)):
+        layout(rng, shape, bandwidth)
+
+
+def layout(rng, shape, bandwidth):
+    n, c = shape[:2]
+    print(f"cross-entropy forward + gradient, {shape} float32")
+    x = rng.standard_normal(shape, dtype=np.float32)
+    y = rng.integers(0, c, (n,) + shape[2:])
     last = np.ascontiguousarray(np.moveaxis(x, 1, -1))
     g1, g2 = np.zeros_like(x), np.zeros_like(last)
     t_axis1 = median_time(lambda: fx.cross_entropy_with_grad(x, y, axis=1, out=g1))
     t_last = median_time(lambda: fx.cross_entropy_with_grad(last, y, out=g2))
-    report("fastxent, class axis last (N, d1, d2, C)", t_last)
-    print(f"  {'fastxent, axis=1 (N, C, d1, d2)':<58} {t_axis1 * 1e3:10.3f} ms   "
+    limit = 2 * x.nbytes / bandwidth["copy"]
+    report(f"fastxent, class axis last (N, d1, d2, C), {limit / t_last:4.0%} of copy", t_last)
+    print(f"  {f'fastxent, axis=1 (N, C, d1, d2), {limit / t_axis1:4.0%} of copy':<58} {t_axis1 * 1e3:10.3f} ms   "
           f"{t_axis1 / t_last:6.2f}x the class-last time")
     try:
         import torch
@@ -134,8 +146,10 @@ if __name__ == "__main__":
     config = fx.show_config()
     print(f"fastxent {config['version']}, {config['cpu']}, {config['max_threads']} threads, "
           f"SIMD {config['simd']}, OpenMP {'on' if config['openmp'] else 'off'}")
+    bw = measure_bandwidth(threads=config["max_threads"])
+    print(f"memory bandwidth now: read {bw['read'] / 1e9:.1f} GB/s, copy {bw['copy'] / 1e9:.1f} GB/s")
     generator = np.random.default_rng(0)
     options_cost(generator)
-    layouts(generator)
+    layouts(generator, bw)
     small_calls(generator)
     fresh_output(generator)

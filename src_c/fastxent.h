@@ -133,6 +133,9 @@ double fx_ce_prob_row_f64(const double *x, const double *t, int64_t n,
  * (N, C, d1, ..., dk) layout, one sample at a time, stride = d1 * ... * dk).
  * Vectorised along the positions; no transposed copy is made.  Outputs of
  * the input's layout (out, grad) may alias x; per-position outputs are dense.
+ * Up to two vectors of lanes of classes (32 float32 classes with AVX-512)
+ * the narrow kernels compute them, the lse and losses in x's dtype before
+ * they are widened to double.
  */
 void fx_logsumexp_cols_f32(const float *x, int64_t n_classes, int64_t m, int64_t stride, double *lse);
 void fx_logsumexp_cols_f64(const double *x, int64_t n_classes, int64_t m, int64_t stride, double *lse);

@@ -15,11 +15,15 @@
  *           stores for large gradients.
  * A chunk is narrowed so that C x chunk fits in about 512 KiB of L2.
  *
- * Up to FX_NARROW_MAX classes (semantic segmentation's 19 or 21) the narrow
- * kernels take the slab instead (fx_narrow_impl.h: a vector of adjacent
- * positions per class, every class in registers, one pass): the passes
- * above, their per-column arrays and a scalar log per position cost more
- * than the exps there (64x21x128x128 float32 logsumexp, 1 thread: ...).
+ * Up to FX_NCOLS_MAX classes (2 vectors of lanes: 32 float32 classes with
+ * AVX-512, so semantic segmentation's 19 or 21) the narrow kernels take
+ * the slab instead, labels, class and sample weights included
+ * (fx_narrow_impl.h: a vector of adjacent positions per class, every class
+ * in registers): with so few classes the per-column arrays of the passes
+ * above and the scalar log and exp per position cost more than the exps.
+ * 64x21x128x128 float32 cross_entropy_with_grad, 2 threads: 24-32 -> 16-17
+ * ms, 1 thread 44 -> 28-32 ms; logsumexp and softmax about the same (their
+ * 21 strided streams, one line each per block, seem to be what limits them).
  */
 
 #define FXC(name) FX_CAT(FX_CAT(name, FX_SFX), FX_ISA)
@@ -196,7 +200,8 @@ FX_ALWAYS_INLINE void FXC(fx_cols_write)(const FX_T *x, const FX_T *t, const FX_
     if (stream) FX_SFENCE();
 }
 
-/* The narrow kernels' per-position outputs come in FX_T, a chunk at a time. */
+/* Whether the narrow kernels take the slab; their per-position outputs come
+ * in FX_T, a chunk at a time. */
 FX_ALWAYS_INLINE int FXC(fx_cols_narrow)(int64_t nc) { return nc > 0 && nc <= FX_NCOLS_MAX; }
 
 /* Log-sum-exp of the m columns of a C x m slab (rows `stride` apart). */
