@@ -135,15 +135,15 @@ FX_ALWAYS_INLINE FX_V FXR(fx_nload)(const FX_T *p) { return *(const FX_VMEM *)p;
  * The columns of a block: v[c][r] = x[r * n + c] (cs = 0) or x[c * cs + r]
  * for r < rows (0 above).  Slots from n to the end of the last chunk get
  * whatever the rows' neighbours hold.  whole: every row's last chunk can be
- * loaded whole (its lanes past the row fall inside x), the fast path; with
- * cs, every lane is a position of the block.
+ * loaded whole (its lanes past the row fall inside x), the fast path.
+ * Positions (cs > 0) always come in whole blocks (fx_narrow_cols_nc).
  */
-FX_ALWAYS_INLINE void FXR(fx_narrow_in)(const FX_T *x, int64_t n, int64_t cs, int64_t rows, int whole, FX_V *v,
+FX_FOLD_INLINE void FXR(fx_narrow_in)(const FX_T *x, int64_t n, int64_t cs, int64_t rows, int whole, FX_V *v,
                                         const int NC) {
     if (cs) {
         _Pragma("GCC unroll 32") for (int c = 0; c < NC; c++) {
             /* Slots past n are never read (FX_NFOR), but the compiler cannot tell. */
-            v[c] = c >= n ? FX_BC(0) : whole ? FXR(fx_nload)(x + c * cs) : FX_LOADP(x + c * cs, rows, 0);
+            v[c] = c >= n ? FX_BC(0) : FXR(fx_nload)(x + c * cs);
             /* Through an integer: the padded tail copy (fx_narrow_cols_nc)
              * prefetches past its end, which is harmless but warned about. */
             if (c < n) __builtin_prefetch((const void *)((uintptr_t)(x + c * cs) + FX_NPF));
@@ -172,20 +172,15 @@ FX_ALWAYS_INLINE void FXR(fx_narrow_in)(const FX_T *x, int64_t n, int64_t cs, in
 }
 
 /*
- * The inverse: out[r * n + c] (or out[c * cs + r]) = v[c][r] for r < rows,
- * c < n.  Rows are stored in address order, each chunk whole where its
- * overhang stays inside the block (a later store rewrites it; the block's
- * input is already in registers, so out may be x), partially at the block's
- * end.
+ * The inverse: out[r * n + c] (or out[c * cs + r], whole blocks) = v[c][r]
+ * for r < rows, c < n.  Rows are stored in address order, each chunk whole
+ * where its overhang stays inside the block (a later store rewrites it; the
+ * block's input is already in registers, so out may be x), partially at the
+ * block's end.
  */
-FX_ALWAYS_INLINE void FXR(fx_narrow_out)(FX_T *out, int64_t n, int64_t cs, int64_t rows, FX_V *v, const int NC) {
+FX_FOLD_INLINE void FXR(fx_narrow_out)(FX_T *out, int64_t n, int64_t cs, int64_t rows, FX_V *v, const int NC) {
     if (cs) {
-        FX_NFOR(c, NC, n) {
-            if (rows == FX_L)
-                *(FX_VMEM *)(out + c * cs) = v[c];
-            else
-                FX_STOREP(out + c * cs, v[c], rows);
-        }
+        FX_NFOR(c, NC, n) *(FX_VMEM *)(out + c * cs) = v[c];
         return;
     }
     FX_V w[FX_NARROW_MAX]; /* row r of chunk k in w[k * FX_L + r] */
@@ -288,7 +283,7 @@ FX_ALWAYS_INLINE int64_t FXR(fx_nat)(int64_t r0, int64_t n, int64_t cs) { return
  * exponentials, and the cross-entropy lanes.  keep: v[c] becomes
  * exp(v[c] - sh).  whole: see fx_narrow_in.
  */
-FX_ALWAYS_INLINE void FXR(fx_narrow_sum)(FXR(fx_nblock) *b, const FX_T *x, int64_t n, int64_t cs, int64_t r0,
+FX_FOLD_INLINE void FXR(fx_narrow_sum)(FXR(fx_nblock) *b, const FX_T *x, int64_t n, int64_t cs, int64_t r0,
                                          int64_t rows, int whole, int mode, const FXR(fx_nce) *ce,
                                          int keep, const int NC) {
     const FX_V zero = FX_BC(0);
@@ -374,7 +369,7 @@ FX_ALWAYS_INLINE void FXR(fx_narrow_sum)(FXR(fx_nblock) *b, const FX_T *x, int64
  *       gradient 0.
  * Row indices from the batch's first row, r0 the block's.
  */
-FX_ALWAYS_INLINE void FXR(fx_narrow_finish)(FXR(fx_nblock) *b, FX_V ls, int64_t n, int64_t cs, int64_t r0,
+FX_FOLD_INLINE void FXR(fx_narrow_finish)(FXR(fx_nblock) *b, FX_V ls, int64_t n, int64_t cs, int64_t r0,
                                             int64_t rows, int mode, FXR(fx_nce) *ce, FX_T *out, FX_T *lse,
                                             const int NC) {
     const FX_V zero = FX_BC(0), nan = FX_BC((FX_T)NAN);
@@ -423,7 +418,7 @@ FX_ALWAYS_INLINE void FXR(fx_narrow_finish)(FXR(fx_nblock) *b, FX_V ls, int64_t 
  * are summed before either takes its log: the log is one long dependency
  * chain per block, which the other block's work hides.
  */
-FX_ALWAYS_INLINE void FXR(fx_narrow_blocks)(const FX_T *x, int64_t n, int64_t cs, int64_t r0, int nb,
+FX_FOLD_INLINE void FXR(fx_narrow_blocks)(const FX_T *x, int64_t n, int64_t cs, int64_t r0, int nb,
                                             int64_t rows, int whole, int mode, FXR(fx_nce) *ce, FX_T *out,
                                             FX_T *lse, const int NC) {
     const int keep = mode == FX_NARROW_SOFTMAX || (mode == FX_NARROW_CE && out);
@@ -461,7 +456,7 @@ FX_ALWAYS_INLINE int64_t FXR(fx_nreach)(int64_t n) { return (FX_L - 1) * n + (n 
 
 /* All n_rows rows (NC slots): pairs of blocks while both can be loaded
  * whole, then single blocks. */
-FX_ALWAYS_INLINE void FXR(fx_narrow_run_nc)(const FX_T *x, int64_t n_rows, int64_t n, int mode, FXR(fx_nce) *ce,
+FX_FOLD_INLINE void FXR(fx_narrow_run_nc)(const FX_T *x, int64_t n_rows, int64_t n, int mode, FXR(fx_nce) *ce,
                                             FX_T *out, FX_T *lse, const int NC) {
     const int64_t reach = FXR(fx_nreach)(n);
     int64_t r0 = 0;
@@ -483,7 +478,7 @@ FX_ALWAYS_INLINE void FXR(fx_narrow_run_nc)(const FX_T *x, int64_t n_rows, int64
  * pair of whole blocks only.
  */
 #define FX_NCOLS_MAX (2 * FX_L)
-FX_ALWAYS_INLINE void FXR(fx_narrow_cols_nc)(const FX_T *x, int64_t n_pos, int64_t n, int64_t cs, int mode,
+FX_FOLD_INLINE void FXR(fx_narrow_cols_nc)(const FX_T *x, int64_t n_pos, int64_t n, int64_t cs, int mode,
                                              FXR(fx_nce) *ce, FX_T *out, FX_T *lse, const int NC) {
     enum { P = 2 * FX_L };
     const int64_t full = n_pos / P * P, rest = n_pos - full;
@@ -522,7 +517,7 @@ FX_ALWAYS_INLINE void FXR(fx_narrow_cols_nc)(const FX_T *x, int64_t n_pos, int64
 /* One or two chunks of columns get their own code (registers); more (up to
  * FX_NARROW_MAX, narrow ISAs only) share the widest.  Positions (cs > 0)
  * take one or two chunks only. */
-FX_ALWAYS_INLINE void FXR(fx_narrow_run)(const FX_T *x, int64_t n_rows, int64_t n, int64_t cs, int mode,
+FX_FOLD_INLINE void FXR(fx_narrow_run)(const FX_T *x, int64_t n_rows, int64_t n, int64_t cs, int mode,
                                          FXR(fx_nce) *ce, FX_T *out, FX_T *lse) {
     if (cs)
         FXR(fx_narrow_cols_nc)(x, n_rows, n, cs, mode, ce, out, lse, 2 * FX_L);
@@ -543,11 +538,11 @@ FX_ALWAYS_INLINE void FXR(fx_narrow_run)(const FX_T *x, int64_t n_rows, int64_t 
  * (fx_narrow_cols_nc: the AVX-512 unit compiles in ~95 s at -O3 instead of
  * 51; a copy of every path of the rows took 109 s).
  */
-FX_ALWAYS_INLINE void FXR(fx_narrow_lse_at)(const FX_T *x, int64_t n_rows, int64_t n, int64_t cs, FX_T *lse) {
+FX_FOLD_INLINE void FXR(fx_narrow_lse_at)(const FX_T *x, int64_t n_rows, int64_t n, int64_t cs, FX_T *lse) {
     FXR(fx_narrow_run)(x, n_rows, n, cs, FX_NARROW_LSE, NULL, NULL, lse);
 }
 
-FX_ALWAYS_INLINE void FXR(fx_narrow_softmax_at)(const FX_T *x, int64_t n_rows, int64_t n, int64_t cs, FX_T *out,
+FX_FOLD_INLINE void FXR(fx_narrow_softmax_at)(const FX_T *x, int64_t n_rows, int64_t n, int64_t cs, FX_T *out,
                                                 int take_log) {
     if (take_log)
         FXR(fx_narrow_run)(x, n_rows, n, cs, FX_NARROW_LOG_SOFTMAX, NULL, out, NULL);
@@ -555,7 +550,7 @@ FX_ALWAYS_INLINE void FXR(fx_narrow_softmax_at)(const FX_T *x, int64_t n_rows, i
         FXR(fx_narrow_run)(x, n_rows, n, cs, FX_NARROW_SOFTMAX, NULL, out, NULL);
 }
 
-FX_ALWAYS_INLINE double FXR(fx_narrow_ce_at)(const FX_T *x, int64_t n_rows, int64_t n, int64_t cs,
+FX_FOLD_INLINE double FXR(fx_narrow_ce_at)(const FX_T *x, int64_t n_rows, int64_t n, int64_t cs,
                                              const int64_t *labels, int64_t ignore_index, const FX_T *w,
                                              const double *sw, double grad_scale, const double *grs, FX_T *loss,
                                              FX_T *grad, FX_T *lse) {
@@ -601,7 +596,7 @@ FX_ALWAYS_INLINE FX_V FXR(fx_nscale)(const FX_V *v, int64_t n, const int NC) {
     return FX_SEL((m > FX_BC(0)) & ((m - m) == FX_BC(0)), m, FX_BC(1)); /* fx_scale_of */
 }
 
-FX_ALWAYS_INLINE void FXR(fx_narrow_info_block)(const FX_T *p, const FX_T *q, int64_t n, int64_t rows, int whole,
+FX_FOLD_INLINE void FXR(fx_narrow_info_block)(const FX_T *p, const FX_T *q, int64_t n, int64_t rows, int whole,
                                                 double *out, const int NC) {
     const FX_V zero = FX_BC(0);
     FX_V u[FX_NARROW_MAX], v[FX_NARROW_MAX];
@@ -632,7 +627,7 @@ FX_ALWAYS_INLINE void FXR(fx_narrow_info_block)(const FX_T *p, const FX_T *q, in
     memcpy(out, r64, (size_t)rows * sizeof(double));
 }
 
-FX_ALWAYS_INLINE void FXR(fx_narrow_info_nc)(const FX_T *p, const FX_T *q, int64_t n_rows, int64_t n, double *out,
+FX_FOLD_INLINE void FXR(fx_narrow_info_nc)(const FX_T *p, const FX_T *q, int64_t n_rows, int64_t n, double *out,
                                              const int NC) {
     const int64_t reach = FXR(fx_nreach)(n);
     for (int64_t r0 = 0; r0 < n_rows; r0 += FX_L) {
@@ -642,7 +637,7 @@ FX_ALWAYS_INLINE void FXR(fx_narrow_info_nc)(const FX_T *p, const FX_T *q, int64
     }
 }
 
-FX_ALWAYS_INLINE void FXR(fx_narrow_info)(const FX_T *p, const FX_T *q, int64_t n_rows, int64_t n, double *out) {
+FX_FOLD_INLINE void FXR(fx_narrow_info)(const FX_T *p, const FX_T *q, int64_t n_rows, int64_t n, double *out) {
     if (n <= FX_L)
         FXR(fx_narrow_info_nc)(p, q, n_rows, n, out, FX_L);
     else if (n <= 2 * FX_L || 2 * FX_L >= FX_NARROW_MAX)
