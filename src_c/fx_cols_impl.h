@@ -262,7 +262,7 @@ static void FXC(fx_ce_cols)(const FX_T *x, const FX_T *t, const int64_t *labels,
     const double eps = opt ? opt->label_smoothing : 0.0;
     const double z = opt ? opt->z_loss : 0.0;
     if (labels && eps == 0.0 && z == 0.0 && FXC(fx_cols_narrow)(nc)) {
-        /* Label -1 is not a class: ignored.  gs is the per-row scale. */
+        /* Label -1 is not a class: ignored.  gs scales each position's gradient. */
         FX_T part_loss[FX_COLS_CHUNK], part_lse[FX_COLS_CHUNK];
         for (int64_t j0 = 0; j0 < m; j0 += FX_COLS_CHUNK) {
             const int64_t mm = (m - j0) < FX_COLS_CHUNK ? (m - j0) : FX_COLS_CHUNK;
