@@ -14,7 +14,8 @@
  * (the "blocked online" log-sum-exp: when a block raises the running maximum,
  * the running sum is rescaled by one scalar exp).  The gradient, softmax and
  * log-softmax passes then re-read the row, from L2 for every row up to about
- * 1 MiB, and write their output once.
+ * 1 MiB, and write their output once; softmax and the gradient take the
+ * exps the scan saved where it can (FX_SAVED_MAX).
  *
  * Accuracy of the sum of exponentials: inside a block each of the
  * 2 * FX_L float lanes adds at most FX_BLOCK / (2 * FX_L) terms (32 for
@@ -27,7 +28,39 @@
  */
 
 #define FXR(name) FX_CAT(FX_CAT(name, FX_SFX), FX_ISA)
+#ifndef FX_FREE_PTR
+#define FX_FREE_PTR
+/* For __attribute__((cleanup)): frees the buffer a pointer variable holds. */
+static inline void fx_free_ptr(void *p) { free(*(void **)p); }
+#endif
 #define FX_BLOCK 1024
+/*
+ * The longest row whose write pass (softmax, gradient) takes its exps from
+ * the scan (FX_EXPS) instead of taking them again.  Rows of one block keep
+ * them on the stack; longer float64 rows in a heap buffer (in L2 beside
+ * the row), each block's exps at its own running maximum, rescaled in the
+ * write (fx_write_saved).  Rows of two slices or more are left out: they
+ * may be split across threads (split_rows), whose write pass takes the
+ * exps again, and must get the same bits.  float64 with the gradient,
+ * alternated with the build before, min of each process: 4096x32000,
+ * 2 threads, 76.5 / 76.1 / 73.9 / 77.2 / 74.2 -> 69.9 / 71.0 / 73.8 / 68.0 /
+ * 69.5 ms; 2048x32000, 1 thread, 67.6 / 73.6 / 67.5 / 67.0 / 67.3 -> 62.2 /
+ * 62.8 / 63.4 / 62.3 / 61.2 ms; in cache (4x32000, 1 thread) 1.02 -> 0.77
+ * ns an element.  float32, whose exp
+ * costs a third as much, lost by it: 4096x32000 with the gradient, 2
+ * threads, 32.9 / 32.5 -> 37.3 / 36.5 ms (the buffer's stores, a
+ * write-allocate from L2 each, cost more than the exps they save).
+ */
+#if FX_TBYTES == 8
+#define FX_SAVED_MAX (2 * FX_SLICE - 1)
+#else
+#define FX_SAVED_MAX FX_BLOCK
+#endif
+/* Where the running maxima of a long row's blocks are kept: after its exps
+ * (FX_EXPS allocates the room). */
+FX_ALWAYS_INLINE double *FXR(fx_block_maxima)(FX_T *e, int64_t n) {
+    return (double *)(e + (n + 1) / 2 * 2);
+}
 _Static_assert(FX_SLICE % FX_BLOCK == 0, "a slice is whole blocks");
 
 /* Running state of the blocked online log-sum-exp and of the dot products
@@ -188,6 +221,8 @@ FX_ALWAYS_INLINE void FXR(fx_scan)(const FX_T *x, const FX_T *t, const FX_T *w,
     /* (m, s) of the slice (FX_SLICE elements) being scanned; row_m, row_s
      * the slices before it. */
     double m = -INFINITY, row_m = -INFINITY, row_s = 0.0;
+    /* Each block's running maximum, when its exps are kept (FX_SAVED_MAX). */
+    double *block_m = FX_SAVED_MAX > FX_BLOCK && e && n > FX_BLOCK ? FXR(fx_block_maxima)(e, n) : NULL;
     FXR(fx_scan_state) sums = {0}; /* s, the slice's; the dot products, the row's */
     for (int64_t b = 0; b < n; b += FX_BLOCK) {
         if (b % FX_SLICE == 0 && b > 0) {
@@ -203,7 +238,8 @@ FX_ALWAYS_INLINE void FXR(fx_scan)(const FX_T *x, const FX_T *t, const FX_T *w,
             if (m != -INFINITY) sums.s *= exp(FXR(fx_shift)(m) - FXR(fx_shift)((double)bm));
             m = (double)bm;
         }
-        FXR(fx_block_sums)(x, t, w, b, len, m, need_wx, FX_BLOCK, e, &sums);
+        if (block_m) block_m[b / FX_BLOCK] = m;
+        FXR(fx_block_sums)(x, t, w, b, len, m, need_wx, FX_BLOCK, e ? e + b : NULL, &sums);
     }
     FXR(fx_fold_slice)(n <= FX_SLICE, &row_m, &row_s, m, sums.s);
     *st = sums;
@@ -277,6 +313,28 @@ FX_ALWAYS_INLINE void FXR(fx_write)(const FX_T *x, const FX_T *e, const FX_T *t,
 #undef FX_OUT
 }
 
+/* fx_write of a row whose scan saved its exps in e (or e NULL): a row of
+ * more than one block rescales each block's exps from its running maximum
+ * to the row's (one more rounding than taking exp(x - sh) again: ~1 ulp). */
+FX_ALWAYS_INLINE void FXR(fx_write_saved)(const FX_T *x, const FX_T *e, const FX_T *t, const FX_T *w, int64_t n,
+                                          FX_T sh, FX_T k, FX_T ct, FX_T cc, int64_t y, FX_T gy, int stream,
+                                          FX_T *out) {
+    if (FX_SAVED_MAX <= FX_BLOCK || !e || n <= FX_BLOCK) {
+        FXR(fx_write)(x, e, t, w, n, 0, sh, k, ct, cc, y, gy, stream, out);
+        return;
+    }
+    const double *block_m = FXR(fx_block_maxima)((FX_T *)e, n);
+    for (int64_t a = 0; a < n; a += FX_BLOCK) {
+        const int64_t len = n - a < FX_BLOCK ? n - a : FX_BLOCK;
+        /* The block's running maximum mb <= the row's sh (finite: the row's
+         * lse is); mb = -inf only where the exps are 0. */
+        const double mb = block_m[a / FX_BLOCK];
+        const FX_T kb = mb == (double)sh ? k : (FX_T)((double)k * exp(mb - (double)sh));
+        FXR(fx_write)(x + a, e + a, t ? t + a : NULL, w ? w + a : NULL, len, 0, sh, kb, ct, cc,
+                      y >= a && y < a + len ? y - a : -1, gy, stream, out + a);
+    }
+}
+
 static void FXR(fx_fill)(FX_T *out, int64_t n, FX_T value) {
     for (int64_t i = 0; i < n; i++) out[i] = value;
 }
@@ -343,16 +401,20 @@ FX_ALWAYS_INLINE int FXR(fx_scan_next)(const FX_T *x, int64_t r, int64_t n_rows,
 #define FX_EXPS_ROOM (FX_BLOCK > FX_GROUP * FX_GROUP_WRITE_MAX ? FX_BLOCK : FX_GROUP * FX_GROUP_WRITE_MAX)
 
 /* e: the scan's exps of a row of n classes, or of a group of rows, for its
- * write pass (FX_EXPS_ROOM elements on the stack, L1-resident), when wanted and
- * the row is one block (one shift); else NULL.  Reading them back instead
- * of taking each exp again: gradient of 256x1000 in cache, 1 thread,
- * float32 117.8 -> 93.8 us, float64 272 -> 193 us (compute-bound).  Longer
- * rows keep no exps: a heap buffer of them, in L2 beside the row, cost
- * more in stores (write-allocate) than it saved (4096x32000 float32
- * gradient 51 -> 69 ms). */
-#define FX_EXPS(e, wanted, n)                                  \
-    FX_T e##_buf_[FX_EXPS_ROOM] __attribute__((aligned(64)));  \
-    FX_T *const e = (wanted) && (n) <= FX_BLOCK ? e##_buf_ : NULL
+ * write pass, when wanted and the row is at most FX_SAVED_MAX long; else
+ * NULL.  One block's on the stack (FX_EXPS_ROOM elements, L1-resident), a
+ * longer row's in a heap buffer with room for its blocks' maxima after
+ * them (freed when e goes out of scope; NULL if malloc fails, and the
+ * write takes the exps again).  Reading them back instead of taking each
+ * exp again: gradient of 256x1000 in cache, 1 thread, float32 117.8 ->
+ * 93.8 us, float64 272 -> 193 us (compute-bound). */
+#define FX_EXPS(e, wanted, n)                                                                       \
+    FX_T e##_buf_[FX_EXPS_ROOM] __attribute__((aligned(64)));                                       \
+    FX_T *e##_heap_ __attribute__((cleanup(fx_free_ptr))) =                                         \
+        FX_SAVED_MAX > FX_BLOCK && (wanted) && (n) > FX_BLOCK && (n) <= FX_SAVED_MAX                \
+            ? malloc(((size_t)(n) + 2) * sizeof(FX_T) + ((size_t)(n) / FX_BLOCK + 1) * sizeof(double)) \
+            : NULL;                                                                                 \
+    FX_T *const e = (wanted) && (n) <= FX_BLOCK ? e##_buf_ : e##_heap_
 
 /* softmax (take_log == 0) or log-softmax (take_log == 1) of a row from its
  * scan (e: the exps it saved, or NULL); returns its lse. */
@@ -367,7 +429,7 @@ FX_ALWAYS_INLINE double FXR(fx_softmax_finish)(const FX_T *x, const FX_T *e, int
          * is in [0, log n]. */
         FXR(fx_write)(x, NULL, NULL, NULL, n, 1, (FX_T)st.m, (FX_T)log(st.s), 0, 0, -1, 0, stream, out);
     } else {
-        FXR(fx_write)(x, e, NULL, NULL, n, 0, (FX_T)st.m, (FX_T)(1.0 / st.s), 0, 0, -1, 0, stream, out);
+        FXR(fx_write_saved)(x, e, NULL, NULL, n, (FX_T)st.m, (FX_T)(1.0 / st.s), 0, 0, -1, 0, stream, out);
     }
     return lse;
 }
@@ -465,13 +527,13 @@ FX_ALWAYS_INLINE double FXR(fx_ce_finish)(const FX_T *x, const FX_T *e, const FX
         const FX_T m = (FX_T)st.m;
         const int stream = opt && (opt->flags & FX_STREAM_STORES);
         if (t) {
-            if (w) FXR(fx_write)(x, e, t, w, n, 0, m, k, ct, cc, -1, 0, stream, grad);
-            else FXR(fx_write)(x, e, t, NULL, n, 0, m, k, ct, cc, -1, 0, stream, grad);
+            if (w) FXR(fx_write_saved)(x, e, t, w, n, m, k, ct, cc, -1, 0, stream, grad);
+            else FXR(fx_write_saved)(x, e, t, NULL, n, m, k, ct, cc, -1, 0, stream, grad);
         } else {
             /* The label's element from the saved logit (x may be grad). */
             const FX_T gy = (FX_T)(exp(xy - st.m) * (double)k - (double)cc * wy - gs * (1.0 - eps) * wy);
-            if (w) FXR(fx_write)(x, e, NULL, w, n, 0, m, k, 0, cc, y, gy, stream, grad);
-            else FXR(fx_write)(x, e, NULL, NULL, n, 0, m, k, 0, cc, y, gy, stream, grad);
+            if (w) FXR(fx_write_saved)(x, e, NULL, w, n, m, k, 0, cc, y, gy, stream, grad);
+            else FXR(fx_write_saved)(x, e, NULL, NULL, n, m, k, 0, cc, y, gy, stream, grad);
         }
     }
     return loss;
@@ -585,4 +647,5 @@ static double FXR(fx_ce_prob_row)(const FX_T *x, const FX_T *t, int64_t n, const
 #undef FX_GROUP_SCAN_MAX
 #undef FX_GROUP_WRITE_MAX
 #undef FX_EXPS_ROOM
+#undef FX_SAVED_MAX
 #undef FX_EXPS

@@ -894,3 +894,43 @@ def test_label_rows_in_groups_match_one_row_at_a_time(dtype, n_classes, rng, h):
     general = fx.cross_entropy_with_grad(x[finite], y[finite], sample_weight=ones)
     assert np.float64(small[0]).tobytes() == np.float64(general[0]).tobytes()
     assert small[1].tobytes() == general[1].tobytes()
+
+
+def _rising_rows(n, dtype, rng):
+    """Rows of n classes whose running maximum (over 1024-element blocks)
+    rises block after block, never, only in the last block or at the second
+    slice's start, and rows that open with whole blocks of -inf."""
+    ramp = np.linspace(-20.0, 20.0, n)
+    rows = np.stack([ramp, -ramp, np.zeros(n), np.full(n, -1000.0), np.zeros(n)]) + rng.standard_normal((5, n))
+    rows[2, -1] = 30.0
+    rows[3, :1024] = -np.inf             # 0 * exp(1000) must not make a NaN
+    slice_ = fx._core.SLICE
+    if n > slice_ + 1024:
+        rows[4, slice_:slice_ + 1024] = -np.inf
+        rows[4, slice_ + 1024:] += 10.0
+    return rows.astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n_classes", [1025, 5000, 2 * 16384 - 1, 2 * 16384 + 3])
+def test_long_rows_whose_maximum_rises(dtype, n_classes, rng, h):
+    """float64 rows of up to two slices keep the scan's exps for softmax and
+    the gradient, each block's at the running maximum it was scanned at,
+    rescaled to the row's maximum when written: every op that writes from
+    them, on rows whose maximum moves in every way, against the reference."""
+    assert fx._core.SLICE == 16384
+    x = _rising_rows(n_classes, dtype, rng)
+    y = np.array([n_classes - 1, 0, n_classes - 1, 5000 % n_classes, n_classes // 2])
+    w = rng.uniform(0.5, 2.0, n_classes)
+    probs = ref.softmax(rng.standard_normal(x.shape)).astype(dtype)
+    scale = h.scale(x)
+    h.assert_close(fx.softmax(x), ref.softmax(x), dtype, scale=scale)
+    for target, kw in [(y, {}), (y, {"weight": w}), (y, {"label_smoothing": 0.1, "z_loss": 1e-3}),
+                       (probs, {}), (probs, {"weight": w})]:
+        loss, grad = fx.cross_entropy_with_grad(x, target, reduction="none", **kw)
+        h.assert_close(loss, ref.cross_entropy(x, target, reduction="none", **kw), dtype, scale=scale)
+        expected = ref.cross_entropy_grad(x, target, reduction="none", **kw)
+        h.assert_close(grad, expected, dtype, scale=scale)
+        inplace = x.copy()
+        fx.cross_entropy_with_grad(inplace, target, reduction="none", inplace=True, **kw)
+        assert inplace.tobytes() == grad.tobytes()
