@@ -86,6 +86,10 @@ double fx_log_softmax_row_f64(const double *x, int64_t n, double *out, int flags
  * slices in order (fx_lse_merge) and then writes each slice with
  * fx_write_row:
  *     out = take_log ? (x - shift) - k : exp(x - shift) * k.
+ * (fastxent splits rows of two slices or more.  A float64 row shorter
+ * than that gets the same lse this way, but fx_softmax_row_f64 and the
+ * gradients reuse the scan's exps for it, which may differ from
+ * fx_write_row's output by an ulp.)
  */
 #define FX_SLICE 16384
 void fx_lse_scan_row_f32(const float *x, int64_t n, double *m, double *s);
