@@ -760,9 +760,10 @@ cdef int64_t _small_live(const int64_t *labels, int64_t n, int64_t c, int64_t ig
 
 
 cdef double _ce_small_rows(const real *x, const int64_t *labels, int64_t n, int64_t c, int64_t ignore_index,
-                           double gs, real *grad, bint narrow, int64_t rpb, int64_t units,
+                           double gs, real *loss_out, real *grad, bint narrow, int64_t rpb, int64_t units,
                            int n_threads) noexcept nogil:
-    """Loss sum (and gradient, when grad is given) of a small batch: the
+    """Loss sum (and the per-row losses and gradient, when loss_out and grad
+    are given) of a small batch: the
     kernels, blocks and summation order of cross_entropy_rows, so the bits
     are the same as the general path's."""
     cdef fx_ce_options opt
@@ -777,18 +778,18 @@ cdef double _ce_small_rows(const real *x, const int64_t *labels, int64_t n, int6
     if nt > 1:
         for b in prange(units, schedule='dynamic', chunksize=_chunk(units, nt), num_threads=nt):
             partial[b] = _ce_rows_unit(narrow, True, b, rpb, x, NULL, labels, ignore_index, n, c, NULL, &opt,
-                                       NULL, gs, NULL, 0.0, 0.0, NULL, NULL, grad, NULL)
+                                       NULL, gs, NULL, 0.0, 0.0, NULL, loss_out, grad, NULL)
     else:
         for b in range(units):
             partial[b] = _ce_rows_unit(narrow, True, b, rpb, x, NULL, labels, ignore_index, n, c, NULL, &opt,
-                                       NULL, gs, NULL, 0.0, 0.0, NULL, NULL, grad, NULL)
+                                       NULL, gs, NULL, 0.0, 0.0, NULL, loss_out, grad, NULL)
     for b in range(units):
         total += partial[b]
     return total
 
 
 cdef object _small_call(const real[:, ::1] x, const int64_t[::1] lab, int64_t ignore_index, bint mean,
-                        bint empty_nan, double grad_output, real *grad, int n_threads):
+                        bint empty_nan, double grad_output, real *loss_out, real *grad, int n_threads):
     cdef int64_t n = lab.shape[0], c = x.shape[1], live
     cdef double total
     if x.shape[0] != n or c == 0:
@@ -805,8 +806,8 @@ cdef object _small_call(const real[:, ::1] x, const int64_t[::1] lab, int64_t ig
         return None
     with nogil:
         total = _ce_small_rows(&x[0, 0], &lab[0], n, c, ignore_index,
-                               grad_output / live if mean else grad_output, grad, narrow, rpb, units,
-                               n_threads)
+                               grad_output / live if mean else grad_output, loss_out, grad, narrow, rpb,
+                               units, n_threads)
     if not mean:
         return total
     if live == 0:
@@ -815,20 +816,24 @@ cdef object _small_call(const real[:, ::1] x, const int64_t[::1] lab, int64_t ig
 
 
 def cross_entropy_small(x, labels, int64_t ignore_index, bint mean, bint empty_nan,
-                        double grad_output=1.0, grad=None, int n_threads=1):
+                        double grad_output=1.0, grad=None, loss_out=None, int n_threads=1):
     """Plain cross-entropy of a small C-contiguous (N, C) batch with int64
-    labels, and with grad (x's shape and dtype, C-contiguous, not overlapping
-    x: the caller checks) its gradient times grad_output.
+    labels; with grad (x's shape and dtype, C-contiguous, not overlapping
+    x: the caller checks) its gradient times grad_output, and with loss_out
+    (N, x's dtype) the per-row losses.
 
     The whole call stays in C: no option handling, and a parallel region
     only from SERIAL_WORK elements (n_threads: validated by the caller).
-    Returns None when the input is not of that kind (or holds a bad label),
-    and the caller takes the general path, which validates and reports.
+    Returns the loss sum (mean: the mean), or None when the input is not of
+    that kind (or holds a bad label), and the caller takes the general path,
+    which validates and reports.
     """
     cdef const float[:, ::1] xf
     cdef const double[:, ::1] xd
     cdef float[:, ::1] gf = None
     cdef double[:, ::1] gd = None
+    cdef float[::1] lf = None
+    cdef double[::1] ld = None
     cdef const int64_t[::1] lab
     try:
         lab = labels
@@ -840,21 +845,29 @@ def cross_entropy_small(x, labels, int64_t ignore_index, bint mean, bint empty_n
         xf = x
         if grad is not None:
             gf = grad
+        if loss_out is not None:
+            lf = loss_out
     except (ValueError, TypeError):
         try:
             xd = x
             if grad is not None:
                 gd = grad
+            if loss_out is not None:
+                ld = loss_out
         except (ValueError, TypeError):
             return None
         if gd is not None and (gd.shape[0] != xd.shape[0] or gd.shape[1] != xd.shape[1]):
             return None
+        if ld is not None and ld.shape[0] != xd.shape[0]:
+            return None
         return _small_call(xd, lab, ignore_index, mean, empty_nan, grad_output,
-                           &gd[0, 0] if gd is not None else NULL, n_threads)
+                           &ld[0] if ld is not None else NULL, &gd[0, 0] if gd is not None else NULL, n_threads)
     if gf is not None and (gf.shape[0] != xf.shape[0] or gf.shape[1] != xf.shape[1]):
         return None
+    if lf is not None and lf.shape[0] != xf.shape[0]:
+        return None
     return _small_call(xf, lab, ignore_index, mean, empty_nan, grad_output,
-                       &gf[0, 0] if gf is not None else NULL, n_threads)
+                       &lf[0] if lf is not None else NULL, &gf[0, 0] if gf is not None else NULL, n_threads)
 
 
 # ---------------------------------------------------------------------------

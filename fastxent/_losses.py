@@ -179,7 +179,8 @@ def _small_plain_call(logits, target, axis, weight, sample_weight, ignore_index,
             and sample_weight is None and label_smoothing == 0.0 and z_loss == 0.0
             and softcap is None and from_logits is True and type(ignore_index) is int
             and -(2**63) <= ignore_index < 2**63
-            and (reduction == "mean" or reduction == "sum") and (empty == "nan" or empty == "zero")
+            and (reduction == "mean" or reduction == "sum" or reduction == "none")
+            and (empty == "nan" or empty == "zero")
             and target.dtype == np.int64
             and (n_threads is None or (type(n_threads) is int and n_threads > 0)))
 
@@ -242,10 +243,11 @@ def cross_entropy(logits, target, *, axis=-1, weight=None, sample_weight=None, i
     """
     if _small_plain_call(logits, target, axis, weight, sample_weight, ignore_index, reduction,
                          label_smoothing, z_loss, softcap, from_logits, empty, n_threads):
+        losses = np.empty(target.shape, logits.dtype) if reduction == "none" else None
         result = _core.cross_entropy_small(logits, target, ignore_index, reduction == "mean",
-                                           empty == "nan", 1.0, None, _small_threads(logits, n_threads))
+                                           empty == "nan", 1.0, None, losses, _small_threads(logits, n_threads))
         if result is not None:
-            return result
+            return result if losses is None else losses
     p = _prepare(logits, target, axis=axis, weight=weight, sample_weight=sample_weight,
                  ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing,
                  z_loss=z_loss, softcap=softcap, from_logits=from_logits, empty=empty,
@@ -284,10 +286,12 @@ def cross_entropy_with_grad(logits, target, *, axis=-1, weight=None, sample_weig
                                   label_smoothing, z_loss, softcap, from_logits, empty, n_threads)
             and (out is None or (type(out) is np.ndarray and not np.may_share_memory(out, logits)))):
         grad = np.empty(logits.shape, logits.dtype) if out is None else out
+        losses = np.empty(target.shape, logits.dtype) if reduction == "none" else None
         loss = _core.cross_entropy_small(logits, target, ignore_index, reduction == "mean",
-                                         empty == "nan", grad_output, grad, _small_threads(logits, n_threads))
+                                         empty == "nan", grad_output, grad, losses,
+                                         _small_threads(logits, n_threads))
         if loss is not None:
-            return loss, grad
+            return (loss if losses is None else losses), grad
     p = _prepare(logits, target, axis=axis, weight=weight, sample_weight=sample_weight,
                  ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing,
                  z_loss=z_loss, softcap=softcap, from_logits=from_logits, empty=empty,

@@ -786,12 +786,13 @@ def test_label_check_in_units(n_threads, ignore_index, bad_at, rng):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape", [(1, 1), (7, 10), (600, 10), (5, 32), (6, 33), (40, 1000)])
-@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 @pytest.mark.parametrize("with_out", [False, True])
 def test_small_call_fast_path_matches_general_path(dtype, shape, reduction, with_out, rng, monkeypatch):
     # Small plain calls of cross_entropy and cross_entropy_with_grad run in
     # C (on two threads from SERIAL elements: 40x1000); int32 labels send the
-    # same call down the general path.  Same bits.
+    # same call down the general path.  Same bits, and for 'none' the same
+    # kind of array (ignored rows 0).
     from fastxent import _core
     taken = []
     real = _core.cross_entropy_small
@@ -805,13 +806,20 @@ def test_small_call_fast_path_matches_general_path(dtype, shape, reduction, with
         out = np.full(shape, np.nan, dtype) if with_out else None
         fast_loss, fast_grad = fx.cross_entropy_with_grad(x, y, out=out, **kw)
         slow_loss, slow_grad = fx.cross_entropy_with_grad(x, y.astype(np.int32), **kw)
-        assert type(fast_loss) is float and fast_loss == slow_loss
+        fast_forward = fx.cross_entropy(x, y, reduction=reduction)
+        slow_forward = fx.cross_entropy(x, y.astype(np.int32), reduction=reduction)
+        if reduction == "none":
+            for fast, slow in ((fast_loss, slow_loss), (fast_forward, slow_forward)):
+                assert fast.dtype == dtype and fast.shape == shape[:1]
+                assert fast.tobytes() == slow.tobytes()
+            assert np.all(fast_loss[y == -100] == 0)
+        else:
+            assert type(fast_loss) is float and fast_loss == slow_loss
+            assert type(fast_forward) is float and fast_forward == slow_forward
         assert fast_grad.dtype == dtype and fast_grad.shape == shape
         np.testing.assert_array_equal(fast_grad, slow_grad)
         if with_out:
             assert fast_grad is out
-        assert fx.cross_entropy(x, y, reduction=reduction) == fx.cross_entropy(x, y.astype(np.int32),
-                                                                                 reduction=reduction)
     assert len(taken) == 4  # with the gradient, then without, for each grad_output
 
 
