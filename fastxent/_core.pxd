@@ -84,6 +84,8 @@ cdef extern from "fastxent.h" nogil:
 
     int FX_NARROW_MAX
     int FX_SLICE
+    int FX_BLOCK_SHIFTS
+    int FX_BLOCK_SHIFTS_MAX
     void fx_lse_scan_row_f32(const float *x, int64_t n, double *m, double *s)
     void fx_lse_scan_row_f64(const double *x, int64_t n, double *m, double *s)
     void fx_write_row_f32(const float *x, int64_t n, int take_log, double shift, double k, int flags,

@@ -17,6 +17,7 @@ from libc.math cimport exp, log, NAN
 from fastxent._core cimport (
     real, fx_ce_options, FX_STREAM_STORES, lse_row, ce_label_row, ce_prob_row,
     FX_NARROW_MAX, narrow_lse, narrow_softmax, narrow_ce, lse_scan_row, write_row, fx_lse_merge,
+    FX_BLOCK_SHIFTS, FX_BLOCK_SHIFTS_MAX,
     lse_cols, softmax_in_cols, ce_cols, nll_prob_row, entropy_row, kl_row, bce, softcap_row,
     softcap_grad_row, fx_count_labels,
     fx_simd_path, fx_simd_name, fx_simd_supported, fx_simd_set,
@@ -61,6 +62,7 @@ cdef enum:
 
 # Classes per slice of a row (fastxent.h); for tests.
 SLICE = FX_SLICE
+BLOCK_SHIFTS_MAX = FX_BLOCK_SHIFTS_MAX
 # Work (elements) from which a call may use more than one thread.
 SERIAL = SERIAL_WORK
 
@@ -908,6 +910,8 @@ def split_rows(const real[:, ::1] x, const int64_t[::1] labels, int64_t ignore_i
     cdef const real *xp = &x[0, 0]
     cdef real *op = &out[0, 0] if out is not None else NULL
     cdef int flags = _row_store_flags(n, c, sizeof(real))
+    if sizeof(real) == 8 and c <= FX_BLOCK_SHIFTS_MAX:
+        flags |= FX_BLOCK_SHIFTS  # the row kernels' bits (fastxent.h)
     cdef double *ms = <double *>malloc(2 * units * sizeof(double))
     cdef double *kr = <double *>malloc(3 * n * sizeof(double))
     if ms == NULL or kr == NULL:

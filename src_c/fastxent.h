@@ -86,12 +86,16 @@ double fx_log_softmax_row_f64(const double *x, int64_t n, double *out, int flags
  * slices in order (fx_lse_merge) and then writes each slice with
  * fx_write_row:
  *     out = take_log ? (x - shift) - k : exp(x - shift) * k.
- * (fastxent splits rows of two slices or more.  A float64 row shorter
- * than that gets the same lse this way, but fx_softmax_row_f64 and the
- * gradients reuse the scan's exps for it, which may differ from
- * fx_write_row's output by an ulp.)
+ * float64 rows of at most FX_BLOCK_SHIFTS_MAX elements are written by the
+ * row kernels (softmax, the gradients) a block of 1024 elements at a time,
+ * at the block's own shift: exp(x - m_b) * (k exp(m_b - shift)), m_b the
+ * running maximum of the slice up to that block, so that they can reuse
+ * the exps of their scan.  For their bits, pass FX_BLOCK_SHIFTS in flags
+ * when writing the slices of such a row (float32 ignores it).
  */
 #define FX_SLICE 16384
+#define FX_BLOCK_SHIFTS 4
+#define FX_BLOCK_SHIFTS_MAX 262144
 void fx_lse_scan_row_f32(const float *x, int64_t n, double *m, double *s);
 void fx_lse_scan_row_f64(const double *x, int64_t n, double *m, double *s);
 void fx_write_row_f32(const float *x, int64_t n, int take_log, double shift, double k, int flags,

@@ -35,31 +35,44 @@ static inline void fx_free_ptr(void *p) { free(*(void **)p); }
 #endif
 #define FX_BLOCK 1024
 /*
- * The longest row whose write pass (softmax, gradient) takes its exps from
- * the scan (FX_EXPS) instead of taking them again.  Rows of one block keep
- * them on the stack; longer float64 rows in a heap buffer (in L2 beside
- * the row), each block's exps at its own running maximum, rescaled in the
- * write (fx_write_saved).  Rows of two slices or more are left out: they
- * may be split across threads (split_rows), whose write pass takes the
- * exps again, and must get the same bits.  float64 with the gradient,
- * alternated with the build before, min of each process: 4096x32000,
- * 2 threads, 76.5 / 76.1 / 73.9 / 77.2 / 74.2 -> 69.9 / 71.0 / 73.8 / 68.0 /
- * 69.5 ms; 2048x32000, 1 thread, 67.6 / 73.6 / 67.5 / 67.0 / 67.3 -> 62.2 /
- * 62.8 / 63.4 / 62.3 / 61.2 ms; in cache (4x32000, 1 thread) 1.02 -> 0.77
- * ns an element.  float32, whose exp
- * costs a third as much, lost by it: 4096x32000 with the gradient, 2
- * threads, 32.9 / 32.5 -> 37.3 / 36.5 ms (the buffer's stores, a
- * write-allocate from L2 each, cost more than the exps they save).
+ * float64 rows of up to FX_SAVED_MAX elements are written a block at a
+ * time at the block's own shift, as the scan took its exps (FX_BLOCKWISE,
+ * fx_write_exps), so that the write pass can reuse the scan's exps
+ * (FX_EXPS) even where the row's maximum rose after them.  Those of a row
+ * of one block are kept on the stack, those of longer float64 rows in a
+ * heap buffer beside the row (in L2 for rows up to ~32000 classes, else
+ * L3).  A row split across threads gets the same bits: its slices are
+ * written by fx_write_row with FX_BLOCK_SHIFTS.  Alternated with the build
+ * that took the exps again, min of each process: with the gradient,
+ * 4096x32000, 2 threads, 76.5 / 76.1 / 73.9 / 77.2 / 74.2 -> 69.9 / 71.0 /
+ * 73.8 / 68.0 / 69.5 ms; 2048x32000, 1 thread, 67.6 / 73.6 / 67.5 / 67.0 /
+ * 67.3 -> 62.2 / 62.8 / 63.4 / 62.3 / 61.2 ms; 1024x128256, 2 threads, 69.8
+ * / 69.6 / 73.0 -> 67.0 / 66.9 / 69.6 ms (softmax 73.6 / 75.1 / 72.5 ->
+ * 65.1 / 66.3 / 67.0); 256x256000, 1 thread, 66.3 / 66.7 / 67.5 -> 63.1 /
+ * 58.8 / 58.4 ms; in cache (4x32000, 1 thread) 1.02 -> 0.77 ns an element.
+ * Longer rows keep one shift: without saved exps the blocks' maxima must
+ * be found again in the write, which cost more than it saved (a row of
+ * 400000, 1 thread, 373 -> 415 us; 1x10M, 1 thread, 10.3 -> 12.1 ms).
+ * float32, whose exp costs a third as much, lost by saving them: 4096x32000
+ * with the gradient, 2 threads, 32.9 / 32.5 -> 37.3 / 36.5 ms (the
+ * buffer's stores, a write-allocate each, cost more than the exps they
+ * save); it keeps one shift a row.
  */
 #if FX_TBYTES == 8
-#define FX_SAVED_MAX (2 * FX_SLICE - 1)
+#define FX_BLOCKWISE 1
+#define FX_SAVED_MAX ((int64_t)FX_BLOCK_SHIFTS_MAX)
 #else
+#define FX_BLOCKWISE 0
 #define FX_SAVED_MAX FX_BLOCK
 #endif
 /* Where the running maxima of a long row's blocks are kept: after its exps
  * (FX_EXPS allocates the room). */
 FX_ALWAYS_INLINE double *FXR(fx_block_maxima)(FX_T *e, int64_t n) {
     return (double *)(e + (n + 1) / 2 * 2);
+}
+/* Where fx_scan keeps the blocks' running maxima with a row's exps e. */
+FX_ALWAYS_INLINE const double *FXR(fx_saved_maxima)(const FX_T *e, int64_t n) {
+    return FX_BLOCKWISE && e && n > FX_BLOCK ? FXR(fx_block_maxima)((FX_T *)e, n) : NULL;
 }
 _Static_assert(FX_SLICE % FX_BLOCK == 0, "a slice is whole blocks");
 
@@ -221,8 +234,8 @@ FX_ALWAYS_INLINE void FXR(fx_scan)(const FX_T *x, const FX_T *t, const FX_T *w,
     /* (m, s) of the slice (FX_SLICE elements) being scanned; row_m, row_s
      * the slices before it. */
     double m = -INFINITY, row_m = -INFINITY, row_s = 0.0;
-    /* Each block's running maximum, when its exps are kept (FX_SAVED_MAX). */
-    double *block_m = FX_SAVED_MAX > FX_BLOCK && e && n > FX_BLOCK ? FXR(fx_block_maxima)(e, n) : NULL;
+    /* Each block's running maximum, kept with its exps (fx_write_exps). */
+    double *block_m = (double *)FXR(fx_saved_maxima)(e, n);
     FXR(fx_scan_state) sums = {0}; /* s, the slice's; the dot products, the row's */
     for (int64_t b = 0; b < n; b += FX_BLOCK) {
         if (b % FX_SLICE == 0 && b > 0) {
@@ -313,25 +326,40 @@ FX_ALWAYS_INLINE void FXR(fx_write)(const FX_T *x, const FX_T *e, const FX_T *t,
 #undef FX_OUT
 }
 
-/* fx_write of a row whose scan saved its exps in e (or e NULL): a row of
- * more than one block rescales each block's exps from its running maximum
- * to the row's (one more rounding than taking exp(x - sh) again: ~1 ulp). */
-FX_ALWAYS_INLINE void FXR(fx_write_saved)(const FX_T *x, const FX_T *e, const FX_T *t, const FX_T *w, int64_t n,
-                                          FX_T sh, FX_T k, FX_T ct, FX_T cc, int64_t y, FX_T gy, int stream,
-                                          FX_T *out) {
-    if (FX_SAVED_MAX <= FX_BLOCK || !e || n <= FX_BLOCK) {
+/*
+ * The softmax or gradient write pass (fx_write, take_log 0) of a row.
+ * blockwise (FX_BLOCKWISE only): block b is written as exp(x - m_b) (k
+ * exp(m_b - sh)), m_b the running maximum of its slice when the scan
+ * reached it (one more rounding than exp(x - sh) k: ~1 ulp): its exps from
+ * e and m_b from block_m where the scan kept them, else both taken again
+ * (the same bits).  Otherwise the row at the one shift sh, from e for a
+ * row of one block.
+ */
+FX_ALWAYS_INLINE void FXR(fx_write_exps)(const FX_T *x, const FX_T *e, const double *block_m, const FX_T *t,
+                                         const FX_T *w, int64_t n, int blockwise, FX_T sh, FX_T k, FX_T ct,
+                                         FX_T cc, int64_t y, FX_T gy, int stream, FX_T *out) {
+    if (!FX_BLOCKWISE || !blockwise || n <= FX_BLOCK) {
         FXR(fx_write)(x, e, t, w, n, 0, sh, k, ct, cc, y, gy, stream, out);
         return;
     }
-    const double *block_m = FXR(fx_block_maxima)((FX_T *)e, n);
+    double run = -INFINITY;
     for (int64_t a = 0; a < n; a += FX_BLOCK) {
         const int64_t len = n - a < FX_BLOCK ? n - a : FX_BLOCK;
-        /* The block's running maximum mb <= the row's sh (finite: the row's
-         * lse is); mb = -inf only where the exps are 0. */
-        const double mb = block_m[a / FX_BLOCK];
+        double mb;
+        if (block_m) {
+            mb = block_m[a / FX_BLOCK];
+        } else {
+            /* fx_scan's running maximum (x is read before it is written). */
+            if (a % FX_SLICE == 0) run = -INFINITY;
+            const FX_T bm = FXR(fx_block_max)(x + a, len);
+            if ((double)bm > run) run = (double)bm;
+            mb = run;
+        }
+        /* mb <= sh, finite unless the block is all -inf: then its exps are
+         * 0 and so is kb (exp(-inf)). */
         const FX_T kb = mb == (double)sh ? k : (FX_T)((double)k * exp(mb - (double)sh));
-        FXR(fx_write)(x + a, e + a, t ? t + a : NULL, w ? w + a : NULL, len, 0, sh, kb, ct, cc,
-                      y >= a && y < a + len ? y - a : -1, gy, stream, out + a);
+        FXR(fx_write)(x + a, e ? e + a : NULL, t ? t + a : NULL, w ? w + a : NULL, len, 0,
+                      (FX_T)FXR(fx_shift)(mb), kb, ct, cc, y >= a && y < a + len ? y - a : -1, gy, stream, out + a);
     }
 }
 
@@ -411,7 +439,7 @@ FX_ALWAYS_INLINE int FXR(fx_scan_next)(const FX_T *x, int64_t r, int64_t n_rows,
 #define FX_EXPS(e, wanted, n)                                                                       \
     FX_T e##_buf_[FX_EXPS_ROOM] __attribute__((aligned(64)));                                       \
     FX_T *e##_heap_ __attribute__((cleanup(fx_free_ptr))) =                                         \
-        FX_SAVED_MAX > FX_BLOCK && (wanted) && (n) > FX_BLOCK && (n) <= FX_SAVED_MAX                \
+        FX_BLOCKWISE && (wanted) && (n) > FX_BLOCK && (n) <= FX_SAVED_MAX                         \
             ? malloc(((size_t)(n) + 2) * sizeof(FX_T) + ((size_t)(n) / FX_BLOCK + 1) * sizeof(double)) \
             : NULL;                                                                                 \
     FX_T *const e = (wanted) && (n) <= FX_BLOCK ? e##_buf_ : e##_heap_
@@ -429,7 +457,8 @@ FX_ALWAYS_INLINE double FXR(fx_softmax_finish)(const FX_T *x, const FX_T *e, int
          * is in [0, log n]. */
         FXR(fx_write)(x, NULL, NULL, NULL, n, 1, (FX_T)st.m, (FX_T)log(st.s), 0, 0, -1, 0, stream, out);
     } else {
-        FXR(fx_write_saved)(x, e, NULL, NULL, n, (FX_T)st.m, (FX_T)(1.0 / st.s), 0, 0, -1, 0, stream, out);
+        FXR(fx_write_exps)(x, e, FXR(fx_saved_maxima)(e, n), NULL, NULL, n, n <= FX_SAVED_MAX, (FX_T)st.m,
+                           (FX_T)(1.0 / st.s), 0, 0, -1, 0, stream, out);
     }
     return lse;
 }
@@ -526,14 +555,15 @@ FX_ALWAYS_INLINE double FXR(fx_ce_finish)(const FX_T *x, const FX_T *e, const FX
         const FX_T ct = (FX_T)(gs * (1.0 - eps));
         const FX_T m = (FX_T)st.m;
         const int stream = opt && (opt->flags & FX_STREAM_STORES);
+        const double *bm = FXR(fx_saved_maxima)(e, n);
         if (t) {
-            if (w) FXR(fx_write_saved)(x, e, t, w, n, m, k, ct, cc, -1, 0, stream, grad);
-            else FXR(fx_write_saved)(x, e, t, NULL, n, m, k, ct, cc, -1, 0, stream, grad);
+            if (w) FXR(fx_write_exps)(x, e, bm, t, w, n, n <= FX_SAVED_MAX, m, k, ct, cc, -1, 0, stream, grad);
+            else FXR(fx_write_exps)(x, e, bm, t, NULL, n, n <= FX_SAVED_MAX, m, k, ct, cc, -1, 0, stream, grad);
         } else {
             /* The label's element from the saved logit (x may be grad). */
             const FX_T gy = (FX_T)(exp(xy - st.m) * (double)k - (double)cc * wy - gs * (1.0 - eps) * wy);
-            if (w) FXR(fx_write_saved)(x, e, NULL, w, n, m, k, 0, cc, y, gy, stream, grad);
-            else FXR(fx_write_saved)(x, e, NULL, NULL, n, m, k, 0, cc, y, gy, stream, grad);
+            if (w) FXR(fx_write_exps)(x, e, bm, NULL, w, n, n <= FX_SAVED_MAX, m, k, 0, cc, y, gy, stream, grad);
+            else FXR(fx_write_exps)(x, e, bm, NULL, NULL, n, n <= FX_SAVED_MAX, m, k, 0, cc, y, gy, stream, grad);
         }
     }
     return loss;
@@ -560,7 +590,10 @@ static void FXR(fx_lse_scan_row)(const FX_T *x, int64_t n, double *m, double *s)
 
 static void FXR(fx_write_row)(const FX_T *x, int64_t n, int take_log, double shift, double k,
                               int flags, FX_T *out) {
-    FXR(fx_write)(x, NULL, NULL, NULL, n, take_log, (FX_T)shift, (FX_T)k, 0, 0, -1, 0, flags & FX_STREAM_STORES, out);
+    const int stream = flags & FX_STREAM_STORES;
+    if (take_log) FXR(fx_write)(x, NULL, NULL, NULL, n, 1, (FX_T)shift, (FX_T)k, 0, 0, -1, 0, stream, out);
+    else FXR(fx_write_exps)(x, NULL, NULL, NULL, NULL, n, flags & FX_BLOCK_SHIFTS, (FX_T)shift, (FX_T)k, 0, 0, -1,
+                            0, stream, out);
     FXR(fx_fence_stores)(flags);
 }
 
@@ -648,4 +681,5 @@ static double FXR(fx_ce_prob_row)(const FX_T *x, const FX_T *t, int64_t n, const
 #undef FX_GROUP_WRITE_MAX
 #undef FX_EXPS_ROOM
 #undef FX_SAVED_MAX
+#undef FX_BLOCKWISE
 #undef FX_EXPS

@@ -922,10 +922,10 @@ def _rising_rows(n, dtype, rng):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("n_classes", [1025, 5000, 2 * 16384 - 1, 2 * 16384 + 3])
 def test_long_rows_whose_maximum_rises(dtype, n_classes, rng, h):
-    """float64 rows of up to two slices keep the scan's exps for softmax and
-    the gradient, each block's at the running maximum it was scanned at,
-    rescaled to the row's maximum when written: every op that writes from
-    them, on rows whose maximum moves in every way, against the reference."""
+    """float64 rows keep the scan's exps for softmax and the gradient, each
+    block's at the running maximum it was scanned at, rescaled to the row's
+    maximum when written: every op that writes from them, on rows whose
+    maximum moves in every way, against the reference."""
     assert fx._core.SLICE == 16384
     x = _rising_rows(n_classes, dtype, rng)
     y = np.array([n_classes - 1, 0, n_classes - 1, 5000 % n_classes, n_classes // 2])
