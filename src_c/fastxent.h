@@ -27,8 +27,8 @@
 extern "C" {
 #endif
 
-/* 4: fx_count_labels. */
-#define FASTXENT_C_API_VERSION 4
+/* 4: fx_count_labels.  5: FX_BLOCK_SHIFTS (float64 rows written block by block). */
+#define FASTXENT_C_API_VERSION 5
 
 /* Instruction-set paths, lowest first. */
 enum fx_simd_path { FX_SIMD_BASELINE = 0, FX_SIMD_AVX2 = 1, FX_SIMD_AVX512 = 2 };
