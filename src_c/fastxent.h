@@ -69,7 +69,11 @@ typedef struct {
 double fx_logsumexp_row_f32(const float *x, int64_t n);
 double fx_logsumexp_row_f64(const double *x, int64_t n);
 
-/* out[c] = exp(x[c] - lse(x)).  out may alias x.  Returns the lse. */
+/* out[c] = exp(x[c] - lse(x)).  out may alias x.  Returns the lse.
+ * For a float64 row of 1025 to FX_BLOCK_SHIFTS_MAX elements, this and the
+ * float64 gradient kernels malloc a scratch buffer of about the row's size
+ * for the call (its exps; without it, if malloc fails, they take them
+ * again: the same bits). */
 double fx_softmax_row_f32(const float *x, int64_t n, float *out, int flags);
 double fx_softmax_row_f64(const double *x, int64_t n, double *out, int flags);
 
