@@ -73,10 +73,10 @@ cdef extern from "fastxent.h" nogil:
     double fx_kl_row_f64(const double *p, const double *q, int64_t n)
     double fx_bce_f32(const float *x, const float *t, int64_t n, const float *w, const float *pw,
                       double eps, int from_logits, double grad_scale, const float *go, float *loss,
-                      float *grad)
+                      float *grad, int64_t *outside)
     double fx_bce_f64(const double *x, const double *t, int64_t n, const double *w, const double *pw,
                       double eps, int from_logits, double grad_scale, const double *go, double *loss,
-                      double *grad)
+                      double *grad, int64_t *outside)
     void fx_softcap_row_f32(const float *x, int64_t n, double cap, float *out)
     void fx_softcap_row_f64(const double *x, int64_t n, double cap, double *out)
     void fx_softcap_grad_row_f32(const float *capped, int64_t n, double cap, float *grad)
@@ -207,11 +207,11 @@ cdef inline double kl_row(const real *p, const real *q, int64_t n) noexcept nogi
 
 cdef inline double bce(const real *x, const real *t, int64_t n, const real *w, const real *pw,
                        double eps, int from_logits, double grad_scale, const real *go, real *loss,
-                       real *grad) noexcept nogil:
+                       real *grad, int64_t *outside) noexcept nogil:
     if real is float:
-        return fx_bce_f32(x, t, n, w, pw, eps, from_logits, grad_scale, go, loss, grad)
+        return fx_bce_f32(x, t, n, w, pw, eps, from_logits, grad_scale, go, loss, grad, outside)
     else:
-        return fx_bce_f64(x, t, n, w, pw, eps, from_logits, grad_scale, go, loss, grad)
+        return fx_bce_f64(x, t, n, w, pw, eps, from_logits, grad_scale, go, loss, grad, outside)
 
 
 cdef inline void softcap_row(const real *x, int64_t n, double cap, real *out) noexcept nogil:

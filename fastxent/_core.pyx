@@ -10,7 +10,7 @@ reduction gives the same bits for every thread count.
 """
 from cython.parallel cimport prange, threadid
 from libc.stdint cimport int64_t, uintptr_t
-from libc.stdlib cimport malloc, free
+from libc.stdlib cimport calloc, malloc, free
 from libc.string cimport memset
 from libc.math cimport exp, log, NAN
 
@@ -687,31 +687,39 @@ def information_rows(const real[:, ::1] p, const real[:, ::1] q, result_t[::1] o
 
 cdef double _bce_block(const real *x, const real *t, const real *w, const real *pw, int64_t b,
                        int64_t rpb, int64_t n, int64_t c, double eps, int from_logits, double gs,
-                       const real *go, real *loss, real *grad) noexcept nogil:
+                       const real *go, real *loss, real *grad, int64_t *outside) noexcept nogil:
     """Loss sum of block b: rows [b * rpb, (b + 1) * rpb) of the n rows of
-    length c (pos_weight cycles per row)."""
-    cdef int64_t first = b * rpb, last = min(n, first + rpb), i, o
+    length c (pos_weight cycles per row); outside (or NULL): its values
+    outside [0, 1] (fx_bce)."""
+    cdef int64_t first = b * rpb, last = min(n, first + rpb), i, o, row_outside = 0
     cdef double acc = 0.0
     if pw == NULL:
         o = first * c
         return bce(x + o, t + o, (last - first) * c, w + o if w != NULL else NULL, NULL, eps,
                    from_logits, gs, go + o if go != NULL else NULL,
-                   loss + o if loss != NULL else NULL, grad + o if grad != NULL else NULL)
+                   loss + o if loss != NULL else NULL, grad + o if grad != NULL else NULL, outside)
+    if outside != NULL:
+        outside[0] = 0
     for i in range(first, last):
         o = i * c
         acc += bce(x + o, t + o, c, w + o if w != NULL else NULL, pw, eps, from_logits, gs,
                    go + o if go != NULL else NULL, loss + o if loss != NULL else NULL,
-                   grad + o if grad != NULL else NULL)
+                   grad + o if grad != NULL else NULL, &row_outside if outside != NULL else NULL)
+        if outside != NULL:
+            outside[0] += row_outside
     return acc
 
 
 def bce_rows(const real[:, ::1] x, const real[:, ::1] target, const real[:, ::1] weight,
              const real[::1] pos_weight, double label_smoothing, bint from_logits, double grad_scale,
-             const real[:, ::1] grad_output, real[:, ::1] loss_out, real[:, ::1] grad, int n_threads):
-    """Sum of the element-wise binary cross-entropy of x viewed as (rows, C)."""
+             const real[:, ::1] grad_output, real[:, ::1] loss_out, real[:, ::1] grad, int n_threads,
+             bint count_outside=False):
+    """Sum of the element-wise binary cross-entropy of x viewed as (rows, C),
+    and (count_outside) how many targets, and from probabilities values of
+    x, lie outside [0, 1] or are NaN, counted in the same pass (else 0)."""
     cdef int64_t n = x.shape[0], c = x.shape[1]
     if n == 0 or c == 0:
-        return 0.0
+        return 0.0, 0
     cdef const real *xp = &x[0, 0]
     cdef const real *tp = &target[0, 0]
     cdef const real *wp = &weight[0, 0] if weight is not None else NULL
@@ -724,24 +732,31 @@ def bce_rows(const real[:, ::1] x, const real[:, ::1] target, const real[:, ::1]
     cdef int nt = _threads(n * c, nblocks, n_threads)
     cdef int logits = from_logits
     cdef double *partial = <double *>malloc(nblocks * sizeof(double))
-    if partial == NULL:
+    cdef int64_t *outside = <int64_t *>calloc(nblocks, sizeof(int64_t)) if count_outside else NULL
+    if partial == NULL or (count_outside and outside == NULL):
+        free(partial)
+        free(outside)
         raise MemoryError()
     cdef double total = 0.0
+    cdef int64_t n_outside = 0
     try:
         with nogil:
             if nt > 1:
                 for b in prange(nblocks, schedule='dynamic', chunksize=_chunk(nblocks, nt), num_threads=nt):
                     partial[b] = _bce_block(xp, tp, wp, pwp, b, rpb, n, c, label_smoothing, logits, grad_scale,
-                                            gop, lop, gp)
+                                            gop, lop, gp, outside + b if outside != NULL else NULL)
             else:
                 for b in range(nblocks):
                     partial[b] = _bce_block(xp, tp, wp, pwp, b, rpb, n, c, label_smoothing, logits, grad_scale,
-                                            gop, lop, gp)
+                                            gop, lop, gp, outside + b if outside != NULL else NULL)
             for b in range(nblocks):
                 total += partial[b]
+                if outside != NULL:
+                    n_outside += outside[b]
     finally:
         free(partial)
-    return total
+        free(outside)
+    return total, n_outside
 
 
 # ---------------------------------------------------------------------------

@@ -27,8 +27,9 @@
 extern "C" {
 #endif
 
-/* 4: fx_count_labels.  5: FX_BLOCK_SHIFTS (float64 rows written block by block). */
-#define FASTXENT_C_API_VERSION 5
+/* 4: fx_count_labels.  5: FX_BLOCK_SHIFTS (float64 rows written block by block).
+ * 6: fx_bce's outside count. */
+#define FASTXENT_C_API_VERSION 6
 
 /* Instruction-set paths, lowest first. */
 enum fx_simd_path { FX_SIMD_BASELINE = 0, FX_SIMD_AVX2 = 1, FX_SIMD_AVX512 = 2 };
@@ -193,14 +194,17 @@ double fx_kl_row_f64(const double *p, const double *q, int64_t n);
  * t (1 - eps) + eps / 2), from logits (stable softplus form, pos_weight pw)
  * or from probabilities (PyTorch's log clamp at -100).  w, pw, go (upstream
  * gradient per element), loss and grad are optional (NULL).  The gradient
- * of element i is grad_scale * go[i] * d loss_i / d x_i.  Returns the sum.
+ * of element i is grad_scale * go[i] * d loss_i / d x_i.  outside (or
+ * NULL) receives the number of targets, and from probabilities of x too,
+ * that lie outside [0, 1] or are NaN (the results are then meaningless;
+ * a caller that must not write them checks first).  Returns the sum.
  */
 double fx_bce_f32(const float *x, const float *t, int64_t n, const float *w, const float *pw,
                   double eps, int from_logits, double grad_scale, const float *go, float *loss,
-                  float *grad);
+                  float *grad, int64_t *outside);
 double fx_bce_f64(const double *x, const double *t, int64_t n, const double *w, const double *pw,
                   double eps, int from_logits, double grad_scale, const double *go, double *loss,
-                  double *grad);
+                  double *grad, int64_t *outside);
 
 /* out = cap * tanh(x / cap) (logit softcap); out may alias x. */
 void fx_softcap_row_f32(const float *x, int64_t n, double cap, float *out);

@@ -166,8 +166,8 @@ double fx_nll_prob_row_f32(const float *p, const float *t, int64_t n, int64_t la
 double fx_entropy_row_f32(const float *p, int64_t n) { return fx_kernels()->entropy_f32(p, n); }
 double fx_kl_row_f32(const float *p, const float *q, int64_t n) { return fx_kernels()->kl_f32(p, q, n); }
 double fx_bce_f32(const float *x, const float *t, int64_t n, const float *w, const float *pw, double eps,
-                  int from_logits, double grad_scale, const float *go, float *loss, float *grad) {
-    return fx_kernels()->bce_f32(x, t, n, w, pw, eps, from_logits, grad_scale, go, loss, grad);
+                  int from_logits, double grad_scale, const float *go, float *loss, float *grad, int64_t *outside) {
+    return fx_kernels()->bce_f32(x, t, n, w, pw, eps, from_logits, grad_scale, go, loss, grad, outside);
 }
 void fx_softcap_row_f32(const float *x, int64_t n, double cap, float *out) {
     fx_kernels()->softcap_f32(x, n, cap, out);
@@ -183,8 +183,8 @@ double fx_nll_prob_row_f64(const double *p, const double *t, int64_t n, int64_t 
 double fx_entropy_row_f64(const double *p, int64_t n) { return fx_kernels()->entropy_f64(p, n); }
 double fx_kl_row_f64(const double *p, const double *q, int64_t n) { return fx_kernels()->kl_f64(p, q, n); }
 double fx_bce_f64(const double *x, const double *t, int64_t n, const double *w, const double *pw, double eps,
-                  int from_logits, double grad_scale, const double *go, double *loss, double *grad) {
-    return fx_kernels()->bce_f64(x, t, n, w, pw, eps, from_logits, grad_scale, go, loss, grad);
+                  int from_logits, double grad_scale, const double *go, double *loss, double *grad, int64_t *outside) {
+    return fx_kernels()->bce_f64(x, t, n, w, pw, eps, from_logits, grad_scale, go, loss, grad, outside);
 }
 void fx_softcap_row_f64(const double *x, int64_t n, double cap, double *out) {
     fx_kernels()->softcap_f64(x, n, cap, out);

@@ -124,22 +124,32 @@ static double FXR(fx_kl_row)(const FX_T *p, const FX_T *q, int64_t n) {
  *   else:         -w [t max(log x, -100) + (1 - t) max(log(1 - x), -100)]
  * w and pw hold n values (or NULL).  loss (n values) and grad are optional;
  * the gradient of element i is scaled by gs (times go[i] when go is given).
+ * outside, when not NULL, receives the number of targets (and, from
+ * probabilities, of x) outside [0, 1] or NaN, counted in the same pass.
  * Returns the loss sum.
  */
 static double FXR(fx_bce)(const FX_T *x, const FX_T *t, int64_t n, const FX_T *w, const FX_T *pw,
                           double eps, int from_logits, double gs, const FX_T *go, FX_T *loss,
-                          FX_T *grad) {
+                          FX_T *grad, int64_t *outside) {
     const FX_V zero = FX_BC(0), one = FX_BC(1), keep = FX_BC((FX_T)(1.0 - eps)),
                half_eps = FX_BC((FX_T)(eps / 2.0)), vgs = FX_BC((FX_T)gs);
+    const int check = outside != NULL;
     double total = 0.0;
+    int64_t n_outside = 0;
     for (int64_t b = 0; b < n; b += FX_BLOCK) {
         const int64_t len = (n - b) < FX_BLOCK ? (n - b) : FX_BLOCK;
         FX_V acc = zero;
+        FX_VI bad = {0}; /* -1 per value outside [0, 1] (NaN compares false both ways) */
         for (int64_t i = 0; i < len; i += FX_L) {
             const int64_t k = (len - i) < FX_L ? (len - i) : FX_L, o = b + i;
             const int full = k == FX_L;
             FX_V xv = full ? FXR(fx_load)(x + o) : FXR(fx_load_part)(x + o, k, from_logits ? 0 : (FX_T)0.5);
-            FX_V tv = (full ? FXR(fx_load)(t + o) : FXR(fx_load_part)(t + o, k, 0)) * keep + half_eps;
+            const FX_V t0 = full ? FXR(fx_load)(t + o) : FXR(fx_load_part)(t + o, k, 0);
+            if (check) {
+                bad += ~((t0 >= zero) & (t0 <= one));
+                if (!from_logits) bad += ~((xv >= zero) & (xv <= one));
+            }
+            FX_V tv = t0 * keep + half_eps;
             FX_V wv = w ? (full ? FXR(fx_load)(w + o) : FXR(fx_load_part)(w + o, k, 0))
                         : (full ? one : FXR(fx_ones_part)(k));
             FX_V l, g;
@@ -181,7 +191,10 @@ static double FXR(fx_bce)(const FX_T *x, const FX_T *t, int64_t n, const FX_T *w
             }
         }
         total += FXR(fx_hsum)(acc);
+        if (check)
+            for (int j = 0; j < FX_L; j++) n_outside -= bad[j];
     }
+    if (check) *outside = n_outside;
     return total;
 }
 

@@ -46,9 +46,9 @@ typedef struct {
     double (*kl_f32)(const float *, const float *, int64_t);
     double (*kl_f64)(const double *, const double *, int64_t);
     double (*bce_f32)(const float *, const float *, int64_t, const float *, const float *, double, int,
-                      double, const float *, float *, float *);
+                      double, const float *, float *, float *, int64_t *);
     double (*bce_f64)(const double *, const double *, int64_t, const double *, const double *, double,
-                      int, double, const double *, double *, double *);
+                      int, double, const double *, double *, double *, int64_t *);
     void (*softcap_f32)(const float *, int64_t, double, float *);
     void (*softcap_f64)(const double *, int64_t, double, double *);
     void (*softcap_grad_f32)(const float *, int64_t, double, float *);

@@ -395,19 +395,35 @@ def test_bad_arguments_write_nothing(kw, exc, name, buffer, h):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("bad_value", [np.nan, -1e-30, 1.0000002, np.inf, -np.inf])
 @pytest.mark.parametrize("where", ["target", "x"])
-def test_range_check_of_a_large_array(dtype, bad_value, where):
-    # Large arrays are checked in parallel units: one bad value anywhere,
-    # here in the last element, is found and named with its position; 0, 1
-    # and -0.0 are in range.
+@pytest.mark.parametrize("call", ["loss", "none", "pos_weight", "grad", "grad-out"])
+@pytest.mark.parametrize("at", [(0, 0), (301, 517), (599, 999)])
+def test_range_check_of_a_large_array(dtype, bad_value, where, call, at):
+    # Large arrays are checked in parallel units: one bad value anywhere
+    # (first, inside, last element) is found and named with its position;
+    # 0, 1 and -0.0 are in range.  Into fresh outputs the kernel counts them
+    # in its pass (per row with pos_weight), into out= a pass checks first.
+    if call == "pos_weight" and where == "x":
+        pytest.skip("pos_weight needs from_logits=True, where x is not range-checked")
     x = np.full((600, 1000), 0.5, dtype)
     t = np.ones_like(x)
     t[::2] = 0
     t[1, :3] = (-0.0, 0.0, 1.0)
     kw = dict(from_logits=where == "target", n_threads=2)
-    assert np.isfinite(fx.binary_cross_entropy(x, t, **kw))
-    (t if where == "target" else x)[-1, -1] = bad_value
-    with pytest.raises(ValueError, match=rf"^{where} .*at position \(599, 999\)"):
-        fx.binary_cross_entropy(x, t, **kw)
+    fn = fx.binary_cross_entropy_with_grad if call.startswith("grad") else fx.binary_cross_entropy
+    if call == "none":
+        kw["reduction"] = "none"
+    if call == "pos_weight":
+        kw["pos_weight"] = np.linspace(0.5, 2.0, 1000)
+    out = np.full_like(x, 7.0) if call == "grad-out" else None
+    if out is not None:
+        kw["out"] = out
+    assert np.all(np.isfinite(fn(x, t, **kw)[0] if fn is fx.binary_cross_entropy_with_grad else fn(x, t, **kw)))
+    out_before = None if out is None else out.copy()
+    (t if where == "target" else x)[at] = bad_value
+    with pytest.raises(ValueError, match=rf"^{where} .*at position \({at[0]}, {at[1]}\)"):
+        fn(x, t, **kw)
+    if out is not None:
+        np.testing.assert_array_equal(out, out_before)  # written by the good call, not by the failed one
 
 
 @pytest.mark.parametrize("out,exc", BAD_OUT, ids=["shape", "dtype", "order", "list"])
