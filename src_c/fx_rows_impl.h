@@ -70,9 +70,11 @@ static inline void fx_free_ptr(void *p) { free(*(void **)p); }
 FX_ALWAYS_INLINE double *FXR(fx_block_maxima)(FX_T *e, int64_t n) {
     return (double *)(e + (n + 1) / 2 * 2);
 }
+/* Whether the row kernels write a row of n elements block by block. */
+FX_ALWAYS_INLINE int FXR(fx_blockwise)(int64_t n) { return FX_BLOCKWISE && n > FX_BLOCK && n <= FX_SAVED_MAX; }
 /* Where fx_scan keeps the blocks' running maxima with a row's exps e. */
 FX_ALWAYS_INLINE const double *FXR(fx_saved_maxima)(const FX_T *e, int64_t n) {
-    return FX_BLOCKWISE && e && n > FX_BLOCK ? FXR(fx_block_maxima)((FX_T *)e, n) : NULL;
+    return e && FXR(fx_blockwise)(n) ? FXR(fx_block_maxima)((FX_T *)e, n) : NULL;
 }
 _Static_assert(FX_SLICE % FX_BLOCK == 0, "a slice is whole blocks");
 
@@ -327,18 +329,19 @@ FX_ALWAYS_INLINE void FXR(fx_write)(const FX_T *x, const FX_T *e, const FX_T *t,
 }
 
 /*
- * The softmax or gradient write pass (fx_write, take_log 0) of a row.
- * blockwise (FX_BLOCKWISE only): block b is written as exp(x - m_b) (k
- * exp(m_b - sh)), m_b the running maximum of its slice when the scan
- * reached it (one more rounding than exp(x - sh) k: ~1 ulp): its exps from
- * e and m_b from block_m where the scan kept them, else both taken again
- * (the same bits).  Otherwise the row at the one shift sh, from e for a
- * row of one block.
+ * The softmax or gradient write pass (fx_write, take_log 0) of a row, or
+ * of a slice of one (fx_write_row).  blockwise (FX_BLOCKWISE only): block
+ * b is written as exp(x - m_b) (k exp(m_b - sh)), m_b the running maximum
+ * of its slice when the scan reached it (one more rounding than exp(x -
+ * sh) k: ~1 ulp): its exps from e and m_b from block_m where the scan kept
+ * them, else both taken again (the same bits).  Otherwise the row at the
+ * one shift sh, from e for a row of one block (whose m_b is sh: the same
+ * bits as blockwise, without finding its maximum again).
  */
 FX_ALWAYS_INLINE void FXR(fx_write_exps)(const FX_T *x, const FX_T *e, const double *block_m, const FX_T *t,
                                          const FX_T *w, int64_t n, int blockwise, FX_T sh, FX_T k, FX_T ct,
                                          FX_T cc, int64_t y, FX_T gy, int stream, FX_T *out) {
-    if (!FX_BLOCKWISE || !blockwise || n <= FX_BLOCK) {
+    if (!FX_BLOCKWISE || !blockwise) {
         FXR(fx_write)(x, e, t, w, n, 0, sh, k, ct, cc, y, gy, stream, out);
         return;
     }
@@ -439,7 +442,7 @@ FX_ALWAYS_INLINE int FXR(fx_scan_next)(const FX_T *x, int64_t r, int64_t n_rows,
 #define FX_EXPS(e, wanted, n)                                                                       \
     FX_T e##_buf_[FX_EXPS_ROOM] __attribute__((aligned(64)));                                       \
     FX_T *e##_heap_ __attribute__((cleanup(fx_free_ptr))) =                                         \
-        FX_BLOCKWISE && (wanted) && (n) > FX_BLOCK && (n) <= FX_SAVED_MAX                         \
+        (wanted) && FXR(fx_blockwise)(n)                                                           \
             ? malloc(((size_t)(n) + 2) * sizeof(FX_T) + ((size_t)(n) / FX_BLOCK + 1) * sizeof(double)) \
             : NULL;                                                                                 \
     FX_T *const e = (wanted) && (n) <= FX_BLOCK ? e##_buf_ : e##_heap_
@@ -457,7 +460,7 @@ FX_ALWAYS_INLINE double FXR(fx_softmax_finish)(const FX_T *x, const FX_T *e, int
          * is in [0, log n]. */
         FXR(fx_write)(x, NULL, NULL, NULL, n, 1, (FX_T)st.m, (FX_T)log(st.s), 0, 0, -1, 0, stream, out);
     } else {
-        FXR(fx_write_exps)(x, e, FXR(fx_saved_maxima)(e, n), NULL, NULL, n, n <= FX_SAVED_MAX, (FX_T)st.m,
+        FXR(fx_write_exps)(x, e, FXR(fx_saved_maxima)(e, n), NULL, NULL, n, FXR(fx_blockwise)(n), (FX_T)st.m,
                            (FX_T)(1.0 / st.s), 0, 0, -1, 0, stream, out);
     }
     return lse;
@@ -557,13 +560,13 @@ FX_ALWAYS_INLINE double FXR(fx_ce_finish)(const FX_T *x, const FX_T *e, const FX
         const int stream = opt && (opt->flags & FX_STREAM_STORES);
         const double *bm = FXR(fx_saved_maxima)(e, n);
         if (t) {
-            if (w) FXR(fx_write_exps)(x, e, bm, t, w, n, n <= FX_SAVED_MAX, m, k, ct, cc, -1, 0, stream, grad);
-            else FXR(fx_write_exps)(x, e, bm, t, NULL, n, n <= FX_SAVED_MAX, m, k, ct, cc, -1, 0, stream, grad);
+            if (w) FXR(fx_write_exps)(x, e, bm, t, w, n, FXR(fx_blockwise)(n), m, k, ct, cc, -1, 0, stream, grad);
+            else FXR(fx_write_exps)(x, e, bm, t, NULL, n, FXR(fx_blockwise)(n), m, k, ct, cc, -1, 0, stream, grad);
         } else {
             /* The label's element from the saved logit (x may be grad). */
             const FX_T gy = (FX_T)(exp(xy - st.m) * (double)k - (double)cc * wy - gs * (1.0 - eps) * wy);
-            if (w) FXR(fx_write_exps)(x, e, bm, NULL, w, n, n <= FX_SAVED_MAX, m, k, 0, cc, y, gy, stream, grad);
-            else FXR(fx_write_exps)(x, e, bm, NULL, NULL, n, n <= FX_SAVED_MAX, m, k, 0, cc, y, gy, stream, grad);
+            if (w) FXR(fx_write_exps)(x, e, bm, NULL, w, n, FXR(fx_blockwise)(n), m, k, 0, cc, y, gy, stream, grad);
+            else FXR(fx_write_exps)(x, e, bm, NULL, NULL, n, FXR(fx_blockwise)(n), m, k, 0, cc, y, gy, stream, grad);
         }
     }
     return loss;
