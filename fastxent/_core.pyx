@@ -216,6 +216,71 @@ def softmax_rows(const real[:, ::1] x, real[:, ::1] out, bint log, int n_threads
                 _softmax_unit(xp, u, per, n, c, op, log, flags)
 
 
+cdef void _rows_serial(const real *x, int64_t n, int64_t c, real *out, int mode) noexcept nogil:
+    """logsumexp (mode 0), softmax (1) or log-softmax (2) of n rows of c
+    classes on the calling thread, in the units of the calls above."""
+    cdef int64_t per = _unit_rows(c), u
+    cdef int64_t units = (n + per - 1) // per
+    cdef int flags = _row_store_flags(n, c, sizeof(real))
+    for u in range(units):
+        if mode == 0:
+            _lse_unit(x, u, per, n, c, out)
+        else:
+            _softmax_unit(x, u, per, n, c, out, mode == 2, flags)
+
+
+def rows_small(x, out, int mode):
+    """logsumexp (mode 0), softmax (1) or log-softmax (2) of a small call:
+    x a C-contiguous (N, C) float32 or float64 array of fewer than
+    SERIAL_WORK elements (one thread: no split, no parallel region), out of
+    its dtype, (N,) or x's shape; the bits of logsumexp_rows/softmax_rows,
+    without their fused-type dispatch (a third of a small call).  Returns
+    False, having written nothing, when the arguments are not of that kind."""
+    cdef const float[:, ::1] xf
+    cdef const double[:, ::1] xd
+    cdef float[::1] lf
+    cdef double[::1] ld
+    cdef float[:, ::1] sf
+    cdef double[:, ::1] sd
+    cdef int64_t n, c
+    try:
+        xf = x
+        n, c = xf.shape[0], xf.shape[1]
+        if n * c == 0 or n * c >= SERIAL_WORK:
+            return False
+        if mode == 0:
+            lf = out
+            if lf.shape[0] != n:
+                return False
+            _rows_serial(&xf[0, 0], n, c, &lf[0], 0)
+        else:
+            sf = out
+            if sf.shape[0] != n or sf.shape[1] != c:
+                return False
+            _rows_serial(&xf[0, 0], n, c, &sf[0, 0], mode)
+        return True
+    except (ValueError, TypeError):
+        pass
+    try:
+        xd = x
+        n, c = xd.shape[0], xd.shape[1]
+        if n * c == 0 or n * c >= SERIAL_WORK:
+            return False
+        if mode == 0:
+            ld = out
+            if ld.shape[0] != n:
+                return False
+            _rows_serial(&xd[0, 0], n, c, &ld[0], 0)
+        else:
+            sd = out
+            if sd.shape[0] != n or sd.shape[1] != c:
+                return False
+            _rows_serial(&xd[0, 0], n, c, &sd[0, 0], mode)
+        return True
+    except (ValueError, TypeError):
+        return False
+
+
 # ---------------------------------------------------------------------------
 # labels
 

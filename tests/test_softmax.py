@@ -378,3 +378,82 @@ def test_saved_exps_match_exps_taken_again(name, dtype, n_classes, rng):
         long = fx.cross_entropy_with_grad(padded, y, reduction="sum")[1]
     assert short.tobytes() == np.ascontiguousarray(long[:, :n_classes]).tobytes()
     assert not np.nan_to_num(long[:, n_classes:]).any()  # 0 past the row, NaN in the rows of NaN
+
+
+@pytest.mark.parametrize("name,target", [(name, target) for name in FUNCS for target in ("new", "out", "inplace")
+                                         if (name, target) != ("logsumexp", "inplace")])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(1, 1), (7, 10), (5, 32), (6, 33), (40, 100), (3, 1025), (1, 16383)])
+def test_small_call_fast_path_matches_general_path(name, target, dtype, shape, rng, monkeypatch):
+    # Small C-contiguous float32/float64 (N, C) calls skip the Python checks
+    # (fastxent._softmax._small); n_threads=-1 sends the same call down the
+    # general path.  Same bits, the same kind of result, x untouched.
+    from fastxent import _core
+    taken = []
+    real = _core.rows_small
+    monkeypatch.setattr(_core, "rows_small", lambda *a: taken.append(a[2]) or real(*a))
+    x = (rng.standard_normal(shape) * 3).astype(dtype)
+    x[0, 0] = np.nan if shape[0] > 1 else x[0, 0]
+    x0 = x.copy()
+    slow = getattr(fx, name)(x, n_threads=-1)
+    assert not taken
+    kw = {}
+    if target == "out":
+        kw["out"] = np.full(slow.shape, 7.0, dtype)
+    elif target == "inplace":
+        kw["out"] = x
+    fast = getattr(fx, name)(x, **kw)
+    assert taken == [FUNCS.index(name)]  # the mode: 0 logsumexp, 1 softmax, 2 log_softmax
+    assert fast.dtype == dtype and fast.shape == slow.shape
+    assert fast.tobytes() == slow.tobytes()
+    if "out" in kw:
+        assert fast is kw["out"]
+    if target != "inplace":
+        assert x.tobytes() == x0.tobytes()
+
+
+@pytest.mark.parametrize("case", ["float16", "fortran", "3d", "axis0", "large", "bad-out-dtype",
+                                  "overlapping-out", "readonly-out", "list"])
+def test_small_call_fast_path_declines(case, rng, monkeypatch):
+    # What the fast path does not take, the general path does, with its errors.
+    from fastxent import _core
+    taken = []
+    real = _core.rows_small
+    monkeypatch.setattr(_core, "rows_small", lambda *a: taken.append(a[2]) or real(*a))
+    x = rng.standard_normal((8, 5))
+    kw = {}
+    if case == "float16":
+        x = x.astype(np.float16)
+    elif case == "fortran":
+        x = np.asfortranarray(x)
+    elif case == "3d":
+        x = x.reshape(2, 4, 5)
+    elif case == "axis0":
+        kw["axis"] = 0
+    elif case == "large":
+        x = rng.standard_normal((4, _core.SERIAL // 4))
+    elif case == "bad-out-dtype":
+        with pytest.raises(TypeError, match="out"):
+            fx.softmax(x, out=np.empty(x.shape, np.float32))
+        assert not taken
+        return
+    elif case == "overlapping-out":
+        buf = np.concatenate([x.ravel(), np.zeros(5)])
+        x, out = buf[:40].reshape(8, 5), buf[5:45].reshape(8, 5)
+        with pytest.raises(ValueError, match="out"):
+            fx.softmax(x, out=out)
+        assert not taken
+        return
+    elif case == "readonly-out":
+        out = np.empty_like(x)
+        out.flags.writeable = False
+        with pytest.raises(ValueError, match="out"):
+            fx.softmax(x, out=out)
+        assert not taken
+        return
+    else:
+        x = x.tolist()
+    got = fx.softmax(x, **kw)
+    assert not taken
+    np.testing.assert_allclose(got, ref.softmax(np.asarray(x, np.float64), axis=kw.get("axis", -1)),
+                               rtol=2e-3 if case == "float16" else 1e-12)
