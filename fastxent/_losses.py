@@ -175,8 +175,10 @@ def _small_plain_call(logits, target, axis, weight, sample_weight, ignore_index,
     what users see); the C side still declines anything unusual, a bad label
     included, and the general path then validates and reports."""
     return (type(logits) is np.ndarray and type(target) is np.ndarray and logits.ndim == 2
-            and logits.size <= _SMALL_CALL and (axis == -1 or axis == 1) and weight is None
-            and sample_weight is None and label_smoothing == 0.0 and z_loss == 0.0
+            and logits.size <= _SMALL_CALL and type(axis) is int and (axis == -1 or axis == 1)
+            and weight is None and sample_weight is None
+            and type(label_smoothing) is float and label_smoothing == 0.0
+            and type(z_loss) is float and z_loss == 0.0
             and softcap is None and from_logits is True and type(ignore_index) is int
             and -(2**63) <= ignore_index < 2**63
             and (reduction == "mean" or reduction == "sum" or reduction == "none")

@@ -823,12 +823,21 @@ def test_small_call_fast_path_matches_general_path(dtype, shape, reduction, with
     assert len(taken) == 4  # with the gradient, then without, for each grad_output
 
 
-@pytest.mark.parametrize("case", ["bad-label", "all-ignored", "overlapping-out", "readonly-out", "f64-out"])
+@pytest.mark.parametrize("case", ["bad-label", "all-ignored", "overlapping-out", "readonly-out", "f64-out",
+                                  "axis-bool", "axis-float", "smoothing-bool", "z-loss-complex"])
 def test_small_call_fast_path_declines(case, rng):
-    # What the C fast path does not handle, the general path does, with its errors.
+    # What the C fast path does not handle, the general path does, with its
+    # errors (arguments equal to the defaults but of a rejected type too).
     x = rng.standard_normal((8, 5)).astype(np.float32)
     y = rng.integers(0, 5, 8)
-    if case == "bad-label":
+    bad_kind = {"axis-bool": ("axis", True), "axis-float": ("axis", 1.0), "smoothing-bool": ("label_smoothing", False),
+                "z-loss-complex": ("z_loss", 0j)}
+    if case in bad_kind:
+        name, value = bad_kind[case]
+        for fn in (fx.cross_entropy, lambda *a, **k: fx.cross_entropy_with_grad(*a, **k)[0]):
+            with pytest.raises(TypeError, match=name):
+                fn(x, y, **{name: value})
+    elif case == "bad-label":
         y[3] = 5
         with pytest.raises(ValueError, match="target"):
             fx.cross_entropy_with_grad(x, y)
