@@ -229,56 +229,48 @@ cdef void _rows_serial(const real *x, int64_t n, int64_t c, real *out, int mode)
             _softmax_unit(x, u, per, n, c, out, mode == 2, flags)
 
 
+cdef bint _rows_small(const real[:, ::1] x, out, int mode):
+    cdef real[::1] lse_out
+    cdef real[:, ::1] rows_out
+    cdef int64_t n = x.shape[0], c = x.shape[1]
+    if n * c == 0 or n * c >= SERIAL_WORK:
+        return False
+    try:
+        if mode == 0:
+            lse_out = out
+        else:
+            rows_out = out
+    except (ValueError, TypeError):
+        return False
+    if mode == 0 and lse_out.shape[0] == n:
+        _rows_serial(&x[0, 0], n, c, &lse_out[0], 0)
+    elif mode != 0 and rows_out.shape[0] == n and rows_out.shape[1] == c:
+        _rows_serial(&x[0, 0], n, c, &rows_out[0, 0], mode)
+    else:
+        return False
+    return True
+
+
 def rows_small(x, out, int mode):
     """logsumexp (mode 0), softmax (1) or log-softmax (2) of a small call:
-    x a C-contiguous (N, C) float32 or float64 array of fewer than
+    x a C-contiguous (N, C) float32 or float64 ndarray of fewer than
     SERIAL_WORK elements (one thread: no split, no parallel region), out of
     its dtype, (N,) or x's shape; the bits of logsumexp_rows/softmax_rows,
     without their fused-type dispatch (a third of a small call).  Returns
     False, having written nothing, when the arguments are not of that kind."""
     cdef const float[:, ::1] xf
     cdef const double[:, ::1] xd
-    cdef float[::1] lf
-    cdef double[::1] ld
-    cdef float[:, ::1] sf
-    cdef double[:, ::1] sd
-    cdef int64_t n, c
+    # The dtype picks the memoryview to try: a failed one raises, which
+    # costs a microsecond.
+    single = x.dtype.itemsize == 4
     try:
-        xf = x
-        n, c = xf.shape[0], xf.shape[1]
-        if n * c == 0 or n * c >= SERIAL_WORK:
-            return False
-        if mode == 0:
-            lf = out
-            if lf.shape[0] != n:
-                return False
-            _rows_serial(&xf[0, 0], n, c, &lf[0], 0)
+        if single:
+            xf = x
         else:
-            sf = out
-            if sf.shape[0] != n or sf.shape[1] != c:
-                return False
-            _rows_serial(&xf[0, 0], n, c, &sf[0, 0], mode)
-        return True
-    except (ValueError, TypeError):
-        pass
-    try:
-        xd = x
-        n, c = xd.shape[0], xd.shape[1]
-        if n * c == 0 or n * c >= SERIAL_WORK:
-            return False
-        if mode == 0:
-            ld = out
-            if ld.shape[0] != n:
-                return False
-            _rows_serial(&xd[0, 0], n, c, &ld[0], 0)
-        else:
-            sd = out
-            if sd.shape[0] != n or sd.shape[1] != c:
-                return False
-            _rows_serial(&xd[0, 0], n, c, &sd[0, 0], mode)
-        return True
+            xd = x
     except (ValueError, TypeError):
         return False
+    return _rows_small(xf, out, mode) if single else _rows_small(xd, out, mode)
 
 
 # ---------------------------------------------------------------------------
@@ -923,13 +915,9 @@ def cross_entropy_small(x, labels, int64_t ignore_index, bint mean, bint empty_n
         return None
     if lab.shape[0] == 0:
         return None
-    try:
-        xf = x
-        if grad is not None:
-            gf = grad
-        if loss_out is not None:
-            lf = loss_out
-    except (ValueError, TypeError):
+    # The dtype picks the memoryviews to try: a failed one raises, which
+    # costs a microsecond.
+    if x.dtype.itemsize == 8:
         try:
             xd = x
             if grad is not None:
@@ -944,6 +932,14 @@ def cross_entropy_small(x, labels, int64_t ignore_index, bint mean, bint empty_n
             return None
         return _small_call(xd, lab, ignore_index, mean, empty_nan, grad_output,
                            &ld[0] if ld is not None else NULL, &gd[0, 0] if gd is not None else NULL, n_threads)
+    try:
+        xf = x
+        if grad is not None:
+            gf = grad
+        if loss_out is not None:
+            lf = loss_out
+    except (ValueError, TypeError):
+        return None
     if gf is not None and (gf.shape[0] != xf.shape[0] or gf.shape[1] != xf.shape[1]):
         return None
     if lf is not None and lf.shape[0] != xf.shape[0]:
