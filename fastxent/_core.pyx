@@ -863,11 +863,26 @@ cdef double _ce_small_rows(const real *x, const int64_t *labels, int64_t n, int6
 
 
 cdef object _small_call(const real[:, ::1] x, const int64_t[::1] lab, int64_t ignore_index, bint mean,
-                        bint empty_nan, double grad_output, real *loss_out, real *grad, int n_threads):
+                        bint empty_nan, double grad_output, grad_arg, loss_arg, int n_threads):
+    cdef real[:, ::1] grad_view = None
+    cdef real[::1] loss_view = None
     cdef int64_t n = lab.shape[0], c = x.shape[1], live
     cdef double total
     if x.shape[0] != n or c == 0:
         return None
+    try:
+        if grad_arg is not None:
+            grad_view = grad_arg
+        if loss_arg is not None:
+            loss_view = loss_arg
+    except (ValueError, TypeError):
+        return None
+    if grad_view is not None and (grad_view.shape[0] != n or grad_view.shape[1] != c):
+        return None
+    if loss_view is not None and loss_view.shape[0] != n:
+        return None
+    cdef real *grad = &grad_view[0, 0] if grad_view is not None else NULL
+    cdef real *loss_out = &loss_view[0] if loss_view is not None else NULL
     cdef bint narrow = c <= FX_NARROW_MAX
     cdef int64_t rpb = _unit_rows(c)
     cdef int64_t units = (n + rpb - 1) // rpb
@@ -891,10 +906,10 @@ cdef object _small_call(const real[:, ::1] x, const int64_t[::1] lab, int64_t ig
 
 def cross_entropy_small(x, labels, int64_t ignore_index, bint mean, bint empty_nan,
                         double grad_output=1.0, grad=None, loss_out=None, int n_threads=1):
-    """Plain cross-entropy of a small C-contiguous (N, C) batch with int64
-    labels; with grad (x's shape and dtype, C-contiguous, not overlapping
-    x: the caller checks) its gradient times grad_output, and with loss_out
-    (N, x's dtype) the per-row losses.
+    """Plain cross-entropy of a small C-contiguous (N, C) float32 or float64
+    ndarray with int64 labels; with grad (x's shape and dtype, C-contiguous,
+    not overlapping x: the caller checks) its gradient times grad_output,
+    and with loss_out (N, x's dtype) the per-row losses.
 
     The whole call stays in C: no option handling, and a parallel region
     only from SERIAL_WORK elements (n_threads: validated by the caller).
@@ -904,48 +919,23 @@ def cross_entropy_small(x, labels, int64_t ignore_index, bint mean, bint empty_n
     """
     cdef const float[:, ::1] xf
     cdef const double[:, ::1] xd
-    cdef float[:, ::1] gf = None
-    cdef double[:, ::1] gd = None
-    cdef float[::1] lf = None
-    cdef double[::1] ld = None
     cdef const int64_t[::1] lab
+    # The dtype picks the memoryview to try: a failed one raises, which
+    # costs a microsecond.
+    single = x.dtype.itemsize == 4
     try:
         lab = labels
+        if single:
+            xf = x
+        else:
+            xd = x
     except (ValueError, TypeError):
         return None
     if lab.shape[0] == 0:
         return None
-    # The dtype picks the memoryviews to try: a failed one raises, which
-    # costs a microsecond.
-    if x.dtype.itemsize == 8:
-        try:
-            xd = x
-            if grad is not None:
-                gd = grad
-            if loss_out is not None:
-                ld = loss_out
-        except (ValueError, TypeError):
-            return None
-        if gd is not None and (gd.shape[0] != xd.shape[0] or gd.shape[1] != xd.shape[1]):
-            return None
-        if ld is not None and ld.shape[0] != xd.shape[0]:
-            return None
-        return _small_call(xd, lab, ignore_index, mean, empty_nan, grad_output,
-                           &ld[0] if ld is not None else NULL, &gd[0, 0] if gd is not None else NULL, n_threads)
-    try:
-        xf = x
-        if grad is not None:
-            gf = grad
-        if loss_out is not None:
-            lf = loss_out
-    except (ValueError, TypeError):
-        return None
-    if gf is not None and (gf.shape[0] != xf.shape[0] or gf.shape[1] != xf.shape[1]):
-        return None
-    if lf is not None and lf.shape[0] != xf.shape[0]:
-        return None
-    return _small_call(xf, lab, ignore_index, mean, empty_nan, grad_output,
-                       &lf[0] if lf is not None else NULL, &gf[0, 0] if gf is not None else NULL, n_threads)
+    if single:
+        return _small_call(xf, lab, ignore_index, mean, empty_nan, grad_output, grad, loss_out, n_threads)
+    return _small_call(xd, lab, ignore_index, mean, empty_nan, grad_output, grad, loss_out, n_threads)
 
 
 # ---------------------------------------------------------------------------
