@@ -10,7 +10,7 @@ reduction gives the same bits for every thread count.
 """
 from cython.parallel cimport prange, threadid
 from libc.stdint cimport int64_t, uintptr_t
-from libc.stdlib cimport calloc, malloc, free
+from libc.stdlib cimport malloc, free
 from libc.string cimport memset
 from libc.math cimport exp, log, NAN
 
@@ -179,8 +179,7 @@ def logsumexp_rows(const real[:, ::1] x, real[::1] out, int n_threads):
             for u in prange(units, schedule='dynamic', chunksize=_chunk(units, nt), num_threads=nt):
                 _lse_unit(xp, u, per, n, c, op)
         else:
-            for u in range(units):
-                _lse_unit(xp, u, per, n, c, op)
+            _rows_serial(xp, n, c, op, 0)
 
 
 cdef void _softmax_unit(const real *x, int64_t u, int64_t per, int64_t n, int64_t c, real *out, bint log,
@@ -192,6 +191,20 @@ cdef void _softmax_unit(const real *x, int64_t u, int64_t per, int64_t n, int64_
         narrow_softmax(x + first * c, rows, c, out + first * c, log)
     else:
         softmax_row_batch(x + first * c, rows, c, out + first * c, log, flags)
+
+
+cdef void _rows_serial(const real *x, int64_t n, int64_t c, real *out, int mode) noexcept nogil:
+    """logsumexp (mode 0), softmax (1) or log-softmax (2) of n rows of c
+    classes on the calling thread, in the units of logsumexp_rows and
+    softmax_rows (their serial path)."""
+    cdef int64_t per = _unit_rows(c), u
+    cdef int64_t units = (n + per - 1) // per
+    cdef int flags = _row_store_flags(n, c, sizeof(real))
+    for u in range(units):
+        if mode == 0:
+            _lse_unit(x, u, per, n, c, out)
+        else:
+            _softmax_unit(x, u, per, n, c, out, mode == 2, flags)
 
 
 def softmax_rows(const real[:, ::1] x, real[:, ::1] out, bint log, int n_threads):
@@ -212,21 +225,7 @@ def softmax_rows(const real[:, ::1] x, real[:, ::1] out, bint log, int n_threads
             for u in prange(units, schedule='dynamic', chunksize=_chunk(units, nt), num_threads=nt):
                 _softmax_unit(xp, u, per, n, c, op, log, flags)
         else:
-            for u in range(units):
-                _softmax_unit(xp, u, per, n, c, op, log, flags)
-
-
-cdef void _rows_serial(const real *x, int64_t n, int64_t c, real *out, int mode) noexcept nogil:
-    """logsumexp (mode 0), softmax (1) or log-softmax (2) of n rows of c
-    classes on the calling thread, in the units of the calls above."""
-    cdef int64_t per = _unit_rows(c), u
-    cdef int64_t units = (n + per - 1) // per
-    cdef int flags = _row_store_flags(n, c, sizeof(real))
-    for u in range(units):
-        if mode == 0:
-            _lse_unit(x, u, per, n, c, out)
-        else:
-            _softmax_unit(x, u, per, n, c, out, mode == 2, flags)
+            _rows_serial(xp, n, c, op, 2 if log else 1)
 
 
 cdef bint _rows_small(const real[:, ::1] x, out, int mode):
@@ -789,7 +788,7 @@ def bce_rows(const real[:, ::1] x, const real[:, ::1] target, const real[:, ::1]
     cdef int nt = _threads(n * c, nblocks, n_threads)
     cdef int logits = from_logits
     cdef double *partial = <double *>malloc(nblocks * sizeof(double))
-    cdef int64_t *outside = <int64_t *>calloc(nblocks, sizeof(int64_t)) if count_outside else NULL
+    cdef int64_t *outside = <int64_t *>malloc(nblocks * sizeof(int64_t)) if count_outside else NULL
     if partial == NULL or (count_outside and outside == NULL):
         free(partial)
         free(outside)
