@@ -98,6 +98,8 @@ static int64_t FXV(fx_count_labels)(const int64_t *labels, int64_t n, int64_t n_
 #undef FX_SFENCE
 #undef FX_MAX_F32
 #undef FX_MAX_F64
+#undef FX_MIN_F32
+#undef FX_MIN_F64
 #undef fx_vf32
 #undef fx_vi32
 #undef fx_vf64

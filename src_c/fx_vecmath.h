@@ -191,19 +191,26 @@ FX_ALWAYS_INLINE void FXV(fx_storep_f64)(double *p, fx_vf64 v, int64_t len) {
 #endif
 
 /* max(v, acc) that skips NaN in v: x86's MAXPS returns its second operand
- * when either is NaN, which is exactly `v > acc ? v : acc` in one op. */
+ * when either is NaN, which is exactly `v > acc ? v : acc` in one op.
+ * min(v, acc) likewise: `v < acc ? v : acc`. */
 #if (defined(__x86_64__) || defined(__i386__)) && FX_VBYTES == 64
 #define FX_MAX_F32(v, acc) ((fx_vf32)_mm512_max_ps((__m512)(v), (__m512)(acc)))
 #define FX_MAX_F64(v, acc) ((fx_vf64)_mm512_max_pd((__m512d)(v), (__m512d)(acc)))
 #elif (defined(__x86_64__) || defined(__i386__)) && FX_VBYTES == 32
 #define FX_MAX_F32(v, acc) ((fx_vf32)_mm256_max_ps((__m256)(v), (__m256)(acc)))
 #define FX_MAX_F64(v, acc) ((fx_vf64)_mm256_max_pd((__m256d)(v), (__m256d)(acc)))
+#define FX_MIN_F32(v, acc) ((fx_vf32)_mm256_min_ps((__m256)(v), (__m256)(acc)))
+#define FX_MIN_F64(v, acc) ((fx_vf64)_mm256_min_pd((__m256d)(v), (__m256d)(acc)))
 #elif (defined(__x86_64__) || defined(__i386__)) && defined(__SSE2__)
 #define FX_MAX_F32(v, acc) ((fx_vf32)_mm_max_ps((__m128)(v), (__m128)(acc)))
 #define FX_MAX_F64(v, acc) ((fx_vf64)_mm_max_pd((__m128d)(v), (__m128d)(acc)))
+#define FX_MIN_F32(v, acc) ((fx_vf32)_mm_min_ps((__m128)(v), (__m128)(acc)))
+#define FX_MIN_F64(v, acc) ((fx_vf64)_mm_min_pd((__m128d)(v), (__m128d)(acc)))
 #else
 #define FX_MAX_F32(v, acc) FXV(fx_sel_f32)((v) > (acc), (v), (acc))
 #define FX_MAX_F64(v, acc) FXV(fx_sel_f64)((v) > (acc), (v), (acc))
+#define FX_MIN_F32(v, acc) FXV(fx_sel_f32)((v) < (acc), (v), (acc))
+#define FX_MIN_F64(v, acc) FXV(fx_sel_f64)((v) < (acc), (v), (acc))
 #endif
 
 FX_ALWAYS_INLINE fx_vf32 FXV(fx_sel_f32)(fx_vi32 mask, fx_vf32 a, fx_vf32 b) {
@@ -293,15 +300,56 @@ FX_ALWAYS_INLINE fx_vf64 FXV(fx_exp_f64)(fx_vf64 x) {
     return FXV(fx_exp_neg_f64)((fx_vf64)_mm512_min_pd(_mm512_set1_pd(1025.0), (__m512d)x));
 }
 #else
-FX_ALWAYS_INLINE fx_vf32 FXV(fx_exp_f32)(fx_vf32 x) {
-    const float magic = 12582912.0f; /* 1.5 * 2^23 */
-    fx_vi32 over = x > FXV(fx_bcast_f32)(88.0f);
-    fx_vi32 under = x < FXV(fx_bcast_f32)(-87.33f);
-    fx_vf32 xc = FXV(fx_sel_f32)(over, FXV(fx_bcast_f32)(88.0f), x);
-    xc = FXV(fx_sel_f32)(under, FXV(fx_bcast_f32)(-87.33f), xc);
-    fx_vf32 t = xc * FXV(fx_bcast_f32)(1.44269504088896341f) + FXV(fx_bcast_f32)(magic);
-    fx_vi32 ni = (fx_vi32)t - (fx_vi32)FXV(fx_bcast_f32)(magic);
-    fx_vf32 n = t - FXV(fx_bcast_f32)(magic);
+/*
+ * Without AVX-512: x = n ln 2 + r, |r| <= ln(2)/2, exp(x) = 2^n exp(r).
+ * 2^n is built from the rounding itself: the magic number 1.5 * 2^23 +
+ * 127 (1.5 * 2^52 + 1023 for float64) has an ulp of 1, so t = x / ln 2 +
+ * magic holds n + bias in its low mantissa bits, and t's bits shifted left
+ * by the mantissa width are the bits of 2^n (no float->int conversion, no
+ * integer add).  The result is 2^n + 2^n (exp(r) - 1) in one FMA.  Below
+ * the clamp lo the result is 0 (-inf included; no subnormals: they cannot
+ * change a sum that holds exp(0) = 1) by one AND with x >= lo, which is
+ * false for NaN only when x < lo is true: NaN lanes stay NaN (max(lo, x)
+ * returns x when x is NaN).  fx_exp_neg_* is valid for x <= 0; fx_exp_*
+ * also gives +inf above hi, and the same bits as fx_exp_neg_* for x <= 0.
+ * The selects on both sides that this replaced cost a third of the float64
+ * exp's instructions on AVX2.
+ */
+#if (defined(__x86_64__) || defined(__i386__)) && FX_VBYTES == 32
+/* AVX2: n + j/8 in the rounding (magic 1.5 * 2^20, ulp 1/8), 2^(j/8) from
+ * an 8-entry table in one register (vpermd takes the low 3 bits of t's
+ * bits, which are j), so exp(r) - 1 on |r| <= ln(2)/16 needs only the
+ * degree-4 Taylor polynomial (truncation 1.3e-9 relative).  Each entry
+ * holds the bits of 2^(j/8) less j << 20, so that adding t's bits shifted
+ * left by 20, (n << 23) + (j << 20), gives the bits of 2^n 2^(j/8) in one
+ * integer add.  Max error 0.90 ulp over every float in [-87, 0] (the
+ * polynomial below: 1.0 ulp), for three FMAs fewer: 0.38 -> 0.35 ns an
+ * element alone, 1 thread. */
+FX_ALWAYS_INLINE fx_vf32 FXV(fx_exp_neg_f32)(fx_vf32 x) {
+    const __m256i tab = _mm256_setr_epi32(0x3f800000, 0x3f8b95c2 - (1 << 20), 0x3f9837f0 - (2 << 20),
+                                          0x3fa5fed7 - (3 << 20), 0x3fb504f3 - (4 << 20), 0x3fc5672a - (5 << 20),
+                                          0x3fd744fd - (6 << 20), 0x3feac0c7 - (7 << 20));
+    const __m256 lo = _mm256_set1_ps(-87.33f), magic = _mm256_set1_ps(1572864.0f); /* 1.5 * 2^20 */
+    const __m256 xc = _mm256_max_ps(lo, (__m256)x);
+    const __m256 t = _mm256_fmadd_ps(xc, _mm256_set1_ps(0x1.715476p+0f), magic);
+    const __m256 k = _mm256_sub_ps(t, magic);
+    __m256 r = _mm256_fnmadd_ps(k, _mm256_set1_ps(0x1.62e43p-1f), xc); /* ln 2 in two parts */
+    r = _mm256_fnmadd_ps(k, _mm256_set1_ps(-0x1.05c61p-29f), r);
+    __m256 p = _mm256_fmadd_ps(r, _mm256_set1_ps(1.0f / 24), _mm256_set1_ps(1.0f / 6));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    const __m256 q = _mm256_mul_ps(p, r); /* exp(r) - 1 */
+    const __m256i ti = _mm256_castps_si256(t);
+    const __m256 s = _mm256_castsi256_ps(_mm256_add_epi32(_mm256_slli_epi32(ti, 20), _mm256_permutevar8x32_epi32(tab, ti)));
+    return (fx_vf32)_mm256_and_ps(_mm256_fmadd_ps(s, q, s), _mm256_cmp_ps((__m256)x, lo, _CMP_NLT_UQ));
+}
+#else
+/* Cephes' expf polynomial: exp(r) - 1 = r + r^2 P(r), P of degree 5. */
+FX_ALWAYS_INLINE fx_vf32 FXV(fx_exp_neg_f32)(fx_vf32 x) {
+    const fx_vf32 lo = FXV(fx_bcast_f32)(-87.33f), magic = FXV(fx_bcast_f32)(12583039.0f); /* 1.5 * 2^23 + 127 */
+    const fx_vf32 xc = FX_MAX_F32(lo, x);
+    const fx_vf32 t = xc * FXV(fx_bcast_f32)(1.44269504088896341f) + magic;
+    const fx_vf32 n = t - magic;
     fx_vf32 r = xc - n * FXV(fx_bcast_f32)(0.693359375f);
     r = r - n * FXV(fx_bcast_f32)(-2.12194440e-4f);
     fx_vf32 p = FXV(fx_bcast_f32)(1.9875691500e-4f);
@@ -310,50 +358,46 @@ FX_ALWAYS_INLINE fx_vf32 FXV(fx_exp_f32)(fx_vf32 x) {
     p = p * r + FXV(fx_bcast_f32)(4.1665795894e-2f);
     p = p * r + FXV(fx_bcast_f32)(1.6666665459e-1f);
     p = p * r + FXV(fx_bcast_f32)(5.0000001201e-1f);
-    p = p * (r * r) + r + FXV(fx_bcast_f32)(1.0f);
-    fx_vf32 scale = (fx_vf32)((ni + 127) << 23);
-    fx_vf32 res = p * scale;
-    res = FXV(fx_sel_f32)(under, FXV(fx_bcast_f32)(0.0f), res);
-    return FXV(fx_sel_f32)(over, FXV(fx_bcast_f32)(INFINITY), res);
+    const fx_vf32 q = p * (r * r) + r;
+    const fx_vf32 scale = (fx_vf32)((fx_vi32)t << 23);
+    return (fx_vf32)((fx_vi32)(scale * q + scale) & ~(x < lo));
+}
+#endif
+
+FX_ALWAYS_INLINE fx_vf32 FXV(fx_exp_f32)(fx_vf32 x) {
+    const fx_vf32 hi = FXV(fx_bcast_f32)(88.0f);
+    const fx_vf32 e = FXV(fx_exp_neg_f32)(FX_MIN_F32(hi, x));
+    return FXV(fx_sel_f32)(x > hi, FXV(fx_bcast_f32)(INFINITY), e);
 }
 
-/*
- * exp for float64 lanes, about 1 ulp on [-708.39, 709.0]: the same reduction
- * with fdlibm's ln 2 split and a degree-13 Taylor polynomial (truncation
- * error below 2e-17 relative for |r| <= ln(2)/2).
- */
-FX_ALWAYS_INLINE fx_vf64 FXV(fx_exp_f64)(fx_vf64 x) {
-    const double magic = 6755399441055744.0; /* 1.5 * 2^52 */
-    fx_vi64 over = x > FXV(fx_bcast_f64)(709.0);
-    fx_vi64 under = x < FXV(fx_bcast_f64)(-708.39);
-    fx_vf64 xc = FXV(fx_sel_f64)(over, FXV(fx_bcast_f64)(709.0), x);
-    xc = FXV(fx_sel_f64)(under, FXV(fx_bcast_f64)(-708.39), xc);
-    fx_vf64 t = xc * FXV(fx_bcast_f64)(1.4426950408889634074) + FXV(fx_bcast_f64)(magic);
-    fx_vi64 ni = (fx_vi64)t - (fx_vi64)FXV(fx_bcast_f64)(magic);
-    fx_vf64 n = t - FXV(fx_bcast_f64)(magic);
+/* exp(r) = 1 + r + r^2 p(r), p of degree 9 fitted to (exp(r) - 1 - r) / r^2
+ * on |r| <= ln(2)/2 for the relative error of exp (least squares on 400
+ * Chebyshev nodes in 50-digit arithmetic): 1.2e-17 with the coefficients
+ * rounded to double, for two FMAs fewer than the degree-13 Taylor series it
+ * replaced. */
+FX_ALWAYS_INLINE fx_vf64 FXV(fx_exp_neg_f64)(fx_vf64 x) {
+    const fx_vf64 lo = FXV(fx_bcast_f64)(-708.39), magic = FXV(fx_bcast_f64)(6755399441056767.0); /* 1.5 * 2^52 + 1023 */
+    const fx_vf64 xc = FX_MAX_F64(lo, x);
+    const fx_vf64 t = xc * FXV(fx_bcast_f64)(1.4426950408889634074) + magic;
+    const fx_vf64 n = t - magic;
+    /* fdlibm's ln 2 split: n * hi is exact without an FMA. */
     fx_vf64 r = xc - n * FXV(fx_bcast_f64)(6.93147180369123816490e-01);
     r = r - n * FXV(fx_bcast_f64)(1.90821492927058770002e-10);
-    fx_vf64 p = FXV(fx_bcast_f64)(1.0 / 6227020800.0);      /* 1/13! */
-    p = p * r + FXV(fx_bcast_f64)(1.0 / 479001600.0);        /* 1/12! */
-    p = p * r + FXV(fx_bcast_f64)(1.0 / 39916800.0);
-    p = p * r + FXV(fx_bcast_f64)(1.0 / 3628800.0);
-    p = p * r + FXV(fx_bcast_f64)(1.0 / 362880.0);
-    p = p * r + FXV(fx_bcast_f64)(1.0 / 40320.0);
-    p = p * r + FXV(fx_bcast_f64)(1.0 / 5040.0);
-    p = p * r + FXV(fx_bcast_f64)(1.0 / 720.0);
-    p = p * r + FXV(fx_bcast_f64)(1.0 / 120.0);
-    p = p * r + FXV(fx_bcast_f64)(1.0 / 24.0);
-    p = p * r + FXV(fx_bcast_f64)(1.0 / 6.0);
-    p = p * r + FXV(fx_bcast_f64)(0.5);
-    p = p * (r * r) + r + FXV(fx_bcast_f64)(1.0);
-    fx_vf64 scale = (fx_vf64)((ni + 1023) << 52);
-    fx_vf64 res = p * scale;
-    res = FXV(fx_sel_f64)(under, FXV(fx_bcast_f64)(0.0), res);
-    return FXV(fx_sel_f64)(over, FXV(fx_bcast_f64)(INFINITY), res);
+    static const double c[9] = {0x1.28afdbfa89bf0p-22, 0x1.71dedfc117959p-19, 0x1.a019970598987p-16,
+                                0x1.a01a014a32d85p-13, 0x1.6c16c18581530p-10, 0x1.1111111121b01p-7,
+                                0x1.55555555500b2p-5,  0x1.5555555555513p-3,  0x1.000000000000bp-1};
+    fx_vf64 p = FXV(fx_bcast_f64)(0x1.adeb8db5d7212p-26);
+    for (int i = 0; i < 9; i++) p = p * r + FXV(fx_bcast_f64)(c[i]);
+    const fx_vf64 q = p * (r * r) + r;
+    const fx_vf64 scale = (fx_vf64)((fx_vi64)t << 52);
+    return (fx_vf64)((fx_vi64)(scale * q + scale) & ~(x < lo));
 }
-/* Without AVX-512 the clamps are selects on both sides anyway. */
-FX_ALWAYS_INLINE fx_vf32 FXV(fx_exp_neg_f32)(fx_vf32 x) { return FXV(fx_exp_f32)(x); }
-FX_ALWAYS_INLINE fx_vf64 FXV(fx_exp_neg_f64)(fx_vf64 x) { return FXV(fx_exp_f64)(x); }
+
+FX_ALWAYS_INLINE fx_vf64 FXV(fx_exp_f64)(fx_vf64 x) {
+    const fx_vf64 hi = FXV(fx_bcast_f64)(709.0);
+    const fx_vf64 e = FXV(fx_exp_neg_f64)(FX_MIN_F64(hi, x));
+    return FXV(fx_sel_f64)(x > hi, FXV(fx_bcast_f64)(INFINITY), e);
+}
 #endif /* FX_VBYTES == 64 */
 
 /*
