@@ -981,7 +981,7 @@ def split_rows(const real[:, ::1] x, const int64_t[::1] labels, int64_t ignore_i
     cdef const real *xp = &x[0, 0]
     cdef real *op = &out[0, 0] if out is not None else NULL
     cdef int flags = _row_store_flags(n, c, sizeof(real))
-    if sizeof(real) == 8 and c <= FX_BLOCK_SHIFTS_MAX:
+    if c <= FX_BLOCK_SHIFTS_MAX:
         flags |= FX_BLOCK_SHIFTS  # the row kernels' bits (fastxent.h)
     cdef double *ms = <double *>malloc(2 * units * sizeof(double))
     cdef double *kr = <double *>malloc(3 * n * sizeof(double))

@@ -28,8 +28,9 @@ extern "C" {
 #endif
 
 /* 4: fx_count_labels.  5: FX_BLOCK_SHIFTS (float64 rows written block by block).
- * 6: fx_bce's outside count. */
-#define FASTXENT_C_API_VERSION 6
+ * 6: fx_bce's outside count.  7: float32 rows written block by block too,
+ * below AVX-512 (FX_BLOCK_SHIFTS). */
+#define FASTXENT_C_API_VERSION 7
 
 /* Instruction-set paths, lowest first. */
 enum fx_simd_path { FX_SIMD_BASELINE = 0, FX_SIMD_AVX2 = 1, FX_SIMD_AVX512 = 2 };
@@ -71,10 +72,10 @@ double fx_logsumexp_row_f32(const float *x, int64_t n);
 double fx_logsumexp_row_f64(const double *x, int64_t n);
 
 /* out[c] = exp(x[c] - lse(x)).  out may alias x.  Returns the lse.
- * For a float64 row of 1025 to FX_BLOCK_SHIFTS_MAX elements, this and the
- * float64 gradient kernels malloc a scratch buffer of about the row's size
- * for the call (its exps; without it, if malloc fails, they take them
- * again: the same bits). */
+ * For a row of 1025 to FX_BLOCK_SHIFTS_MAX elements (float64, or float32
+ * below AVX-512), this and the gradient kernels malloc a scratch buffer of
+ * about the row's size for the call (its exps; without it, if malloc
+ * fails, they take them again: the same bits). */
 double fx_softmax_row_f32(const float *x, int64_t n, float *out, int flags);
 double fx_softmax_row_f64(const double *x, int64_t n, double *out, int flags);
 
@@ -91,12 +92,14 @@ double fx_log_softmax_row_f64(const double *x, int64_t n, double *out, int flags
  * slices in order (fx_lse_merge) and then writes each slice with
  * fx_write_row:
  *     out = take_log ? (x - shift) - k : exp(x - shift) * k.
- * float64 rows of at most FX_BLOCK_SHIFTS_MAX elements are written by the
- * row kernels (softmax, the gradients) a block of 1024 elements at a time,
- * at the block's own shift: exp(x - m_b) * (k exp(m_b - shift)), m_b the
+ * Rows of at most FX_BLOCK_SHIFTS_MAX elements are written by the row
+ * kernels (softmax, the gradients) a block of 1024 elements at a time, at
+ * the block's own shift: exp(x - m_b) * (k exp(m_b - shift)), m_b the
  * running maximum of the slice up to that block, so that they can reuse
- * the exps of their scan.  For their bits, pass FX_BLOCK_SHIFTS in flags
- * when writing the slices of such a row (float32 ignores it).
+ * the exps of their scan: float64 rows on every path, float32 rows below
+ * AVX-512 (whose float32 exp is cheaper than keeping the exps).  For their
+ * bits, pass FX_BLOCK_SHIFTS in flags when writing the slices of such a
+ * row, of either dtype: the paths that write it at one shift ignore it.
  */
 #define FX_SLICE 16384
 #define FX_BLOCK_SHIFTS 4

@@ -35,14 +35,15 @@ static inline void fx_free_ptr(void *p) { free(*(void **)p); }
 #endif
 #define FX_BLOCK 1024
 /*
- * float64 rows of up to FX_SAVED_MAX elements are written a block at a
- * time at the block's own shift, as the scan took its exps (FX_BLOCKWISE,
- * fx_write_exps), so that the write pass can reuse the scan's exps
- * (FX_EXPS) even where the row's maximum rose after them.  Those of a row
- * of one block are kept on the stack, those of longer float64 rows in a
- * heap buffer beside the row (in L2 for rows up to ~32000 classes, else
- * L3).  A row split across threads gets the same bits: its slices are
- * written by fx_write_row with FX_BLOCK_SHIFTS.  Alternated with the build
+ * float64 rows (and, below AVX-512, float32 rows) of up to FX_SAVED_MAX
+ * elements are written a block at a time at the block's own shift, as the
+ * scan took its exps (FX_BLOCKWISE, fx_write_exps), so that the write pass
+ * can reuse the scan's exps (FX_EXPS) even where the row's maximum rose
+ * after them.  Those of a row of one block are kept on the stack, those of
+ * longer rows in a heap buffer beside the row (in L2 for rows up to ~32000
+ * classes, else L3).  A row split across threads gets the same bits: its
+ * slices are written by fx_write_row with FX_BLOCK_SHIFTS.  float64 on
+ * AVX-512, alternated with the build
  * that took the exps again, min of each process: with the gradient,
  * 4096x32000, 2 threads, 76.5 / 76.1 / 73.9 / 77.2 / 74.2 -> 69.9 / 71.0 /
  * 73.8 / 68.0 / 69.5 ms; 2048x32000, 1 thread, 67.6 / 73.6 / 67.5 / 67.0 /
@@ -53,12 +54,18 @@ static inline void fx_free_ptr(void *p) { free(*(void **)p); }
  * Longer rows keep one shift: without saved exps the blocks' maxima must
  * be found again in the write, which cost more than it saved (a row of
  * 400000, 1 thread, 373 -> 415 us; 1x10M, 1 thread, 10.3 -> 12.1 ms).
- * float32, whose exp costs a third as much, lost by saving them: 4096x32000
- * with the gradient, 2 threads, 32.9 / 32.5 -> 37.3 / 36.5 ms (the
- * buffer's stores, a write-allocate each, cost more than the exps they
- * save); it keeps one shift a row.
+ * float32 on AVX-512, whose exp costs a third as much, lost by saving
+ * them: 4096x32000 with the gradient, 2 threads, 32.9 / 32.5 -> 37.3 /
+ * 36.5 ms (the buffer's stores, a write-allocate each, cost more than the
+ * exps they save); it keeps one shift a row.  Below AVX-512 the float32
+ * exp is the cost of the write pass too, and float32 rows are written
+ * block by block like float64's: on the AVX2 Zen 3 VM, alternated, min of
+ * each process, with the gradient, 2 threads, 4096x32000 73.0 / 67.3 /
+ * 69.6 -> 54.3 / 55.7 / 65.4 ms, 256x256000 39.2 / 52.8 / 33.6 -> 27.9 /
+ * 26.2 / 22.1 ms, 1 thread 4096x32000 126.9 / 157.0 / 113.0 -> 102.3 /
+ * 115.9 / 99.7 ms.
  */
-#if FX_TBYTES == 8
+#if FX_TBYTES == 8 || FX_VBYTES < 64
 #define FX_BLOCKWISE 1
 #define FX_SAVED_MAX ((int64_t)FX_BLOCK_SHIFTS_MAX)
 #else

@@ -171,8 +171,8 @@ def _few_rows(shape, dtype):
 
 
 # Each splits for some n_threads below (work >= SERIAL elements, rows < threads);
-# float64 rows up to BLOCK_SHIFTS_MAX are written block by block at the
-# blocks' own shifts, longer ones at the row's.
+# float64 rows (and float32 rows below AVX-512) up to BLOCK_SHIFTS_MAX are
+# written block by block at the blocks' own shifts, longer ones at the row's.
 FEW_ROWS = [(1, 4 * fx._core.SLICE + 5), (5, 2 * fx._core.SLICE + 1), (2, 40_000),
             (5, 2 * fx._core.SLICE + 1000), (1, fx._core.BLOCK_SHIFTS_MAX + 1)]
 FEW_THREADS = [1, 2, 3, 8, None]
