@@ -954,15 +954,9 @@ cdef void _scan_slice(const real *x, int64_t u, int64_t per, int64_t c, double *
 cdef void _write_slice(const real *x, int64_t u, int64_t per, int64_t c, bint take_log, const double *kr,
                        int flags, real *out) noexcept nogil:
     """The write pass over slice u % per of row u // per, with the row's shift and factor from kr."""
-    cdef int64_t i = u // per, k = (u % per) * FX_SLICE, j, length = min(<int64_t>FX_SLICE, c - k)
-    if kr[3 * i + 1] != kr[3 * i + 1]:
-        # A row whose lse is not finite is NaN, filled as the row kernels fill
-        # it: the write pass's exp is defined for x - shift <= 0 only, and
-        # +inf there gives a NaN of another sign.
-        for j in range(length):
-            out[i * c + k + j] = <real>NAN
-        return
-    write_row(x + i * c + k, length, take_log, kr[3 * i], kr[3 * i + 1], flags, out + i * c + k)
+    cdef int64_t i = u // per, k = (u % per) * FX_SLICE
+    write_row(x + i * c + k, min(<int64_t>FX_SLICE, c - k), take_log, kr[3 * i], kr[3 * i + 1], flags,
+              out + i * c + k)
 
 
 def split_rows(const real[:, ::1] x, const int64_t[::1] labels, int64_t ignore_index, int mode,

@@ -91,7 +91,9 @@ double fx_log_softmax_row_f64(const double *x, int64_t n, double *out, int flags
  * else 0); the caller cuts the row at multiples of FX_SLICE, merges the
  * slices in order (fx_lse_merge) and then writes each slice with
  * fx_write_row:
- *     out = take_log ? (x - shift) - k : exp(x - shift) * k.
+ *     out = take_log ? (x - shift) - k : exp(x - shift) * k,
+ * and NaN everywhere when k is NaN (pass it for a row whose lse is not
+ * finite: the row kernels fill such a row with NaN).
  * Rows of at most FX_BLOCK_SHIFTS_MAX elements are written by the row
  * kernels (softmax, the gradients) a block of 1024 elements at a time, at
  * the block's own shift: exp(x - m_b) * (k exp(m_b - shift)), m_b the

@@ -601,7 +601,11 @@ static void FXR(fx_lse_scan_row)(const FX_T *x, int64_t n, double *m, double *s)
 static void FXR(fx_write_row)(const FX_T *x, int64_t n, int take_log, double shift, double k,
                               int flags, FX_T *out) {
     const int stream = flags & FX_STREAM_STORES;
-    if (take_log) FXR(fx_write)(x, NULL, NULL, NULL, n, 1, (FX_T)shift, (FX_T)k, 0, 0, -1, 0, stream, out);
+    /* k NaN: a row whose lse is not finite, filled as the row kernels fill
+     * it (the write's exp is defined for x - shift <= 0 only: +inf there
+     * gives a NaN of another sign). */
+    if (k != k) FXR(fx_fill)(out, n, (FX_T)NAN);
+    else if (take_log) FXR(fx_write)(x, NULL, NULL, NULL, n, 1, (FX_T)shift, (FX_T)k, 0, 0, -1, 0, stream, out);
     else FXR(fx_write_exps)(x, NULL, NULL, NULL, NULL, n, flags & FX_BLOCK_SHIFTS, (FX_T)shift, (FX_T)k, 0, 0, -1,
                             0, stream, out);
     FXR(fx_fence_stores)(flags);
