@@ -122,7 +122,7 @@ FX_ALWAYS_INLINE void FXC(fx_cols_scan)(const FX_T *x, const FX_T *t, const FX_T
                 const int64_t len = (m - j) < FX_L ? (m - j) : FX_L;
                 const int full = len == FX_L;
                 if (pfrow) __builtin_prefetch(pfrow + j);
-                FX_V v = full ? FXR(fx_load)(row + j) : FXR(fx_load_part)(row + j, len, (FX_T)-INFINITY);
+                FX_V v = FXR(fx_load_part)(row + j, len, (FX_T)-INFINITY);
                 FX_V d = v - FXR(fx_load)(st->sh + j);
                 FXR(fx_store)(fs + j, FXR(fx_load)(fs + j) + (capped ? FX_EXP_NEG(d) : FX_EXP(d)));
                 if (need_wx || t) {
@@ -130,7 +130,7 @@ FX_ALWAYS_INLINE void FXC(fx_cols_scan)(const FX_T *x, const FX_T *t, const FX_T
                     if (need_wx) FXR(fx_store)(fwx + j, FXR(fx_load)(fwx + j) + wc * v0);
                     if (t) {
                         const FX_T *q = t + c * stride + j;
-                        FX_V a = wc * (full ? FXR(fx_load)(q) : FXR(fx_load_part)(q, len, 0));
+                        FX_V a = wc * FXR(fx_load_part)(q, len, 0);
                         FXR(fx_store)(fwtx + j, FXR(fx_load)(fwtx + j) + a * v0);
                         FXR(fx_store)(fwt + j, FXR(fx_load)(fwt + j) + a);
                     }
@@ -157,8 +157,7 @@ FX_ALWAYS_INLINE void FXC(fx_cols_scan)(const FX_T *x, const FX_T *t, const FX_T
 FX_ALWAYS_INLINE FX_V FXC(fx_cols_out_vec)(const FX_T *xr, const FX_T *tr, FX_T wc, int64_t j, int64_t len,
                                            int take_log, int offset, const FXC(fx_cols_state) *st,
                                            const FX_T *live) {
-    const int full = len == FX_L;
-    FX_V xv = full ? FXR(fx_load)(xr + j) : FXR(fx_load_part)(xr + j, len, 0);
+    FX_V xv = FXR(fx_load_part)(xr + j, len, 0);
     FX_V sh = FXR(fx_load)(st->sh + j), k = FXR(fx_load)(st->k + j), g;
     if (take_log) {
         g = (xv - sh) - k;
@@ -166,7 +165,7 @@ FX_ALWAYS_INLINE FX_V FXC(fx_cols_out_vec)(const FX_T *xr, const FX_T *tr, FX_T 
         g = FX_EXP_NEG(xv - sh) * k;
         if (tr || offset) {
             FX_V a = FXR(fx_load)(st->cc + j);
-            if (tr) a = FXR(fx_load)(st->ct + j) * (full ? FXR(fx_load)(tr + j) : FXR(fx_load_part)(tr + j, len, 0)) + a;
+            if (tr) a = FXR(fx_load)(st->ct + j) * FXR(fx_load_part)(tr + j, len, 0) + a;
             g -= a * wc;
         }
     }

@@ -55,8 +55,7 @@ static double FXR(fx_nll_prob_row)(const FX_T *p, const FX_T *t, int64_t n, int6
             if (t) a = FX_BC(ct) * FXR(fx_load_part)(t + i, k, 0) + a;
             if (w) a = a * FXR(fx_load_part)(w + i, k, 0);
             FX_V g = FX_SEL(pv < vclip, zero, vg * a / pv);
-            if (k == FX_L) FXR(fx_store)(grad + i, g);
-            else FXR(fx_store_part)(grad + i, g, k);
+            FXR(fx_store_part)(grad + i, g, k);
         }
         if (!t && !(py < clip)) grad[y] = (FX_T)((double)grad[y] - gs * (1.0 - eps) * wy / py);
     }
@@ -143,18 +142,18 @@ static double FXR(fx_bce)(const FX_T *x, const FX_T *t, int64_t n, const FX_T *w
         for (int64_t i = 0; i < len; i += FX_L) {
             const int64_t k = (len - i) < FX_L ? (len - i) : FX_L, o = b + i;
             const int full = k == FX_L;
-            FX_V xv = full ? FXR(fx_load)(x + o) : FXR(fx_load_part)(x + o, k, from_logits ? 0 : (FX_T)0.5);
-            const FX_V t0 = full ? FXR(fx_load)(t + o) : FXR(fx_load_part)(t + o, k, 0);
+            FX_V xv = FXR(fx_load_part)(x + o, k, from_logits ? 0 : (FX_T)0.5);
+            const FX_V t0 = FXR(fx_load_part)(t + o, k, 0);
             if (check) {
                 bad += ~((t0 >= zero) & (t0 <= one));
                 if (!from_logits) bad += ~((xv >= zero) & (xv <= one));
             }
             FX_V tv = t0 * keep + half_eps;
-            FX_V wv = w ? (full ? FXR(fx_load)(w + o) : FXR(fx_load_part)(w + o, k, 0))
+            FX_V wv = w ? FXR(fx_load_part)(w + o, k, 0)
                         : (full ? one : FXR(fx_ones_part)(k));
             FX_V l, g;
             if (from_logits) {
-                FX_V pwv = pw ? (full ? FXR(fx_load)(pw + o) : FXR(fx_load_part)(pw + o, k, 1)) : one;
+                FX_V pwv = pw ? FXR(fx_load_part)(pw + o, k, 1) : one;
                 FX_V ax = FX_SEL(xv < zero, -xv, xv);
                 FX_V e = FX_EXP_NEG(-ax); /* in (0, 1] */
                 FX_V u = one + e;
@@ -179,15 +178,11 @@ static double FXR(fx_bce)(const FX_T *x, const FX_T *t, int64_t n, const FX_T *w
                 g = wv * (xv - tv) / den;
             }
             acc += l;
-            if (loss) {
-                if (full) FXR(fx_store)(loss + o, l);
-                else FXR(fx_store_part)(loss + o, l, k);
-            }
+            if (loss) FXR(fx_store_part)(loss + o, l, k);
             if (grad) {
                 g = g * vgs;
-                if (go) g = g * (full ? FXR(fx_load)(go + o) : FXR(fx_load_part)(go + o, k, 0));
-                if (full) FXR(fx_store)(grad + o, g);
-                else FXR(fx_store_part)(grad + o, g, k);
+                if (go) g = g * FXR(fx_load_part)(go + o, k, 0);
+                FXR(fx_store_part)(grad + o, g, k);
             }
         }
         total += FXR(fx_hsum)(acc);

@@ -101,9 +101,10 @@ typedef struct FXR(fx_scan_state_s) {
 FX_ALWAYS_INLINE double FXR(fx_shift)(double m) { return isfinite(m) ? m : 0.0; }
 
 FX_ALWAYS_INLINE FX_V FXR(fx_load)(const FX_T *p) { return *(const FX_VMEM *)p; }
-/* The first len (< FX_L) elements, the other lanes set to fill. */
+/* The first len (<= FX_L) elements, the other lanes set to fill.  Loops
+ * that take every vector through it get plain loads but for the last. */
 FX_ALWAYS_INLINE FX_V FXR(fx_load_part)(const FX_T *p, int64_t len, FX_T fill) {
-    return FX_LOADP(p, len, fill);
+    return len >= FX_L ? FXR(fx_load)(p) : FX_LOADP(p, len, fill);
 }
 /* 1 in the first len lanes, 0 in the others. */
 FX_ALWAYS_INLINE FX_V FXR(fx_ones_part)(int64_t len) {
@@ -112,7 +113,12 @@ FX_ALWAYS_INLINE FX_V FXR(fx_ones_part)(int64_t len) {
     return v;
 }
 FX_ALWAYS_INLINE void FXR(fx_store)(FX_T *p, FX_V v) { *(FX_VMEM *)p = v; }
-FX_ALWAYS_INLINE void FXR(fx_store_part)(FX_T *p, FX_V v, int64_t len) { FX_STOREP(p, v, len); }
+FX_ALWAYS_INLINE void FXR(fx_store_part)(FX_T *p, FX_V v, int64_t len) {
+    if (len >= FX_L)
+        FXR(fx_store)(p, v);
+    else
+        FX_STOREP(p, v, len);
+}
 /* Sum of the lanes in double, as a tree (log2(lanes) dependent additions). */
 FX_ALWAYS_INLINE double FXR(fx_hsum)(FX_V v) {
 #if FX_TBYTES == 4
@@ -282,8 +288,7 @@ FX_ALWAYS_INLINE double FXR(fx_lse_of)(const FXR(fx_scan_state) *st) {
  */
 FX_ALWAYS_INLINE FX_V FXR(fx_out_vec)(const FX_T *x, const FX_T *e, const FX_T *t, const FX_T *w, int64_t i,
                                       int64_t len, int take_log, FX_V sh, FX_V k, FX_V ct, FX_V cc) {
-    const int full = len == FX_L;
-#define FX_LOAD_AT(p) (full ? FXR(fx_load)((p) + i) : FXR(fx_load_part)((p) + i, len, 0))
+#define FX_LOAD_AT(p) FXR(fx_load_part)((p) + i, len, 0)
     if (take_log) return (FX_LOAD_AT(x) - sh) - k;
     FX_V a = cc;
     /* Written only for rows with a finite lse: x - sh <= 0 (or -inf). */

@@ -163,6 +163,29 @@ FX_ALWAYS_INLINE void FXV(fx_storep_f32)(float *p, fx_vf32 v, int64_t len) {
 FX_ALWAYS_INLINE void FXV(fx_storep_f64)(double *p, fx_vf64 v, int64_t len) {
     _mm512_mask_storeu_pd(p, (__mmask8)((1u << len) - 1), (__m512d)v);
 }
+#elif (defined(__x86_64__) || defined(__i386__)) && FX_VBYTES == 32
+/* AVX2: VMASKMOV with a lane mask from iota < len (masked-out lanes are not
+ * accessed, so no fault past the row). */
+FX_ALWAYS_INLINE __m256i FXV(fx_partmask32)(int64_t len) {
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)len), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+FX_ALWAYS_INLINE __m256i FXV(fx_partmask64)(int64_t len) {
+    return _mm256_cmpgt_epi64(_mm256_set1_epi64x(len), _mm256_setr_epi64x(0, 1, 2, 3));
+}
+FX_ALWAYS_INLINE fx_vf32 FXV(fx_loadp_f32)(const float *p, int64_t len, float fill) {
+    const __m256i k = FXV(fx_partmask32)(len);
+    return (fx_vf32)_mm256_blendv_ps(_mm256_set1_ps(fill), _mm256_maskload_ps(p, k), _mm256_castsi256_ps(k));
+}
+FX_ALWAYS_INLINE fx_vf64 FXV(fx_loadp_f64)(const double *p, int64_t len, double fill) {
+    const __m256i k = FXV(fx_partmask64)(len);
+    return (fx_vf64)_mm256_blendv_pd(_mm256_set1_pd(fill), _mm256_maskload_pd(p, k), _mm256_castsi256_pd(k));
+}
+FX_ALWAYS_INLINE void FXV(fx_storep_f32)(float *p, fx_vf32 v, int64_t len) {
+    _mm256_maskstore_ps(p, FXV(fx_partmask32)(len), (__m256)v);
+}
+FX_ALWAYS_INLINE void FXV(fx_storep_f64)(double *p, fx_vf64 v, int64_t len) {
+    _mm256_maskstore_pd(p, FXV(fx_partmask64)(len), (__m256d)v);
+}
 #else
 FX_ALWAYS_INLINE fx_vf32 FXV(fx_loadp_f32)(const float *p, int64_t len, float fill) {
     float buf[FX_LANES_F32];
