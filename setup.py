@@ -143,7 +143,10 @@ class BuildExt(build_ext):
                 compile_args += flags
                 link_args += ["-fsanitize=address,undefined"]
             else:
-                compile_args.append("-O3")
+                # -g0: Python's CFLAGS carry -g, and debug information for
+                # the fully inlined kernels cost a quarter of the build
+                # (AVX2 unit: 185 s -> 146 s on the 2-CPU VM).
+                compile_args += ["-O3", "-g0"]
             compile_args += ["-Wno-psabi", "-Wno-unreachable-code"]
             if os.environ.get("FASTXENT_NATIVE", "") not in ("", "0"):
                 compile_args.append("-march=native")
