@@ -133,8 +133,8 @@ SETUP_PY = textwrap.dedent("""
     from setuptools import Extension, setup
 
     inc = fastxent.get_include()
-    # -O0: what is tested is that the extension builds and calls the kernels
-    # (the kernels themselves are the package's, or fx_kernels.o below)
+    # -O0, the quickest build: these files only call kernels compiled
+    # elsewhere (fastxent._core's, or fx_kernels.o below)
     omp = dict(extra_compile_args=["-O0", "-fopenmp"], extra_link_args=["-fopenmp"])
     exts = [
         # the fused helpers call the C symbols: build the kernels in, here from
