@@ -12,7 +12,7 @@ from cython.parallel cimport prange, threadid
 from libc.stdint cimport int64_t, uintptr_t
 from libc.stdlib cimport malloc, free
 from libc.string cimport memset
-from libc.math cimport exp, log, NAN
+from libc.math cimport exp, fabs, log, NAN
 
 from fastxent._core cimport (
     real, fx_ce_options, FX_STREAM_STORES, lse_row, ce_label_row, ce_prob_row,
@@ -324,6 +324,37 @@ def check_labels(const int64_t[::1] labels, int64_t n_classes, int64_t ignore_in
             live += res[2 * u + 1]
     free(res)
     return bad, live
+
+
+def live_weight_sum(const int64_t[::1] labels, int64_t ignore_index, const double[::1] weight,
+                    const double[::1] sample_weight):
+    """Sum of weight[y_i] * sample_weight[i] (either factor 1 when None) over
+    the labels y_i that are not ignore_index: 'mean''s denominator.  Labels
+    were checked (check_labels).  One thread, in label order, compensated
+    (Neumaier): the same bits for any n_threads, accurate for any length
+    (the NumPy gather, mask and sum it replaced cost 17 ms of a 24 ms
+    weighted call at 1000000x10)."""
+    cdef int64_t n = labels.shape[0], i, y
+    if n == 0:
+        return 0.0
+    cdef const int64_t *lp = &labels[0]
+    cdef const double *wp = &weight[0] if weight is not None else NULL
+    cdef const double *swp = &sample_weight[0] if sample_weight is not None else NULL
+    cdef double total = 0.0, comp = 0.0, term, t
+    with nogil:
+        for i in range(n):
+            y = lp[i]
+            if y == ignore_index:
+                continue
+            term = (wp[y] if wp != NULL else 1.0) * (swp[i] if swp != NULL else 1.0)
+            t = total + term
+            if fabs(total) >= fabs(term):
+                comp += (total - t) + term
+            else:
+                comp += (term - t) + total
+            total = t
+    # A sum that overflowed is inf (its compensation is inf - inf).
+    return total + comp if total - total == 0 else total
 
 
 cdef inline int64_t _outside_unit(real e) noexcept nogil:

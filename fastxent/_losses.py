@@ -92,13 +92,8 @@ def _sum_row_weights(p):
         return float(math.prod(p.target_shape))
     if p.weight64 is None and p.sample_weight is None:
         return float(p.live)  # counted by the label check
-    live = p.labels != p.ignore_index
-    row_weight = np.ones(p.labels.shape[0])
-    if p.weight64 is not None:
-        row_weight[live] = p.weight64[p.labels[live]]
-    if p.sample_weight is not None:
-        row_weight *= p.sample_weight
-    return float(row_weight[live].sum())
+    sw = None if p.sample_weight is None else p.sample_weight.reshape(-1)
+    return _core.live_weight_sum(p.labels, p.ignore_index, p.weight64, sw)
 
 
 def _grad_scaling(p, grad_output):

@@ -951,3 +951,31 @@ def test_long_rows_whose_maximum_rises(dtype, n_classes, rng, h):
         inplace = x.copy()
         fx.cross_entropy_with_grad(inplace, target, reduction="none", inplace=True, **kw)
         assert inplace.tobytes() == grad.tobytes()
+
+
+def test_weighted_mean_denominator_is_the_exact_sum(rng):
+    """'mean' divides by sum over live rows of weight[y] * sample_weight
+    (a compensated sum in label order): within an ulp of math.fsum over a
+    long batch with ignored rows, inf when it overflows, and the weighted
+    mean equals the reference's."""
+    import math
+
+    from fastxent import _core
+
+    n, c = 300_000, 7
+    y = rng.integers(0, c, n)
+    y[rng.random(n) < 0.2] = -100
+    w = rng.random(c) * 1e3
+    sw = rng.random(n) * 1e-3 + np.where(rng.random(n) < 0.01, 1e8, 0.0)  # terms of very different sizes
+    live = y != -100
+    exact = math.fsum(w[y[live]] * sw[live])
+    got = _core.live_weight_sum(y, -100, w, sw)
+    assert abs(got - exact) <= np.spacing(exact)
+    assert _core.live_weight_sum(y, -100, None, None) == live.sum()
+    assert _core.live_weight_sum(y, -100, w, None) == pytest.approx(math.fsum(w[y[live]]), rel=1e-15)
+    assert _core.live_weight_sum(y[:0], -100, w, sw[:0]) == 0.0
+    assert _core.live_weight_sum(np.zeros(3, np.int64), -100, np.array([1e308]), np.full(3, 1e10)) == np.inf
+
+    x = rng.standard_normal((n, c))
+    np.testing.assert_allclose(fx.cross_entropy(x, y, weight=w, sample_weight=sw),
+                               ref.cross_entropy(x, y, weight=w, sample_weight=sw), rtol=1e-12)
