@@ -975,6 +975,8 @@ def test_weighted_mean_denominator_is_the_exact_sum(rng):
     assert _core.live_weight_sum(y, -100, w, None) == pytest.approx(math.fsum(w[y[live]]), rel=1e-15)
     assert _core.live_weight_sum(y[:0], -100, w, sw[:0]) == 0.0
     assert _core.live_weight_sum(np.zeros(3, np.int64), -100, np.array([1e308]), np.full(3, 1e10)) == np.inf
+    with pytest.raises(ValueError, match="sample_weight"):
+        _core.live_weight_sum(y, -100, w, sw[:-1])
 
     x = rng.standard_normal((n, c))
     np.testing.assert_allclose(fx.cross_entropy(x, y, weight=w, sample_weight=sw),
