@@ -141,7 +141,6 @@ static double FXR(fx_bce)(const FX_T *x, const FX_T *t, int64_t n, const FX_T *w
         FX_VI bad = {0}; /* -1 per value outside [0, 1] (NaN compares false both ways) */
         for (int64_t i = 0; i < len; i += FX_L) {
             const int64_t k = (len - i) < FX_L ? (len - i) : FX_L, o = b + i;
-            const int full = k == FX_L;
             FX_V xv = FXR(fx_load_part)(x + o, k, from_logits ? 0 : (FX_T)0.5);
             const FX_V t0 = FXR(fx_load_part)(t + o, k, 0);
             if (check) {
@@ -149,8 +148,7 @@ static double FXR(fx_bce)(const FX_T *x, const FX_T *t, int64_t n, const FX_T *w
                 if (!from_logits) bad += ~((xv >= zero) & (xv <= one));
             }
             FX_V tv = t0 * keep + half_eps;
-            FX_V wv = w ? FXR(fx_load_part)(w + o, k, 0)
-                        : (full ? one : FXR(fx_ones_part)(k));
+            FX_V wv = w ? FXR(fx_load_part)(w + o, k, 0) : FXR(fx_ones_part)(k);
             FX_V l, g;
             if (from_logits) {
                 FX_V pwv = pw ? FXR(fx_load_part)(pw + o, k, 1) : one;

@@ -43,9 +43,8 @@ static inline void fx_free_ptr(void *p) { free(*(void **)p); }
  * longer rows in a heap buffer beside the row (in L2 for rows up to ~32000
  * classes, else L3).  A row split across threads gets the same bits: its
  * slices are written by fx_write_row with FX_BLOCK_SHIFTS.  float64 on
- * AVX-512, alternated with the build
- * that took the exps again, min of each process: with the gradient,
- * 4096x32000, 2 threads, 76.5 / 76.1 / 73.9 / 77.2 / 74.2 -> 69.9 / 71.0 /
+ * AVX-512, alternated with the build that took the exps again, min of each
+ * process: with the gradient, 4096x32000, 2 threads, 76.5 / 76.1 / 73.9 / 77.2 / 74.2 -> 69.9 / 71.0 /
  * 73.8 / 68.0 / 69.5 ms; 2048x32000, 1 thread, 67.6 / 73.6 / 67.5 / 67.0 /
  * 67.3 -> 62.2 / 62.8 / 63.4 / 62.3 / 61.2 ms; 1024x128256, 2 threads, 69.8
  * / 69.6 / 73.0 -> 67.0 / 66.9 / 69.6 ms (softmax 73.6 / 75.1 / 72.5 ->
@@ -106,8 +105,9 @@ FX_ALWAYS_INLINE FX_V FXR(fx_load)(const FX_T *p) { return *(const FX_VMEM *)p; 
 FX_ALWAYS_INLINE FX_V FXR(fx_load_part)(const FX_T *p, int64_t len, FX_T fill) {
     return len >= FX_L ? FXR(fx_load)(p) : FX_LOADP(p, len, fill);
 }
-/* 1 in the first len lanes, 0 in the others. */
+/* 1 in the first len (<= FX_L) lanes, 0 in the others. */
 FX_ALWAYS_INLINE FX_V FXR(fx_ones_part)(int64_t len) {
+    if (len >= FX_L) return FX_BC(1);
     FX_V v = FX_BC(0);
     for (int i = 0; i < FX_L; i++) v[i] = i < len ? (FX_T)1 : (FX_T)0;
     return v;
