@@ -112,10 +112,10 @@ cdef extern from "fastxent.h" nogil:
     void fx_narrow_softmax_f32(const float *x, int64_t n_rows, int64_t n, float *out, int take_log)
     void fx_narrow_softmax_f64(const double *x, int64_t n_rows, int64_t n, double *out, int take_log)
     double fx_narrow_ce_f32(const float *x, int64_t n_rows, int64_t n, const int64_t *labels,
-                            int64_t ignore_index, const float *w, const double *sw, double grad_scale,
+                            int64_t ignore_index, const fx_ce_options *opt, const double *sw, double grad_scale,
                             const double *grs, float *loss, float *grad, float *lse)
     double fx_narrow_ce_f64(const double *x, int64_t n_rows, int64_t n, const int64_t *labels,
-                            int64_t ignore_index, const double *w, const double *sw, double grad_scale,
+                            int64_t ignore_index, const fx_ce_options *opt, const double *sw, double grad_scale,
                             const double *grs, double *loss, double *grad, double *lse)
 
 ctypedef fused real:
@@ -285,12 +285,12 @@ cdef inline void narrow_kl(const real *p, const real *q, int64_t n_rows, int64_t
 
 
 cdef inline double narrow_ce(const real *x, int64_t n_rows, int64_t n, const int64_t *labels,
-                             int64_t ignore_index, const real *w, const double *sw, double grad_scale,
+                             int64_t ignore_index, const fx_ce_options *opt, const double *sw, double grad_scale,
                              const double *grs, real *loss, real *grad, real *lse) noexcept nogil:
     if real is float:
-        return fx_narrow_ce_f32(x, n_rows, n, labels, ignore_index, w, sw, grad_scale, grs, loss, grad, lse)
+        return fx_narrow_ce_f32(x, n_rows, n, labels, ignore_index, opt, sw, grad_scale, grs, loss, grad, lse)
     else:
-        return fx_narrow_ce_f64(x, n_rows, n, labels, ignore_index, w, sw, grad_scale, grs, loss, grad, lse)
+        return fx_narrow_ce_f64(x, n_rows, n, labels, ignore_index, opt, sw, grad_scale, grs, loss, grad, lse)
 
 
 cdef inline void lse_scan_row(const real *x, int64_t n, double *m, double *s) noexcept nogil:

@@ -29,8 +29,9 @@ extern "C" {
 
 /* 4: fx_count_labels.  5: FX_BLOCK_SHIFTS (float64 rows written block by block).
  * 6: fx_bce's outside count.  7: float32 rows written block by block too,
- * below AVX-512 (FX_BLOCK_SHIFTS). */
-#define FASTXENT_C_API_VERSION 7
+ * below AVX-512 (FX_BLOCK_SHIFTS).  8: fx_narrow_ce takes fx_ce_options (label
+ * smoothing and z-loss) in place of the class weights. */
+#define FASTXENT_C_API_VERSION 8
 
 /* Instruction-set paths, lowest first. */
 enum fx_simd_path { FX_SIMD_BASELINE = 0, FX_SIMD_AVX2 = 1, FX_SIMD_AVX512 = 2 };
@@ -244,11 +245,12 @@ double fx_ce_label_rows_f64(const double *x, int64_t n_rows, int64_t n, const in
 
 /*
  * Narrow rows (n <= FX_NARROW_MAX classes), n_rows at a time, SIMD across
- * rows.  fx_narrow_ce: rows whose label is ignore_index (or outside [0, n))
- * are ignored (loss 0, gradient 0); w (class weights), sw (sample weights,
- * scaling the loss and the gradient), grs (per-row gradient scales, times
- * grad_scale), loss, grad and lse are optional (NULL).  It returns the sum
- * of the row losses.
+ * rows.  fx_narrow_ce: fx_ce_label_row's loss and gradient (opt's class
+ * weights, label smoothing and z-loss; its flags are ignored) for every
+ * row; rows whose label is ignore_index (or outside [0, n)) are ignored
+ * (loss 0, gradient 0); opt, sw (sample weights, scaling the loss and the
+ * gradient), grs (per-row gradient scales, times grad_scale), loss, grad
+ * and lse are optional (NULL).  It returns the sum of the row losses.
  */
 #define FX_NARROW_MAX 32
 void fx_narrow_logsumexp_f32(const float *x, int64_t n_rows, int64_t n, float *lse);
@@ -256,11 +258,11 @@ void fx_narrow_logsumexp_f64(const double *x, int64_t n_rows, int64_t n, double 
 void fx_narrow_softmax_f32(const float *x, int64_t n_rows, int64_t n, float *out, int take_log);
 void fx_narrow_softmax_f64(const double *x, int64_t n_rows, int64_t n, double *out, int take_log);
 double fx_narrow_ce_f32(const float *x, int64_t n_rows, int64_t n, const int64_t *labels, int64_t ignore_index,
-                        const float *w, const double *sw, double grad_scale, const double *grs, float *loss,
-                        float *grad, float *lse);
+                        const fx_ce_options *opt, const double *sw, double grad_scale, const double *grs,
+                        float *loss, float *grad, float *lse);
 double fx_narrow_ce_f64(const double *x, int64_t n_rows, int64_t n, const int64_t *labels, int64_t ignore_index,
-                        const double *w, const double *sw, double grad_scale, const double *grs, double *loss,
-                        double *grad, double *lse);
+                        const fx_ce_options *opt, const double *sw, double grad_scale, const double *grs,
+                        double *loss, double *grad, double *lse);
 /* out[r] = fx_entropy_row(p + r * n, n) and fx_kl_row(p + r * n, q + r * n, n)
  * (in double; to rounding: the narrow kernels sum along a row in float). */
 void fx_narrow_entropy_f32(const float *p, int64_t n_rows, int64_t n, double *out);

@@ -202,6 +202,9 @@ FX_ALWAYS_INLINE void FXC(fx_cols_write)(const FX_T *x, const FX_T *t, const FX_
 /* Whether the narrow kernels take the slab; their per-position outputs come
  * in FX_T, a chunk at a time. */
 FX_ALWAYS_INLINE int FXC(fx_cols_narrow)(int64_t nc) { return nc > 0 && nc <= FX_NCOLS_MAX; }
+/* The class stride for them: never 0 (rows; stride >= m > 0 here), which
+ * tells the compiler to leave their row code out of the column kernels. */
+FX_ALWAYS_INLINE int64_t FXC(fx_narrow_stride)(int64_t stride) { return stride > 0 ? stride : 1; }
 
 /* Log-sum-exp of the m columns of a C x m slab (rows `stride` apart). */
 static void FXC(fx_logsumexp_cols)(const FX_T *x, int64_t nc, int64_t m, int64_t stride, double *lse) {
@@ -209,7 +212,7 @@ static void FXC(fx_logsumexp_cols)(const FX_T *x, int64_t nc, int64_t m, int64_t
         FX_T part[FX_COLS_CHUNK];
         for (int64_t j0 = 0; j0 < m; j0 += FX_COLS_CHUNK) {
             const int64_t mm = (m - j0) < FX_COLS_CHUNK ? (m - j0) : FX_COLS_CHUNK;
-            FXC(fx_narrow_lse_at)(x + j0, mm, nc, stride, part);
+            FXC(fx_narrow_lse_at)(x + j0, mm, nc, FXC(fx_narrow_stride)(stride), part);
             for (int64_t j = 0; j < mm; j++) lse[j0 + j] = (double)part[j];
         }
         return;
@@ -227,7 +230,7 @@ static void FXC(fx_logsumexp_cols)(const FX_T *x, int64_t nc, int64_t m, int64_t
 static void FXC(fx_softmax_cols)(const FX_T *x, int64_t nc, int64_t m, int64_t stride, FX_T *out,
                                  int take_log) {
     if (FXC(fx_cols_narrow)(nc)) {
-        FXC(fx_narrow_softmax_at)(x, m, nc, stride, out, take_log);
+        FXC(fx_narrow_softmax_at)(x, m, nc, FXC(fx_narrow_stride)(stride), out, take_log);
         return;
     }
     FXC(fx_cols_state) st;
@@ -260,13 +263,13 @@ static void FXC(fx_ce_cols)(const FX_T *x, const FX_T *t, const int64_t *labels,
     const FX_T *w = opt ? (const FX_T *)opt->weight : NULL;
     const double eps = opt ? opt->label_smoothing : 0.0;
     const double z = opt ? opt->z_loss : 0.0;
-    if (labels && eps == 0.0 && z == 0.0 && FXC(fx_cols_narrow)(nc)) {
+    if (labels && FXC(fx_cols_narrow)(nc)) {
         /* Label -1 is not a class: ignored.  gs scales each position's gradient. */
         FX_T part_loss[FX_COLS_CHUNK], part_lse[FX_COLS_CHUNK];
         for (int64_t j0 = 0; j0 < m; j0 += FX_COLS_CHUNK) {
             const int64_t mm = (m - j0) < FX_COLS_CHUNK ? (m - j0) : FX_COLS_CHUNK;
-            FXC(fx_narrow_ce_at)(x + j0, mm, nc, stride, labels + j0, -1, w, NULL, 1.0, gs ? gs + j0 : NULL,
-                                 part_loss, grad ? grad + j0 : NULL, part_lse);
+            FXC(fx_narrow_ce_at)(x + j0, mm, nc, FXC(fx_narrow_stride)(stride), labels + j0, -1, opt, NULL, 1.0,
+                                 gs ? gs + j0 : NULL, part_loss, grad ? grad + j0 : NULL, part_lse);
             for (int64_t j = 0; j < mm; j++) {
                 if (loss) loss[j0 + j] = (double)part_loss[j];
                 if (lse_out) lse_out[j0 + j] = (double)part_lse[j];
@@ -274,11 +277,7 @@ static void FXC(fx_ce_cols)(const FX_T *x, const FX_T *t, const int64_t *labels,
         }
         return;
     }
-    double wsum = (double)nc;
-    if (w && eps != 0.0) {
-        wsum = 0.0;
-        for (int64_t c = 0; c < nc; c++) wsum += (double)w[c];
-    }
+    const double wsum = eps != 0.0 ? FXC(fx_weight_sum)(w, nc) : (double)nc;
     FXC(fx_cols_state) st;
     FX_T live[FX_COLS_PADDED];
     double xy[FX_COLS_CHUNK]; /* the label's logit: grad may overwrite x */

@@ -22,7 +22,11 @@
 
 #ifndef FX_NARROW_MODES
 #define FX_NARROW_MODES
-enum { FX_NARROW_LSE = 0, FX_NARROW_SOFTMAX = 1, FX_NARROW_LOG_SOFTMAX = 2, FX_NARROW_CE = 3 };
+/* FX_NARROW_CE_OPTS: cross-entropy with label smoothing or z-loss, a mode
+ * (a copy of the code) of its own: their terms in the plain mode's code,
+ * skipped by run-time tests, cost its gradient 8% more instructions. */
+enum { FX_NARROW_LSE = 0, FX_NARROW_SOFTMAX = 1, FX_NARROW_LOG_SOFTMAX = 2, FX_NARROW_CE = 3, FX_NARROW_CE_OPTS = 4 };
+#define FX_NARROW_IS_CE(mode) ((mode) >= FX_NARROW_CE)
 #endif
 
 /*
@@ -246,6 +250,11 @@ typedef struct {
     const double *grs; /* ... times this per row, or NULL            */
     FX_T *loss, *lse;  /* optional outputs                           */
     fx_vf64 acc[2];    /* the loss sum, per lane                     */
+    /* Label smoothing eps and z-loss z (fx_ce_label_row's formulas):
+     * a_c = on_y w_y [c == y] + per_class w_c, A = sum_c a_c. */
+    int smooth, zl;       /* eps != 0, z != 0                        */
+    FX_T on_y, per_class; /* 1 - eps, eps / n                        */
+    FX_T wsum, z2, z;     /* sum_c w_c (n without weights), 2 z, z   */
 } FXR(fx_nce);
 
 FX_ALWAYS_INLINE void FXR(fx_nlabels)(const int64_t *labels, int64_t ignore_index, int64_t n, FX_VI *lab,
@@ -272,6 +281,7 @@ typedef struct {
     FX_V sh, s;            /* shift, sum of exp(x - sh)                 */
     FX_VI lab, live;       /* cross-entropy: labels, live rows          */
     FX_V xy, wy, sw, gs;   /* x_y, w_y, sample weight, gradient scale   */
+    FX_V d;                /* smoothing: sum_c w_c (sh - x_c)           */
 } FXR(fx_nblock);
 
 /* Where row (or position) r0 starts: rows are n apart, positions 1. */
@@ -292,7 +302,7 @@ FX_FOLD_INLINE void FXR(fx_narrow_sum)(FXR(fx_nblock) *b, const FX_T *x, int64_t
     FXR(fx_narrow_in)(xb, n, cs, rows, whole, v, NC);
     FX_V m = FX_BC((FX_T)-INFINITY);
     FX_NFOR(c, NC, n) m = FX_MAX(v[c], m);
-    if (mode == FX_NARROW_CE) {
+    if (FX_NARROW_IS_CE(mode)) {
         /* Labels and scales of a partial block come through padded copies. */
         int64_t lab_p[FX_L];
         double sw_p[FX_L], grs_p[FX_L];
@@ -348,6 +358,14 @@ FX_FOLD_INLINE void FXR(fx_narrow_sum)(FXR(fx_nblock) *b, const FX_T *x, int64_t
         }
     }
     const FX_V sh = FX_SEL((m - m) == zero, m, zero); /* m where finite, else 0 */
+    /* Smoothing: sum_c w_c (lse - x_c) = W log s + sum_c w_c (sh - x_c),
+     * two terms >= 0 (sh is the maximum, w >= 0), where W lse - sum_c w_c x_c
+     * would cancel in the float lanes. */
+    if (mode == FX_NARROW_CE_OPTS) {
+        FX_V d = zero;
+        if (ce->smooth) FX_NFOR(c, NC, n) d += (ce->w ? FX_BC(ce->w[c]) : FX_BC(1)) * (sh - v[c]);
+        b->d = d;
+    }
     FX_V s = zero;
     /* FX_EXP, not FX_EXP_NEG behind a test for +inf rows: the unrolled
      * columns compiled twice took 23% longer (float64, 1Mx10, 1 thread). */
@@ -378,7 +396,7 @@ FX_FOLD_INLINE void FXR(fx_narrow_finish)(FXR(fx_nblock) *b, FX_V ls, int64_t n,
      * through k below (s = 0 and NaN do by themselves). */
     const FX_V vlse = b->sh + ls;
     const FX_VI finite = mode == FX_NARROW_SOFTMAX ? b->s != FX_BC((FX_T)INFINITY) : (vlse - vlse) == zero;
-    if (mode == FX_NARROW_CE) lse = ce->lse;
+    if (FX_NARROW_IS_CE(mode)) lse = ce->lse;
     if (lse) {
         if (rows == FX_L)
             *(FX_VMEM *)(lse + r0) = vlse;
@@ -386,8 +404,13 @@ FX_FOLD_INLINE void FXR(fx_narrow_finish)(FXR(fx_nblock) *b, FX_V ls, int64_t n,
             FX_STOREP(lse + r0, vlse, rows);
     }
     if (mode == FX_NARROW_LSE) return;
-    if (mode == FX_NARROW_CE) {
-        FX_V loss = FX_SEL(finite, b->wy * (vlse - b->xy), nan);
+    if (FX_NARROW_IS_CE(mode)) {
+        FX_V loss = b->wy * (vlse - b->xy);
+        if (mode == FX_NARROW_CE_OPTS) {
+            if (ce->smooth) loss = ce->on_y * loss + ce->per_class * (ce->wsum * ls + b->d);
+            if (ce->zl) loss += ce->z * vlse * vlse;
+        }
+        loss = FX_SEL(finite, loss, nan);
         if (ce->sw) loss = b->sw * loss;
         loss = FX_SEL(b->live, loss, zero);
         FXR(fx_nacc)(ce->acc, loss);
@@ -398,11 +421,25 @@ FX_FOLD_INLINE void FXR(fx_narrow_finish)(FXR(fx_nblock) *b, FX_V ls, int64_t n,
                 FX_STOREP(ce->loss + r0, loss, rows);
         }
         if (!out) return;
-        /* Rows of a non-finite lse get NaN through k (exp * NaN), ignored
-         * rows 0 by the select (their exps may be inf or NaN). */
-        const FX_V sub = FX_SEL(b->live, b->gs * b->wy, zero), k = FX_SEL(finite, sub / b->s, nan);
+        /* grad_c = gs ((A + 2 z lse) p_c - a_c).  Rows of a non-finite lse
+         * get NaN through k (exp * NaN), ignored rows 0 by the selects
+         * (their exps may be inf or NaN). */
+        FX_V sub = FX_SEL(b->live, b->gs * b->wy, zero), scale = sub;
+        if (mode == FX_NARROW_CE_OPTS) {
+            FX_V a = ce->smooth ? ce->on_y * b->wy + ce->per_class * ce->wsum : b->wy;
+            if (ce->zl) a += ce->z2 * vlse;
+            scale = FX_SEL(b->live, b->gs * a, zero);
+            if (ce->smooth) sub = sub * ce->on_y;
+        }
+        const FX_V k = FX_SEL(finite, scale / b->s, nan);
         const FX_VI zi = {0};
-        FX_NFOR(c, NC, n) v[c] = FX_SEL(b->live, v[c] * k, zero) - FX_SEL(b->lab == zi + (FX_NIT)c, sub, zero);
+        if (mode == FX_NARROW_CE_OPTS && ce->smooth) {
+            const FX_V cc = FX_SEL(b->live, b->gs * ce->per_class, zero);
+            FX_NFOR(c, NC, n) v[c] = FX_SEL(b->live, v[c] * k, zero) - FX_SEL(b->lab == zi + (FX_NIT)c, sub, zero) -
+                                     (ce->w ? cc * FX_BC(ce->w[c]) : cc);
+        } else {
+            FX_NFOR(c, NC, n) v[c] = FX_SEL(b->live, v[c] * k, zero) - FX_SEL(b->lab == zi + (FX_NIT)c, sub, zero);
+        }
     } else {
         /* A non-finite lse gives NaN everywhere: through k or ls, except
          * where the sum is 0 (a row of -inf: 0 * inf and -inf + inf are
@@ -421,8 +458,8 @@ FX_FOLD_INLINE void FXR(fx_narrow_finish)(FXR(fx_nblock) *b, FX_V ls, int64_t n,
 FX_FOLD_INLINE void FXR(fx_narrow_blocks)(const FX_T *x, int64_t n, int64_t cs, int64_t r0, int nb,
                                             int64_t rows, int whole, int mode, FXR(fx_nce) *ce, FX_T *out,
                                             FX_T *lse, const int NC) {
-    const int keep = mode == FX_NARROW_SOFTMAX || (mode == FX_NARROW_CE && out);
-    if (nb == 2 && mode == FX_NARROW_CE && !out) {
+    const int keep = mode == FX_NARROW_SOFTMAX || (FX_NARROW_IS_CE(mode) && out);
+    if (nb == 2 && FX_NARROW_IS_CE(mode) && !out) {
         /* Two named blocks, not an array: every access constant, so the
          * compiler keeps them in registers. */
         FXR(fx_nblock) b0, b1;
@@ -550,13 +587,29 @@ FX_FOLD_INLINE void FXR(fx_narrow_softmax_at)(const FX_T *x, int64_t n_rows, int
         FXR(fx_narrow_run)(x, n_rows, n, cs, FX_NARROW_SOFTMAX, NULL, out, NULL);
 }
 
-FX_FOLD_INLINE double FXR(fx_narrow_ce_at)(const FX_T *x, int64_t n_rows, int64_t n, int64_t cs,
-                                             const int64_t *labels, int64_t ignore_index, const FX_T *w,
-                                             const double *sw, double grad_scale, const double *grs, FX_T *loss,
-                                             FX_T *grad, FX_T *lse) {
-    FXR(fx_nce) ce = {labels, ignore_index, w, sw, grad_scale, grs, loss, lse, {{0}, {0}}};
-    /* With and without the gradient: each loop fully specialised. */
+/* Cross-entropy with label smoothing or z-loss, out of line: one copy for
+ * rows and positions (the plain mode is inlined into each caller). */
+static __attribute__((noinline)) void FXR(fx_narrow_ce_opts)(const FX_T *x, int64_t n_rows, int64_t n, int64_t cs,
+                                                              FXR(fx_nce) *ce, FX_T *grad) {
     if (grad)
+        FXR(fx_narrow_run)(x, n_rows, n, cs, FX_NARROW_CE_OPTS, ce, grad, NULL);
+    else
+        FXR(fx_narrow_run)(x, n_rows, n, cs, FX_NARROW_CE_OPTS, ce, NULL, NULL);
+}
+
+FX_FOLD_INLINE double FXR(fx_narrow_ce_at)(const FX_T *x, int64_t n_rows, int64_t n, int64_t cs,
+                                             const int64_t *labels, int64_t ignore_index,
+                                             const fx_ce_options *opt, const double *sw, double grad_scale,
+                                             const double *grs, FX_T *loss, FX_T *grad, FX_T *lse) {
+    const FX_T *w = opt ? (const FX_T *)opt->weight : NULL;
+    const double eps = opt ? opt->label_smoothing : 0.0, z = opt ? opt->z_loss : 0.0;
+    FXR(fx_nce) ce = {labels, ignore_index, w, sw, grad_scale, grs, loss, lse, {{0}, {0}}, eps != 0.0, z != 0.0,
+                      (FX_T)(1.0 - eps), (FX_T)(eps / (double)n), (FX_T)FXR(fx_weight_sum)(w, n),
+                      (FX_T)(2.0 * z), (FX_T)z};
+    /* With and without the gradient, and the options: each loop fully specialised. */
+    if (ce.smooth || ce.zl)
+        FXR(fx_narrow_ce_opts)(x, n_rows, n, cs, &ce, grad);
+    else if (grad)
         FXR(fx_narrow_run)(x, n_rows, n, cs, FX_NARROW_CE, &ce, grad, NULL);
     else
         FXR(fx_narrow_run)(x, n_rows, n, cs, FX_NARROW_CE, &ce, NULL, NULL);
@@ -578,9 +631,9 @@ static void FXR(fx_narrow_softmax)(const FX_T *x, int64_t n_rows, int64_t n, FX_
 }
 
 static double FXR(fx_narrow_ce)(const FX_T *x, int64_t n_rows, int64_t n, const int64_t *labels,
-                                int64_t ignore_index, const FX_T *w, const double *sw, double grad_scale,
-                                const double *grs, FX_T *loss, FX_T *grad, FX_T *lse) {
-    return FXR(fx_narrow_ce_at)(x, n_rows, n, 0, labels, ignore_index, w, sw, grad_scale, grs, loss, grad, lse);
+                                int64_t ignore_index, const fx_ce_options *opt, const double *sw,
+                                double grad_scale, const double *grs, FX_T *loss, FX_T *grad, FX_T *lse) {
+    return FXR(fx_narrow_ce_at)(x, n_rows, n, 0, labels, ignore_index, opt, sw, grad_scale, grs, loss, grad, lse);
 }
 
 /*

@@ -99,6 +99,14 @@ typedef struct FXR(fx_scan_state_s) {
  * so that a row of -inf gives 0 (not NaN) and +inf gives +inf. */
 FX_ALWAYS_INLINE double FXR(fx_shift)(double m) { return isfinite(m) ? m : 0.0; }
 
+/* sum_c w_c over n classes (n without class weights), in class order. */
+FX_ALWAYS_INLINE double FXR(fx_weight_sum)(const FX_T *w, int64_t n) {
+    if (!w) return (double)n;
+    double sum = 0.0;
+    for (int64_t c = 0; c < n; c++) sum += (double)w[c];
+    return sum;
+}
+
 FX_ALWAYS_INLINE FX_V FXR(fx_load)(const FX_T *p) { return *(const FX_VMEM *)p; }
 /* The first len (<= FX_L) elements, the other lanes set to fill.  Loops
  * that take every vector through it get plain loads but for the last. */

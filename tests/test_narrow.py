@@ -80,6 +80,68 @@ def test_weights_and_scales(simd, dtype, n, rng, h):
         h.assert_close(plain, ref.cross_entropy(x, y, **kw), dtype, scale=2 * scale, err_msg=reduction)
 
 
+# Label smoothing and z-loss go through the same kernels (one term of the
+# gradient each); eps = 1 leaves only the smoothing term.
+SMOOTHING = [dict(label_smoothing=0.1), dict(z_loss=1e-3), dict(label_smoothing=0.3, z_loss=1e-2),
+             dict(label_smoothing=1.0)]
+
+
+def _check_smoothing(x, y, w, sw, go, fx_call, dtype, h, msg):
+    """fx_call(reduction, grad_output, **options) -> (loss, grad, lse) in the
+    row layout, against the reference, with and without class and sample
+    weights, for every entry of SMOOTHING."""
+    scale = h.scale(x)
+    for opts in SMOOTHING:
+        for weights in ({}, dict(weight=w, sample_weight=sw)):
+            for reduction in ("none", "mean"):
+                kw = dict(opts, **weights, reduction=reduction)
+                grad_output = go if reduction == "none" else 1.5
+                m = f"{msg} {kw}"
+                loss, grad, lse = fx_call(grad_output, **kw)
+                h.assert_close(loss, ref.cross_entropy(x, y, **kw), dtype, scale=4 * scale, err_msg=m)
+                h.assert_close(grad, ref.cross_entropy_grad(x, y, grad_output=grad_output, **kw), dtype,
+                               scale=2, err_msg=m)
+                h.assert_close(lse, ref.logsumexp(x), dtype, scale=scale, err_msg=m)
+                assert np.all(grad[y == -100] == 0), m
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", [1, 2, 10, 17, 32])
+def test_label_smoothing_and_z_loss(simd, dtype, n, rng, h):
+    rows = 531
+    x, y = _data(rng, rows, n, dtype)
+
+    def rows_call(grad_output, **kw):
+        loss, grad, lse = fx.cross_entropy_with_grad(x, y, grad_output=grad_output, return_lse=True, **kw)
+        # Without the gradient: the loss kernel, the same loss.
+        np.testing.assert_allclose(fx.cross_entropy(x, y, **kw), loss, rtol=1e-12, atol=0)
+        return loss, grad, lse
+
+    _check_smoothing(x, y, rng.random(n) + 0.5, rng.random(rows) + 0.1, rng.standard_normal(rows), rows_call,
+                     dtype, h, f"{simd} n={n}")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", [2, 10, 21])
+def test_label_smoothing_and_z_loss_with_the_class_axis_strided(simd, dtype, n, rng, h):
+    p, q = 3, 531
+    x, y = _data(rng, p * q, n, dtype)
+    xc, yc = _as_cols(x, p, q), y.reshape(p, q)
+    sw = rng.random(p * q) + 0.1
+
+    def cols_call(grad_output, **kw):
+        if "sample_weight" in kw:
+            kw["sample_weight"] = kw["sample_weight"].reshape(p, q)
+        if np.ndim(grad_output):
+            grad_output = grad_output.reshape(p, q)
+        loss, grad, lse = fx.cross_entropy_with_grad(xc, yc, axis=1, grad_output=grad_output, return_lse=True,
+                                                     **kw)
+        return np.reshape(loss, -1) if np.ndim(loss) else loss, _as_rows(grad), lse.reshape(-1)
+
+    _check_smoothing(x, y, rng.random(n) + 0.5, sw, rng.standard_normal(p * q), cols_call, dtype, h,
+                     f"{simd} n={n}")
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("ignore_index", [0, 3, -1, 2**40 + 1, -(2**63)])
 def test_ignore_index_values(simd, dtype, ignore_index, rng, h):
