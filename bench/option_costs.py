@@ -3,8 +3,8 @@
     python bench/option_costs.py
 
 Medians of repeated calls after a warm-up, each line a same-run ratio:
-- cross_entropy_with_grad at 4096x32000 float32 with weight + label_smoothing
-  + ignore_index against the plain call (same out= buffer);
+- cross_entropy_with_grad at 4096x32000 and 1000000x10 float32 with weight
+  + label_smoothing + ignore_index against the plain call (same out= buffer);
 - the (64, 1000, 32, 32) and (64, 21, 128, 128) float32 PyTorch layouts with
   axis=1 against the same numbers with the class axis last (each with its
   fraction of the copy limit measured at the start), and both against
@@ -43,18 +43,19 @@ def report(name, seconds, baseline=None, baseline_name=""):
 
 
 def options_cost(rng):
-    print("cross_entropy_with_grad, 4096x32000 float32, out= buffer")
-    x = rng.standard_normal((4096, 32000), dtype=np.float32)
-    y = rng.integers(0, 32000, 4096)
-    y[::10] = -100
-    w = rng.random(32000).astype(np.float32) + 0.5
-    out = np.zeros_like(x)
-    plain = median_time(lambda: fx.cross_entropy_with_grad(x, y, out=out))
-    report("plain", plain)
-    opts = median_time(lambda: fx.cross_entropy_with_grad(x, y, out=out, weight=w, label_smoothing=0.1,
-                                                          ignore_index=-100))
-    print(f"  {'weight + label_smoothing + ignore_index':<58} {opts * 1e3:10.3f} ms   "
-          f"{opts / plain:6.2f}x the plain call's time")
+    for n, c in ((4096, 32000), (1000000, 10)):
+        print(f"cross_entropy_with_grad, {n}x{c} float32, out= buffer")
+        x = rng.standard_normal((n, c), dtype=np.float32)
+        y = rng.integers(0, c, n)
+        y[::10] = -100
+        w = rng.random(c).astype(np.float32) + 0.5
+        out = np.zeros_like(x)
+        plain = median_time(lambda: fx.cross_entropy_with_grad(x, y, out=out))
+        report("plain", plain)
+        opts = median_time(lambda: fx.cross_entropy_with_grad(x, y, out=out, weight=w, label_smoothing=0.1,
+                                                              ignore_index=-100))
+        print(f"  {'weight + label_smoothing + ignore_index':<58} {opts * 1e3:10.3f} ms   "
+              f"{opts / plain:6.2f}x the plain call's time")
 
 
 def layouts(rng, bandwidth):
@@ -109,6 +110,7 @@ def small_calls(rng):
     x = rng.standard_normal((64, 10), dtype=np.float32)
     y = rng.integers(0, 10, 64)
     t = rng.random((64, 10), dtype=np.float32)
+    w = rng.random(10) + 0.5
     p = fx.softmax(x)
     row, full = np.empty(64, np.float32), np.empty_like(x)
     calls = {
@@ -118,6 +120,7 @@ def small_calls(rng):
         "cross_entropy_with_grad, out=": lambda: fx.cross_entropy_with_grad(x, y, out=full),
         "cross_entropy, reduction='none'": lambda: fx.cross_entropy(x, y, reduction="none"),
         "cross_entropy, label_smoothing=0.1": lambda: fx.cross_entropy(x, y, label_smoothing=0.1),
+        "cross_entropy, weight=": lambda: fx.cross_entropy(x, y, weight=w),
         "binary_cross_entropy": lambda: fx.binary_cross_entropy(x, t),
         "entropy": lambda: fx.entropy(p),
     }

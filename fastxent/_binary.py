@@ -56,10 +56,10 @@ def _check_unit_interval(arr, tgt, rows, t_rows, from_logits, nt, counted=None):
     """
     if counted == 0:
         return
-    if counted is not None or _core.count_outside_unit(t_rows.reshape(-1), nt):
+    if counted is not None or _core.count_outside(t_rows.reshape(-1), 1.0, nt):
         v.reject_where("target", tgt, ~((t_rows >= 0) & (t_rows <= 1)).reshape(tgt.shape),
                        "values in [0, 1] (labels or probabilities)")
-    if not from_logits and (counted is not None or _core.count_outside_unit(rows.reshape(-1), nt)):
+    if not from_logits and (counted is not None or _core.count_outside(rows.reshape(-1), 1.0, nt)):
         v.reject_where("x", arr, ~((rows >= 0) & (rows <= 1)).reshape(arr.shape),
                        "probabilities in [0, 1] with from_logits=False")
 

@@ -359,12 +359,12 @@ def live_weight_sum(const int64_t[::1] labels, int64_t ignore_index, const doubl
     return total + comp if total - total == 0 else total
 
 
-cdef inline int64_t _outside_unit(real e) noexcept nogil:
-    return (e < 0) | (e > 1) | (e != e)
+cdef inline int64_t _outside(real e, double hi) noexcept nogil:
+    return not ((e >= 0) & (e <= hi))
 
 
-def count_outside_unit(const real[::1] a, int n_threads=1):
-    """How many values of a lie outside [0, 1] (NaN counts): one parallel pass,
+def count_outside(const real[::1] a, double hi, int n_threads=1):
+    """How many values of a lie outside [0, hi] (NaN counts): one parallel pass,
     no temporaries.  The caller looks for the first one only when there is one."""
     cdef int64_t n = a.shape[0], i, bad = 0
     if n == 0:
@@ -374,10 +374,10 @@ def count_outside_unit(const real[::1] a, int n_threads=1):
     with nogil:
         if nt > 1:
             for i in prange(n, schedule='dynamic', chunksize=_chunk(n, nt), num_threads=nt):
-                bad += _outside_unit(ap[i])
+                bad += _outside(ap[i], hi)
         else:
             for i in range(n):
-                bad += _outside_unit(ap[i])
+                bad += _outside(ap[i], hi)
     return bad
 
 
@@ -867,28 +867,29 @@ cdef int64_t _small_live(const int64_t *labels, int64_t n, int64_t c, int64_t ig
 
 
 cdef double _ce_small_rows(const real *x, const int64_t *labels, int64_t n, int64_t c, int64_t ignore_index,
-                           double gs, real *loss_out, real *grad, bint narrow, int64_t rpb, int64_t units,
-                           int n_threads) noexcept nogil:
+                           double label_smoothing, double z_loss, double gs, real *loss_out, real *grad,
+                           bint narrow, int64_t rpb, int64_t units, int n_threads) noexcept nogil:
     """Loss sum (and the per-row losses and gradient, when loss_out and grad
     are given) of a small batch: the
     kernels, blocks and summation order of cross_entropy_rows, so the bits
     are the same as the general path's."""
     cdef fx_ce_options opt
     opt.weight = NULL
-    opt.label_smoothing = 0.0
-    opt.z_loss = 0.0
+    opt.label_smoothing = label_smoothing
+    opt.z_loss = z_loss
     opt.flags = 0
+    cdef bint plain = label_smoothing == 0 and z_loss == 0
     cdef double partial[SMALL_UNITS]
     cdef double total = 0.0
     cdef int64_t b
     cdef int nt = _threads(n * c, units, n_threads)
     if nt > 1:
         for b in prange(units, schedule='dynamic', chunksize=_chunk(units, nt), num_threads=nt):
-            partial[b] = _ce_rows_unit(narrow, True, b, rpb, x, NULL, labels, ignore_index, n, c, NULL, &opt,
+            partial[b] = _ce_rows_unit(narrow, plain, b, rpb, x, NULL, labels, ignore_index, n, c, NULL, &opt,
                                        NULL, gs, NULL, 0.0, 0.0, NULL, loss_out, grad, NULL)
     else:
         for b in range(units):
-            partial[b] = _ce_rows_unit(narrow, True, b, rpb, x, NULL, labels, ignore_index, n, c, NULL, &opt,
+            partial[b] = _ce_rows_unit(narrow, plain, b, rpb, x, NULL, labels, ignore_index, n, c, NULL, &opt,
                                        NULL, gs, NULL, 0.0, 0.0, NULL, loss_out, grad, NULL)
     for b in range(units):
         total += partial[b]
@@ -896,7 +897,8 @@ cdef double _ce_small_rows(const real *x, const int64_t *labels, int64_t n, int6
 
 
 cdef object _small_call(const real[:, ::1] x, const int64_t[::1] lab, int64_t ignore_index, bint mean,
-                        bint empty_nan, double grad_output, grad_arg, loss_arg, int n_threads):
+                        bint empty_nan, double label_smoothing, double z_loss, double grad_output, grad_arg,
+                        loss_arg, int n_threads):
     cdef real[:, ::1] grad_view = None
     cdef real[::1] loss_view = None
     cdef int64_t n = lab.shape[0], c = x.shape[1], live
@@ -927,7 +929,7 @@ cdef object _small_call(const real[:, ::1] x, const int64_t[::1] lab, int64_t ig
     if live < 0 or (grad != NULL and mean and live == 0):
         return None
     with nogil:
-        total = _ce_small_rows(&x[0, 0], &lab[0], n, c, ignore_index,
+        total = _ce_small_rows(&x[0, 0], &lab[0], n, c, ignore_index, label_smoothing, z_loss,
                                grad_output / live if mean else grad_output, loss_out, grad, narrow, rpb,
                                units, n_threads)
     if not mean:
@@ -938,14 +940,16 @@ cdef object _small_call(const real[:, ::1] x, const int64_t[::1] lab, int64_t ig
 
 
 def cross_entropy_small(x, labels, int64_t ignore_index, bint mean, bint empty_nan,
-                        double grad_output=1.0, grad=None, loss_out=None, int n_threads=1):
-    """Plain cross-entropy of a small C-contiguous (N, C) float32 or float64
+                        double label_smoothing=0.0, double z_loss=0.0, double grad_output=1.0, grad=None,
+                        loss_out=None, int n_threads=1):
+    """Cross-entropy (label smoothing and z-loss, validated by the caller,
+    but no weights) of a small C-contiguous (N, C) float32 or float64
     ndarray with int64 labels; with grad (x's shape and dtype, C-contiguous,
     not overlapping x: the caller checks) its gradient times grad_output,
     and with loss_out (N, x's dtype) the per-row losses.
 
-    The whole call stays in C: no option handling, and a parallel region
-    only from SERIAL_WORK elements (n_threads: validated by the caller).
+    The whole call stays in C: no other option handling, and a parallel
+    region only from SERIAL_WORK elements (n_threads: validated by the caller).
     Returns the loss sum (mean: the mean), or None when the input is not of
     that kind (or holds a bad label), and the caller takes the general path,
     which validates and reports.
@@ -967,8 +971,10 @@ def cross_entropy_small(x, labels, int64_t ignore_index, bint mean, bint empty_n
     if lab.shape[0] == 0:
         return None
     if single:
-        return _small_call(xf, lab, ignore_index, mean, empty_nan, grad_output, grad, loss_out, n_threads)
-    return _small_call(xd, lab, ignore_index, mean, empty_nan, grad_output, grad, loss_out, n_threads)
+        return _small_call(xf, lab, ignore_index, mean, empty_nan, label_smoothing, z_loss, grad_output, grad,
+                           loss_out, n_threads)
+    return _small_call(xd, lab, ignore_index, mean, empty_nan, label_smoothing, z_loss, grad_output, grad,
+                       loss_out, n_threads)
 
 
 # ---------------------------------------------------------------------------

@@ -163,17 +163,18 @@ def _run(p, grad=None, grad_scale=1.0, grad_rows=None, return_lse=False):
     return loss, lse
 
 
-def _small_plain_call(logits, target, axis, weight, sample_weight, ignore_index, reduction,
-                      label_smoothing, z_loss, softcap, from_logits, empty, n_threads):
+def _small_call_fits(logits, target, axis, weight, sample_weight, ignore_index, reduction,
+                     label_smoothing, z_loss, softcap, from_logits, empty, n_threads):
     """Whether a call may try the small-call fast path: a small (N, C) ndarray,
-    int64 labels, no options.  Small plain calls stay in C (their fixed cost is
-    what users see); the C side still declines anything unusual, a bad label
-    included, and the general path then validates and reports."""
+    int64 labels, no options but valid float label_smoothing and z_loss.
+    Small calls stay in C (their fixed cost is what users see); the C side
+    still declines anything unusual, a bad label included, and the general
+    path then validates and reports."""
     return (type(logits) is np.ndarray and type(target) is np.ndarray and logits.ndim == 2
             and logits.size <= _SMALL_CALL and type(axis) is int and (axis == -1 or axis == 1)
             and weight is None and sample_weight is None
-            and type(label_smoothing) is float and label_smoothing == 0.0
-            and type(z_loss) is float and z_loss == 0.0
+            and type(label_smoothing) is float and 0.0 <= label_smoothing <= 1.0
+            and type(z_loss) is float and 0.0 <= z_loss < math.inf
             and softcap is None and from_logits is True and type(ignore_index) is int
             and -(2**63) <= ignore_index < 2**63
             and (reduction == "mean" or reduction == "sum" or reduction == "none")
@@ -238,11 +239,12 @@ def cross_entropy(logits, target, *, axis=-1, weight=None, sample_weight=None, i
     -------
     float or ndarray
     """
-    if _small_plain_call(logits, target, axis, weight, sample_weight, ignore_index, reduction,
-                         label_smoothing, z_loss, softcap, from_logits, empty, n_threads):
+    if _small_call_fits(logits, target, axis, weight, sample_weight, ignore_index, reduction,
+                        label_smoothing, z_loss, softcap, from_logits, empty, n_threads):
         losses = np.empty(target.shape, logits.dtype) if reduction == "none" else None
         result = _core.cross_entropy_small(logits, target, ignore_index, reduction == "mean",
-                                           empty == "nan", 1.0, None, losses, _small_threads(logits, n_threads))
+                                           empty == "nan", label_smoothing, z_loss, 1.0, None, losses,
+                                           _small_threads(logits, n_threads))
         if result is not None:
             return result if losses is None else losses
     p = _prepare(logits, target, axis=axis, weight=weight, sample_weight=sample_weight,
@@ -279,13 +281,13 @@ def cross_entropy_with_grad(logits, target, *, axis=-1, weight=None, sample_weig
     """
     if (inplace is False and return_lse is False and type(grad_output) is float
             and math.isfinite(grad_output)
-            and _small_plain_call(logits, target, axis, weight, sample_weight, ignore_index, reduction,
-                                  label_smoothing, z_loss, softcap, from_logits, empty, n_threads)
+            and _small_call_fits(logits, target, axis, weight, sample_weight, ignore_index, reduction,
+                                 label_smoothing, z_loss, softcap, from_logits, empty, n_threads)
             and (out is None or (type(out) is np.ndarray and not np.may_share_memory(out, logits)))):
         grad = np.empty(logits.shape, logits.dtype) if out is None else out
         losses = np.empty(target.shape, logits.dtype) if reduction == "none" else None
         loss = _core.cross_entropy_small(logits, target, ignore_index, reduction == "mean",
-                                         empty == "nan", grad_output, grad, losses,
+                                         empty == "nan", label_smoothing, z_loss, grad_output, grad, losses,
                                          _small_threads(logits, n_threads))
         if loss is not None:
             return (loss if losses is None else losses), grad

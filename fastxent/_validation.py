@@ -187,11 +187,16 @@ def weights_array(name, value, shape, dtype):
         raise ValueError(f"{name} must have shape {shape}, got {arr.shape}")
     # A finite weight too large for the compute dtype becomes inf in the
     # cast: checked (and reported) after it, without NumPy's overflow warning.
-    with np.errstate(over="ignore", invalid="ignore"):
-        cast = np.ascontiguousarray(arr, dtype=dtype)
-        bad = ~(np.isfinite(cast) & (cast >= 0))
-    reject_where(name, arr, bad, f"finite non-negative numbers representable in {np.dtype(dtype)} "
-                 "(no NaN, inf or negative values)")
+    if arr.dtype == dtype:
+        cast = np.ascontiguousarray(arr)
+    else:
+        with np.errstate(over="ignore", invalid="ignore"):
+            cast = np.ascontiguousarray(arr, dtype=dtype)
+    # One pass in C; the mask that finds the first bad value only on failure.
+    if _core.count_outside(cast.reshape(-1), float(np.finfo(dtype).max)):
+        reject_where(name, arr, ~(np.isfinite(cast) & (cast >= 0)),
+                     f"finite non-negative numbers representable in {np.dtype(dtype)} "
+                     "(no NaN, inf or negative values)")
     return cast
 
 

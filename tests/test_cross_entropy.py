@@ -788,11 +788,12 @@ def test_label_check_in_units(n_threads, ignore_index, bad_at, rng):
 @pytest.mark.parametrize("shape", [(1, 1), (7, 10), (600, 10), (5, 32), (6, 33), (40, 1000)])
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 @pytest.mark.parametrize("with_out", [False, True])
-def test_small_call_fast_path_matches_general_path(dtype, shape, reduction, with_out, rng, monkeypatch):
-    # Small plain calls of cross_entropy and cross_entropy_with_grad run in
-    # C (on two threads from SERIAL elements: 40x1000); int32 labels send the
-    # same call down the general path.  Same bits, and for 'none' the same
-    # kind of array (ignored rows 0).
+@pytest.mark.parametrize("options", [{}, {"label_smoothing": 0.1}, {"label_smoothing": 0.2, "z_loss": 1e-3}])
+def test_small_call_fast_path_matches_general_path(dtype, shape, reduction, with_out, options, rng, monkeypatch):
+    # Small calls of cross_entropy and cross_entropy_with_grad without
+    # weights run in C (on two threads from SERIAL elements: 40x1000); int32
+    # labels send the same call down the general path.  Same bits, and for
+    # 'none' the same kind of array (ignored rows 0).
     from fastxent import _core
     taken = []
     real = _core.cross_entropy_small
@@ -802,12 +803,12 @@ def test_small_call_fast_path_matches_general_path(dtype, shape, reduction, with
     y[::3] = -100
     y[0] = 0
     for grad_output in (1.0, 0.37):
-        kw = dict(reduction=reduction, grad_output=grad_output)
+        kw = dict(reduction=reduction, grad_output=grad_output, **options)
         out = np.full(shape, np.nan, dtype) if with_out else None
         fast_loss, fast_grad = fx.cross_entropy_with_grad(x, y, out=out, **kw)
         slow_loss, slow_grad = fx.cross_entropy_with_grad(x, y.astype(np.int32), **kw)
-        fast_forward = fx.cross_entropy(x, y, reduction=reduction)
-        slow_forward = fx.cross_entropy(x, y.astype(np.int32), reduction=reduction)
+        fast_forward = fx.cross_entropy(x, y, reduction=reduction, **options)
+        slow_forward = fx.cross_entropy(x, y.astype(np.int32), reduction=reduction, **options)
         if reduction == "none":
             for fast, slow in ((fast_loss, slow_loss), (fast_forward, slow_forward)):
                 assert fast.dtype == dtype and fast.shape == shape[:1]
@@ -824,7 +825,8 @@ def test_small_call_fast_path_matches_general_path(dtype, shape, reduction, with
 
 
 @pytest.mark.parametrize("case", ["bad-label", "all-ignored", "overlapping-out", "readonly-out", "f64-out",
-                                  "axis-bool", "axis-float", "smoothing-bool", "z-loss-complex"])
+                                  "axis-bool", "axis-float", "smoothing-bool", "z-loss-complex",
+                                  "smoothing-above-1", "smoothing-nan", "z-loss-inf", "z-loss-negative"])
 def test_small_call_fast_path_declines(case, rng):
     # What the C fast path does not handle, the general path does, with its
     # errors (arguments equal to the defaults but of a rejected type too).
@@ -836,6 +838,12 @@ def test_small_call_fast_path_declines(case, rng):
         name, value = bad_kind[case]
         for fn in (fx.cross_entropy, lambda *a, **k: fx.cross_entropy_with_grad(*a, **k)[0]):
             with pytest.raises(TypeError, match=name):
+                fn(x, y, **{name: value})
+    elif case in ("smoothing-above-1", "smoothing-nan", "z-loss-inf", "z-loss-negative"):
+        name, value = {"smoothing-above-1": ("label_smoothing", 1.5), "smoothing-nan": ("label_smoothing", np.nan),
+                       "z-loss-inf": ("z_loss", np.inf), "z-loss-negative": ("z_loss", -0.5)}[case]
+        for fn in (fx.cross_entropy, lambda *a, **k: fx.cross_entropy_with_grad(*a, **k)[0]):
+            with pytest.raises(ValueError, match=name):
                 fn(x, y, **{name: value})
     elif case == "bad-label":
         y[3] = 5
