@@ -15,8 +15,9 @@
  *           stores for large gradients.
  * A chunk is narrowed so that C x chunk fits in about 512 KiB of L2.
  *
- * Up to FX_NCOLS_MAX classes (2 vectors of lanes: 32 float32 classes with
- * AVX-512, so semantic segmentation's 19 or 21) the narrow kernels take
+ * Up to 2 vectors of lanes of classes (32 float32 classes with AVX-512, so
+ * semantic segmentation's 19 or 21; the cross-entropy gradient up to
+ * FX_NCOLS_MAX classes on every path, fx_cols_narrow) the narrow kernels take
  * the slab instead, labels, class and sample weights included
  * (fx_narrow_impl.h: a vector of adjacent positions per class, every class
  * in registers): with so few classes the per-column arrays of the passes
@@ -201,14 +202,20 @@ FX_ALWAYS_INLINE void FXC(fx_cols_write)(const FX_T *x, const FX_T *t, const FX_
 
 /* Whether the narrow kernels take the slab; their per-position outputs come
  * in FX_T, a chunk at a time. */
-FX_ALWAYS_INLINE int FXC(fx_cols_narrow)(int64_t nc) { return nc > 0 && nc <= FX_NCOLS_MAX; }
+FX_ALWAYS_INLINE int FXC(fx_cols_narrow)(int64_t nc, int ce_grad) {
+    /* Beyond two vectors of classes the columns spill: only the gradient,
+     * whose wide path is two passes, still gains (2 threads, float32
+     * 16x21x128x128 with AVX2: 7.9-8.3 -> 4.5-5.5 ms; logsumexp, softmax and
+     * the loss alone 10-40% slower). */
+    return nc > 0 && nc <= (ce_grad ? FX_NCOLS_MAX : 2 * FX_L);
+}
 /* The class stride for them: never 0 (rows; stride >= m > 0 here), which
  * tells the compiler to leave their row code out of the column kernels. */
 FX_ALWAYS_INLINE int64_t FXC(fx_narrow_stride)(int64_t stride) { return stride > 0 ? stride : 1; }
 
 /* Log-sum-exp of the m columns of a C x m slab (rows `stride` apart). */
 static void FXC(fx_logsumexp_cols)(const FX_T *x, int64_t nc, int64_t m, int64_t stride, double *lse) {
-    if (FXC(fx_cols_narrow)(nc)) {
+    if (FXC(fx_cols_narrow)(nc, 0)) {
         FX_T part[FX_COLS_CHUNK];
         for (int64_t j0 = 0; j0 < m; j0 += FX_COLS_CHUNK) {
             const int64_t mm = (m - j0) < FX_COLS_CHUNK ? (m - j0) : FX_COLS_CHUNK;
@@ -229,7 +236,7 @@ static void FXC(fx_logsumexp_cols)(const FX_T *x, int64_t nc, int64_t m, int64_t
 /* softmax (take_log 0) or log-softmax (1) of the m columns, into out (same layout). */
 static void FXC(fx_softmax_cols)(const FX_T *x, int64_t nc, int64_t m, int64_t stride, FX_T *out,
                                  int take_log) {
-    if (FXC(fx_cols_narrow)(nc)) {
+    if (FXC(fx_cols_narrow)(nc, 0)) {
         FXC(fx_narrow_softmax_at)(x, m, nc, FXC(fx_narrow_stride)(stride), out, take_log);
         return;
     }
@@ -263,7 +270,7 @@ static void FXC(fx_ce_cols)(const FX_T *x, const FX_T *t, const int64_t *labels,
     const FX_T *w = opt ? (const FX_T *)opt->weight : NULL;
     const double eps = opt ? opt->label_smoothing : 0.0;
     const double z = opt ? opt->z_loss : 0.0;
-    if (labels && FXC(fx_cols_narrow)(nc)) {
+    if (labels && FXC(fx_cols_narrow)(nc, grad != NULL)) {
         /* Label -1 is not a class: ignored.  gs scales each position's gradient. */
         FX_T part_loss[FX_COLS_CHUNK], part_lse[FX_COLS_CHUNK];
         for (int64_t j0 = 0; j0 < m; j0 += FX_COLS_CHUNK) {

@@ -514,7 +514,7 @@ FX_FOLD_INLINE void FXR(fx_narrow_run_nc)(const FX_T *x, int64_t n_rows, int64_t
  * padded copy (padding labels -1: ignored), so that positions compile the
  * pair of whole blocks only.
  */
-#define FX_NCOLS_MAX (2 * FX_L)
+#define FX_NCOLS_MAX FX_NARROW_MAX
 FX_FOLD_INLINE void FXR(fx_narrow_cols_nc)(const FX_T *x, int64_t n_pos, int64_t n, int64_t cs, int mode,
                                              FXR(fx_nce) *ce, FX_T *out, FX_T *lse, const int NC) {
     enum { P = 2 * FX_L };
@@ -553,11 +553,14 @@ FX_FOLD_INLINE void FXR(fx_narrow_cols_nc)(const FX_T *x, int64_t n_pos, int64_t
 
 /* One or two chunks of columns get their own code (registers); more (up to
  * FX_NARROW_MAX, narrow ISAs only) share the widest.  Positions (cs > 0)
- * take one or two chunks only. */
+ * take one or two chunks, but for the cross-entropy gradient, which takes
+ * up to FX_NCOLS_MAX classes (fx_cols_narrow). */
 FX_FOLD_INLINE void FXR(fx_narrow_run)(const FX_T *x, int64_t n_rows, int64_t n, int64_t cs, int mode,
                                          FXR(fx_nce) *ce, FX_T *out, FX_T *lse) {
-    if (cs)
+    if (cs && (n <= 2 * FX_L || 2 * FX_L >= FX_NARROW_MAX || !(FX_NARROW_IS_CE(mode) && out)))
         FXR(fx_narrow_cols_nc)(x, n_rows, n, cs, mode, ce, out, lse, 2 * FX_L);
+    else if (cs)
+        FXR(fx_narrow_cols_nc)(x, n_rows, n, cs, mode, ce, out, lse, FX_NARROW_MAX);
     else if (n <= FX_L)
         FXR(fx_narrow_run_nc)(x, n_rows, n, mode, ce, out, lse, FX_L);
     else if (n <= 2 * FX_L || 2 * FX_L >= FX_NARROW_MAX)
@@ -568,7 +571,7 @@ FX_FOLD_INLINE void FXR(fx_narrow_run)(const FX_T *x, int64_t n_rows, int64_t n,
 
 /*
  * The batch kernels: n_rows rows of n (<= FX_NARROW_MAX) classes (cs = 0),
- * or n_rows adjacent positions of n <= FX_NCOLS_MAX classes cs apart
+ * or n_rows adjacent positions of n classes cs apart (fx_narrow_run's limits)
  * (fx_cols_impl.h).  Positions get their own copy of the code (one copy for
  * both layouts, cs tested at run time, cost the rows 30%: 8192x10 float32
  * with the gradient in cache, 1 thread, 71 -> 93 us), but a small one
