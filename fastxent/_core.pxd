@@ -111,10 +111,10 @@ cdef extern from "fastxent.h" nogil:
     void fx_narrow_logsumexp_f64(const double *x, int64_t n_rows, int64_t n, double *lse)
     void fx_narrow_softmax_f32(const float *x, int64_t n_rows, int64_t n, float *out, int take_log)
     void fx_narrow_softmax_f64(const double *x, int64_t n_rows, int64_t n, double *out, int take_log)
-    double fx_narrow_ce_f32(const float *x, int64_t n_rows, int64_t n, const int64_t *labels,
+    double fx_narrow_ce_f32(const float *x, int64_t n_rows, int64_t n, const int64_t *labels, const float *t,
                             int64_t ignore_index, const fx_ce_options *opt, const double *sw, double grad_scale,
                             const double *grs, float *loss, float *grad, float *lse)
-    double fx_narrow_ce_f64(const double *x, int64_t n_rows, int64_t n, const int64_t *labels,
+    double fx_narrow_ce_f64(const double *x, int64_t n_rows, int64_t n, const int64_t *labels, const double *t,
                             int64_t ignore_index, const fx_ce_options *opt, const double *sw, double grad_scale,
                             const double *grs, double *loss, double *grad, double *lse)
 
@@ -284,13 +284,13 @@ cdef inline void narrow_kl(const real *p, const real *q, int64_t n_rows, int64_t
         fx_narrow_kl_f64(p, q, n_rows, n, out)
 
 
-cdef inline double narrow_ce(const real *x, int64_t n_rows, int64_t n, const int64_t *labels,
+cdef inline double narrow_ce(const real *x, int64_t n_rows, int64_t n, const int64_t *labels, const real *t,
                              int64_t ignore_index, const fx_ce_options *opt, const double *sw, double grad_scale,
                              const double *grs, real *loss, real *grad, real *lse) noexcept nogil:
     if real is float:
-        return fx_narrow_ce_f32(x, n_rows, n, labels, ignore_index, opt, sw, grad_scale, grs, loss, grad, lse)
+        return fx_narrow_ce_f32(x, n_rows, n, labels, t, ignore_index, opt, sw, grad_scale, grs, loss, grad, lse)
     else:
-        return fx_narrow_ce_f64(x, n_rows, n, labels, ignore_index, opt, sw, grad_scale, grs, loss, grad, lse)
+        return fx_narrow_ce_f64(x, n_rows, n, labels, t, ignore_index, opt, sw, grad_scale, grs, loss, grad, lse)
 
 
 cdef inline void lse_scan_row(const real *x, int64_t n, double *m, double *s) noexcept nogil:

@@ -437,13 +437,15 @@ cdef double _ce_block(const real *x, const real *t, const int64_t *labels, int64
     return acc
 
 
-cdef double _ce_narrow_unit(const real *x, const int64_t *labels, int64_t ignore_index, int64_t u,
+cdef double _ce_narrow_unit(const real *x, const real *t, const int64_t *labels, int64_t ignore_index, int64_t u,
                            int64_t n, int64_t c, const fx_ce_options *opt, const double *sample_weight,
                            double grad_scale, const double *grad_row_scale, real *loss_out, real *grad,
                            real *lse_out) noexcept nogil:
-    """Cross-entropy against labels (class weights, label smoothing, z-loss) of one unit of narrow rows."""
+    """Cross-entropy against labels or soft targets t (class weights, label
+    smoothing, z-loss) of one unit of narrow rows."""
     cdef int64_t first = u * NARROW_UNIT, rows = min(<int64_t>NARROW_UNIT, n - u * NARROW_UNIT)
-    return narrow_ce(x + first * c, rows, c, labels + first, ignore_index, opt,
+    return narrow_ce(x + first * c, rows, c, labels + first if labels != NULL else NULL,
+                     t + first * c if t != NULL else NULL, ignore_index, opt,
                      sample_weight + first if sample_weight != NULL else NULL, grad_scale,
                      grad_row_scale + first if grad_row_scale != NULL else NULL,
                      loss_out + first if loss_out != NULL else NULL,
@@ -456,15 +458,15 @@ cdef double _ce_rows_unit(bint narrow, bint plain, int64_t b, int64_t rpb, const
                           const fx_ce_options *opt, const double *sample_weight, double grad_scale,
                           const double *grad_row_scale, double softcap, double clip, real *scratch,
                           real *loss_out, real *grad, real *lse_out) noexcept nogil:
-    """Block b of cross_entropy_rows: a unit of narrow rows (labels, no
-    softcap or clip; opt's weights, smoothing and z-loss), or rows
+    """Block b of cross_entropy_rows: a unit of narrow rows (no softcap or
+    clip; opt's weights, smoothing and z-loss), or rows
     [b * rpb, (b + 1) * rpb) through the row kernels (scratch: one softcap
     row per thread, or NULL); plain (labels, no label smoothing, z-loss,
     softcap or clip): a few rows at a time, with the row kernel's bits."""
     cdef int64_t first = b * rpb
     cdef double total
     if narrow:
-        return _ce_narrow_unit(x, labels, ignore_index, b, n, c, opt, sample_weight, grad_scale,
+        return _ce_narrow_unit(x, t, labels, ignore_index, b, n, c, opt, sample_weight, grad_scale,
                                grad_row_scale, loss_out, grad, lse_out)
     if plain:
         total = ce_label_rows(x + first * c, min(rpb, n - first), c, labels + first, ignore_index, w,
@@ -520,7 +522,7 @@ def cross_entropy_rows(const real[:, ::1] x, const real[:, ::1] target, const in
     cdef real *lsp = &lse_out[0] if lse_out is not None else NULL
 
     cdef bint plain = (tp == NULL and label_smoothing == 0 and z_loss == 0 and softcap == 0 and clip == 0)
-    cdef bint narrow = tp == NULL and softcap == 0 and clip == 0 and 0 < c <= FX_NARROW_MAX
+    cdef bint narrow = softcap == 0 and clip == 0 and 0 < c <= FX_NARROW_MAX
     cdef int64_t rpb = _unit_rows(c) if plain or narrow else _rows_per_block(c)
     cdef int64_t nblocks = (n + rpb - 1) // rpb, b
     cdef int nt = _threads(n * c, nblocks, n_threads)

@@ -29,8 +29,8 @@ extern "C" {
 
 /* 4: fx_count_labels.  5: FX_BLOCK_SHIFTS (float64 rows written block by block).
  * 6: fx_bce's outside count.  7: float32 rows written block by block too,
- * below AVX-512 (FX_BLOCK_SHIFTS).  8: fx_narrow_ce takes fx_ce_options (label
- * smoothing and z-loss) in place of the class weights. */
+ * below AVX-512 (FX_BLOCK_SHIFTS).  8: fx_narrow_ce takes soft targets and
+ * fx_ce_options (label smoothing and z-loss) in place of the class weights. */
 #define FASTXENT_C_API_VERSION 8
 
 /* Instruction-set paths, lowest first. */
@@ -247,20 +247,25 @@ double fx_ce_label_rows_f64(const double *x, int64_t n_rows, int64_t n, const in
  * Narrow rows (n <= FX_NARROW_MAX classes), n_rows at a time, SIMD across
  * rows.  fx_narrow_ce: fx_ce_label_row's loss and gradient (opt's class
  * weights, label smoothing and z-loss; its flags are ignored) for every
- * row; rows whose label is ignore_index (or outside [0, n)) are ignored
- * (loss 0, gradient 0); opt, sw (sample weights, scaling the loss and the
- * gradient), grs (per-row gradient scales, times grad_scale), loss, grad
- * and lse are optional (NULL).  It returns the sum of the row losses.
+ * row, against labels or, when labels is NULL, the probability rows t (n_rows
+ * x n, fx_ce_prob_row's loss summed class by class as PyTorch sums it: a
+ * class of a_c > 0 at -inf gives +inf); rows whose label is ignore_index (or
+ * outside [0, n)) are ignored (loss 0, gradient 0); opt, sw (sample weights,
+ * scaling the loss and the gradient), grs (per-row gradient scales, times
+ * grad_scale), loss, grad and lse are optional (NULL).  It returns the sum of
+ * the row losses.
  */
 #define FX_NARROW_MAX 32
 void fx_narrow_logsumexp_f32(const float *x, int64_t n_rows, int64_t n, float *lse);
 void fx_narrow_logsumexp_f64(const double *x, int64_t n_rows, int64_t n, double *lse);
 void fx_narrow_softmax_f32(const float *x, int64_t n_rows, int64_t n, float *out, int take_log);
 void fx_narrow_softmax_f64(const double *x, int64_t n_rows, int64_t n, double *out, int take_log);
-double fx_narrow_ce_f32(const float *x, int64_t n_rows, int64_t n, const int64_t *labels, int64_t ignore_index,
+double fx_narrow_ce_f32(const float *x, int64_t n_rows, int64_t n, const int64_t *labels, const float *t,
+                        int64_t ignore_index,
                         const fx_ce_options *opt, const double *sw, double grad_scale, const double *grs,
                         float *loss, float *grad, float *lse);
-double fx_narrow_ce_f64(const double *x, int64_t n_rows, int64_t n, const int64_t *labels, int64_t ignore_index,
+double fx_narrow_ce_f64(const double *x, int64_t n_rows, int64_t n, const int64_t *labels, const double *t,
+                        int64_t ignore_index,
                         const fx_ce_options *opt, const double *sw, double grad_scale, const double *grs,
                         double *loss, double *grad, double *lse);
 /* out[r] = fx_entropy_row(p + r * n, n) and fx_kl_row(p + r * n, q + r * n, n)

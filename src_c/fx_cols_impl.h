@@ -275,7 +275,7 @@ static void FXC(fx_ce_cols)(const FX_T *x, const FX_T *t, const int64_t *labels,
         FX_T part_loss[FX_COLS_CHUNK], part_lse[FX_COLS_CHUNK];
         for (int64_t j0 = 0; j0 < m; j0 += FX_COLS_CHUNK) {
             const int64_t mm = (m - j0) < FX_COLS_CHUNK ? (m - j0) : FX_COLS_CHUNK;
-            FXC(fx_narrow_ce_at)(x + j0, mm, nc, FXC(fx_narrow_stride)(stride), labels + j0, -1, opt, NULL, 1.0,
+            FXC(fx_narrow_ce_at)(x + j0, mm, nc, FXC(fx_narrow_stride)(stride), labels + j0, NULL, -1, opt, NULL, 1.0,
                                  gs ? gs + j0 : NULL, part_loss, grad ? grad + j0 : NULL, part_lse);
             for (int64_t j = 0; j < mm; j++) {
                 if (loss) loss[j0 + j] = (double)part_loss[j];

@@ -235,10 +235,12 @@ void fx_narrow_logsumexp_f32(const float *x, int64_t n_rows, int64_t n, float *l
 void fx_narrow_softmax_f32(const float *x, int64_t n_rows, int64_t n, float *out, int take_log) {
     fx_kernels()->narrow_softmax_f32(x, n_rows, n, out, take_log);
 }
-double fx_narrow_ce_f32(const float *x, int64_t n_rows, int64_t n, const int64_t *labels, int64_t ignore_index,
+double fx_narrow_ce_f32(const float *x, int64_t n_rows, int64_t n, const int64_t *labels, const float *t,
+                        int64_t ignore_index,
                         const fx_ce_options *opt, const double *sw, double grad_scale, const double *grs,
                         float *loss, float *grad, float *lse) {
-    return fx_kernels()->narrow_ce_f32(x, n_rows, n, labels, ignore_index, opt, sw, grad_scale, grs, loss, grad, lse);
+    return fx_kernels()->narrow_ce_f32(x, n_rows, n, labels, t, ignore_index, opt, sw, grad_scale, grs, loss, grad,
+                                        lse);
 }
 
 void fx_narrow_logsumexp_f64(const double *x, int64_t n_rows, int64_t n, double *lse) {
@@ -247,10 +249,12 @@ void fx_narrow_logsumexp_f64(const double *x, int64_t n_rows, int64_t n, double 
 void fx_narrow_softmax_f64(const double *x, int64_t n_rows, int64_t n, double *out, int take_log) {
     fx_kernels()->narrow_softmax_f64(x, n_rows, n, out, take_log);
 }
-double fx_narrow_ce_f64(const double *x, int64_t n_rows, int64_t n, const int64_t *labels, int64_t ignore_index,
+double fx_narrow_ce_f64(const double *x, int64_t n_rows, int64_t n, const int64_t *labels, const double *t,
+                        int64_t ignore_index,
                         const fx_ce_options *opt, const double *sw, double grad_scale, const double *grs,
                         double *loss, double *grad, double *lse) {
-    return fx_kernels()->narrow_ce_f64(x, n_rows, n, labels, ignore_index, opt, sw, grad_scale, grs, loss, grad, lse);
+    return fx_kernels()->narrow_ce_f64(x, n_rows, n, labels, t, ignore_index, opt, sw, grad_scale, grs, loss, grad,
+                                        lse);
 }
 
 void fx_lse_scan_row_f32(const float *x, int64_t n, double *m, double *s) {

@@ -22,7 +22,7 @@
 
 #ifndef FX_NARROW_MODES
 #define FX_NARROW_MODES
-/* FX_NARROW_CE_OPTS: cross-entropy with label smoothing or z-loss, a mode
+/* FX_NARROW_CE_OPTS: cross-entropy with soft targets, label smoothing or z-loss, a mode
  * (a copy of the code) of its own, out of line (fx_narrow_ce_opts): their
  * terms in the plain mode's code behind run-time tests cost its gradient 8%
  * more instructions, and the copy inlined beside it still 4% (callgrind,
@@ -245,6 +245,7 @@ FX_ALWAYS_INLINE FX_V FXR(fx_nfrom_f64)(const double *p) {
  */
 typedef struct {
     const int64_t *labels;
+    const FX_T *t;     /* soft targets (x's layout; labels NULL) or NULL */
     int64_t ignore_index;
     const FX_T *w;     /* class weights or NULL                      */
     const double *sw;  /* sample weights (loss and gradient) or NULL */
@@ -253,7 +254,8 @@ typedef struct {
     FX_T *loss, *lse;  /* optional outputs                           */
     fx_vf64 acc[2];    /* the loss sum, per lane                     */
     /* Label smoothing eps and z-loss z (fx_ce_label_row's formulas):
-     * a_c = on_y w_y [c == y] + per_class w_c, A = sum_c a_c. */
+     * a_c = on_y w_y [c == y] (soft targets: on_y w_c t_c) + per_class w_c,
+     * A = sum_c a_c. */
     int smooth, zl;       /* eps != 0, z != 0                        */
     FX_T on_y, per_class; /* 1 - eps, eps / n                        */
     FX_T wsum, z2, z;     /* sum_c w_c (n without weights), 2 z, z   */
@@ -284,6 +286,8 @@ typedef struct {
     FX_VI lab, live;       /* cross-entropy: labels, live rows          */
     FX_V xy, wy, sw, gs;   /* x_y, w_y, sample weight, gradient scale   */
     FX_V d;                /* smoothing: sum_c w_c (sh - x_c)           */
+    FX_V dt;               /* soft targets: sum_c w_c t_c (sh - x_c),   */
+                           /* and wy holds sum_c w_c t_c                */
 } FXR(fx_nblock);
 
 /* Where row (or position) r0 starts: rows are n apart, positions 1. */
@@ -296,7 +300,7 @@ FX_ALWAYS_INLINE int64_t FXR(fx_nat)(int64_t r0, int64_t n, int64_t cs) { return
  * exp(v[c] - sh).  whole: see fx_narrow_in.
  */
 FX_FOLD_INLINE void FXR(fx_narrow_sum)(FXR(fx_nblock) *b, const FX_T *x, int64_t n, int64_t cs, int64_t r0,
-                                         int64_t rows, int whole, int mode, const FXR(fx_nce) *ce,
+                                         int64_t rows, int whole, int mode, const FXR(fx_nce) *ce, int soft,
                                          int keep, const int NC) {
     const FX_V zero = FX_BC(0);
     FX_V *v = b->v;
@@ -304,23 +308,32 @@ FX_FOLD_INLINE void FXR(fx_narrow_sum)(FXR(fx_nblock) *b, const FX_T *x, int64_t
     FXR(fx_narrow_in)(xb, n, cs, rows, whole, v, NC);
     FX_V m = FX_BC((FX_T)-INFINITY);
     FX_NFOR(c, NC, n) m = FX_MAX(v[c], m);
+    const FX_VI zi = {0};
     if (FX_NARROW_IS_CE(mode)) {
         /* Labels and scales of a partial block come through padded copies. */
         int64_t lab_p[FX_L];
         double sw_p[FX_L], grs_p[FX_L];
-        const int64_t *labels = ce->labels + r0;
+        const int64_t *labels = soft ? NULL : ce->labels + r0;
         const double *sw = ce->sw ? ce->sw + r0 : NULL, *grs = ce->grs ? ce->grs + r0 : NULL;
         if (rows < FX_L) {
             for (int64_t r = 0; r < FX_L; r++) {
-                lab_p[r] = r < rows ? labels[r] : -1;
+                lab_p[r] = r < rows && !soft ? labels[r] : -1;
                 sw_p[r] = r < rows && sw ? sw[r] : 0.0;
                 grs_p[r] = r < rows && grs ? grs[r] : 0.0;
             }
-            labels = lab_p;
+            labels = soft ? NULL : lab_p;
             sw = sw ? sw_p : NULL;
             grs = grs ? grs_p : NULL;
         }
-        FXR(fx_nlabels)(labels, ce->ignore_index, n, &b->lab, &b->live);
+        if (soft) {
+            /* Soft targets: every row of the block counts, none has a label. */
+            FX_VI live = zi;
+            for (int r = 0; r < FX_L; r++) live[r] = r < rows ? -1 : 0;
+            b->live = live;
+            b->lab = zi - 1;
+        } else {
+            FXR(fx_nlabels)(labels, ce->ignore_index, n, &b->lab, &b->live);
+        }
         b->gs = FX_BC((FX_T)ce->grad_scale);
         b->sw = FX_BC(1);
         if (sw) {
@@ -331,8 +344,10 @@ FX_FOLD_INLINE void FXR(fx_narrow_sum)(FXR(fx_nblock) *b, const FX_T *x, int64_t
         /* x_y and w_y by selection over the classes (one matches, or none):
          * no branch; integer ors, which the compiler may add up as a tree.
          * (float64 on AVX-512 without class weights: a gather instead.) */
-        const FX_VI zi = {0};
         FX_VI xy = zi, wy = zi;
+        if (soft) {
+            b->xy = b->wy = zero; /* sum_c w_c t_c below, once the shift is known */
+        } else
 #if FX_VBYTES == 64 && FX_TBYTES == 8
         if (!ce->w && !keep) {
             /* float64 without the gradient: one masked gather of x_y from
@@ -365,8 +380,24 @@ FX_FOLD_INLINE void FXR(fx_narrow_sum)(FXR(fx_nblock) *b, const FX_T *x, int64_t
      * would cancel in the float lanes. */
     if (mode == FX_NARROW_CE_OPTS) {
         FX_V d = zero;
-        if (ce->smooth) FX_NFOR(c, NC, n) d += (ce->w ? FX_BC(ce->w[c]) : FX_BC(1)) * (sh - v[c]);
+        if (ce->smooth && !soft) FX_NFOR(c, NC, n) d += (ce->w ? FX_BC(ce->w[c]) : FX_BC(1)) * (sh - v[c]);
         b->d = d;
+        b->dt = zero;
+    }
+    if (soft) {
+        /* The same split for sum_c a_c (lse - x_c), a_c = w_c (on_y t_c +
+         * per_class) >= 0 (PyTorch's smoothed target: a class of a_c > 0
+         * at -inf gives +inf, and one of a_c = 0 NaN). */
+        FX_V u[FX_NARROW_MAX];
+        FXR(fx_narrow_in)(ce->t + FXR(fx_nat)(r0, n, cs), n, cs, rows, whole, u, NC);
+        FX_V sa = zero, dt = zero;
+        FX_NFOR(c, NC, n) {
+            const FX_V a = (ce->w ? FX_BC(ce->w[c]) : FX_BC(1)) * (ce->on_y * u[c] + ce->per_class);
+            sa += a;
+            dt += a * (sh - v[c]);
+        }
+        b->wy = sa;
+        b->dt = dt;
     }
     FX_V s = zero;
     /* FX_EXP, not FX_EXP_NEG behind a test for +inf rows: the unrolled
@@ -390,8 +421,8 @@ FX_FOLD_INLINE void FXR(fx_narrow_sum)(FXR(fx_nblock) *b, const FX_T *x, int64_t
  * Row indices from the batch's first row, r0 the block's.
  */
 FX_FOLD_INLINE void FXR(fx_narrow_finish)(FXR(fx_nblock) *b, FX_V ls, int64_t n, int64_t cs, int64_t r0,
-                                            int64_t rows, int mode, FXR(fx_nce) *ce, FX_T *out, FX_T *lse,
-                                            const int NC) {
+                                            int64_t rows, int whole, int mode, FXR(fx_nce) *ce, int soft,
+                                            FX_T *out, FX_T *lse, const int NC) {
     const FX_V zero = FX_BC(0), nan = FX_BC((FX_T)NAN);
     FX_V *v = b->v;
     /* softmax passes s for ls (no log): only s = +inf must give NaN
@@ -407,9 +438,9 @@ FX_FOLD_INLINE void FXR(fx_narrow_finish)(FXR(fx_nblock) *b, FX_V ls, int64_t n,
     }
     if (mode == FX_NARROW_LSE) return;
     if (FX_NARROW_IS_CE(mode)) {
-        FX_V loss = b->wy * (vlse - b->xy);
+        FX_V loss = soft ? b->wy * ls + b->dt : b->wy * (vlse - b->xy);
         if (mode == FX_NARROW_CE_OPTS) {
-            if (ce->smooth) loss = ce->on_y * loss + ce->per_class * (ce->wsum * ls + b->d);
+            if (ce->smooth && !soft) loss = ce->on_y * loss + ce->per_class * (ce->wsum * ls + b->d);
             if (ce->zl) loss += ce->z * vlse * vlse;
         }
         loss = FX_SEL(finite, loss, nan);
@@ -428,17 +459,30 @@ FX_FOLD_INLINE void FXR(fx_narrow_finish)(FXR(fx_nblock) *b, FX_V ls, int64_t n,
          * (their exps may be inf or NaN). */
         FX_V sub = FX_SEL(b->live, b->gs * b->wy, zero), scale = sub;
         if (mode == FX_NARROW_CE_OPTS) {
-            FX_V a = ce->smooth ? ce->on_y * b->wy + ce->per_class * ce->wsum : b->wy;
+            /* (soft targets: wy is A) */
+            FX_V a = ce->smooth && !soft ? ce->on_y * b->wy + ce->per_class * ce->wsum : b->wy;
             if (ce->zl) a += ce->z2 * vlse;
             scale = FX_SEL(b->live, b->gs * a, zero);
             if (ce->smooth) sub = sub * ce->on_y;
         }
         const FX_V k = FX_SEL(finite, scale / b->s, nan);
         const FX_VI zi = {0};
-        if (mode == FX_NARROW_CE_OPTS && ce->smooth) {
+        if (soft) {
+            /* The targets again, from L1: kept from phase 1 they went
+             * through the stack (and the compiler took them for unset). */
+            FX_V u[FX_NARROW_MAX];
+            FXR(fx_narrow_in)(ce->t + FXR(fx_nat)(r0, n, cs), n, cs, rows, whole, u, NC);
+            const FX_V gs = FX_SEL(b->live, b->gs, zero);
+            FX_NFOR(c, NC, n) {
+                const FX_V a = (ce->w ? FX_BC(ce->w[c]) : FX_BC(1)) * (ce->on_y * u[c] + ce->per_class);
+                v[c] = FX_SEL(b->live, v[c] * k, zero) - gs * a;
+            }
+        } else if (mode == FX_NARROW_CE_OPTS && ce->smooth) {
             const FX_V cc = FX_SEL(b->live, b->gs * ce->per_class, zero);
-            FX_NFOR(c, NC, n) v[c] = FX_SEL(b->live, v[c] * k, zero) - FX_SEL(b->lab == zi + (FX_NIT)c, sub, zero) -
-                                     (ce->w ? cc * FX_BC(ce->w[c]) : cc);
+            FX_NFOR(c, NC, n) {
+                const FX_V wc = ce->w ? FX_BC(ce->w[c]) : FX_BC(1);
+                v[c] = FX_SEL(b->live, v[c] * k, zero) - FX_SEL(b->lab == zi + (FX_NIT)c, sub, zero) - cc * wc;
+            }
         } else {
             FX_NFOR(c, NC, n) v[c] = FX_SEL(b->live, v[c] * k, zero) - FX_SEL(b->lab == zi + (FX_NIT)c, sub, zero);
         }
@@ -461,31 +505,35 @@ FX_FOLD_INLINE void FXR(fx_narrow_blocks)(const FX_T *x, int64_t n, int64_t cs, 
                                             int64_t rows, int whole, int mode, FXR(fx_nce) *ce, FX_T *out,
                                             FX_T *lse, const int NC) {
     const int keep = mode == FX_NARROW_SOFTMAX || (FX_NARROW_IS_CE(mode) && out);
+    /* Soft targets (one value for both phases, so the compiler sees that
+     * the second reads only what the first wrote). */
+    const int soft = mode == FX_NARROW_CE_OPTS && ce->t;
     if (nb == 2 && FX_NARROW_IS_CE(mode) && !out) {
         /* Two named blocks, not an array: every access constant, so the
          * compiler keeps them in registers. */
         FXR(fx_nblock) b0, b1;
-        FXR(fx_narrow_sum)(&b0, x, n, cs, r0, FX_L, whole, mode, ce, keep, NC);
-        FXR(fx_narrow_sum)(&b1, x, n, cs, r0 + FX_L, rows, whole, mode, ce, keep, NC);
+        FXR(fx_narrow_sum)(&b0, x, n, cs, r0, FX_L, whole, mode, ce, soft, keep, NC);
+        FXR(fx_narrow_sum)(&b1, x, n, cs, r0 + FX_L, rows, whole, mode, ce, soft, keep, NC);
         const FX_V ls0 = FX_LOG(b0.s), ls1 = FX_LOG(b1.s);
-        FXR(fx_narrow_finish)(&b0, ls0, n, cs, r0, FX_L, mode, ce, out, lse, NC);
-        FXR(fx_narrow_finish)(&b1, ls1, n, cs, r0 + FX_L, rows, mode, ce, out, lse, NC);
+        FXR(fx_narrow_finish)(&b0, ls0, n, cs, r0, FX_L, whole, mode, ce, soft, out, lse, NC);
+        FXR(fx_narrow_finish)(&b1, ls1, n, cs, r0 + FX_L, rows, whole, mode, ce, soft, out, lse, NC);
     } else if (nb == 2) {
         /* With outputs the columns of two blocks do not fit in the
          * registers: through the stack (an array indexed in a loop). */
         FXR(fx_nblock) b[2];
         FX_V ls[2];
         for (int i = 0; i < 2; i++)
-            FXR(fx_narrow_sum)(&b[i], x, n, cs, r0 + i * FX_L, i ? rows : FX_L, whole, mode, ce, keep, NC);
+            FXR(fx_narrow_sum)(&b[i], x, n, cs, r0 + i * FX_L, i ? rows : FX_L, whole, mode, ce, soft, keep, NC);
         for (int i = 0; i < 2; i++) ls[i] = FX_LOG(b[i].s);
         for (int i = 0; i < 2; i++)
-            FXR(fx_narrow_finish)(&b[i], ls[i], n, cs, r0 + i * FX_L, i ? rows : FX_L, mode, ce, out, lse, NC);
+            FXR(fx_narrow_finish)(&b[i], ls[i], n, cs, r0 + i * FX_L, i ? rows : FX_L, whole, mode, ce, soft, out,
+                                  lse, NC);
     } else {
         FXR(fx_nblock) b0;
-        FXR(fx_narrow_sum)(&b0, x, n, cs, r0, rows, whole, mode, ce, keep, NC);
+        FXR(fx_narrow_sum)(&b0, x, n, cs, r0, rows, whole, mode, ce, soft, keep, NC);
         /* softmax needs no log */
         const FX_V ls0 = mode == FX_NARROW_SOFTMAX ? b0.s : FX_LOG(b0.s);
-        FXR(fx_narrow_finish)(&b0, ls0, n, cs, r0, rows, mode, ce, out, lse, NC);
+        FXR(fx_narrow_finish)(&b0, ls0, n, cs, r0, rows, whole, mode, ce, soft, out, lse, NC);
     }
 }
 
@@ -603,16 +651,16 @@ static __attribute__((noinline)) void FXR(fx_narrow_ce_opts)(const FX_T *x, int6
 }
 
 FX_FOLD_INLINE double FXR(fx_narrow_ce_at)(const FX_T *x, int64_t n_rows, int64_t n, int64_t cs,
-                                             const int64_t *labels, int64_t ignore_index,
+                                             const int64_t *labels, const FX_T *t, int64_t ignore_index,
                                              const fx_ce_options *opt, const double *sw, double grad_scale,
                                              const double *grs, FX_T *loss, FX_T *grad, FX_T *lse) {
     const FX_T *w = opt ? (const FX_T *)opt->weight : NULL;
     const double eps = opt ? opt->label_smoothing : 0.0, z = opt ? opt->z_loss : 0.0;
-    FXR(fx_nce) ce = {labels, ignore_index, w, sw, grad_scale, grs, loss, lse, {{0}, {0}}, eps != 0.0, z != 0.0,
+    FXR(fx_nce) ce = {labels, t, ignore_index, w, sw, grad_scale, grs, loss, lse, {{0}, {0}}, eps != 0.0, z != 0.0,
                       (FX_T)(1.0 - eps), (FX_T)(eps / (double)n), (FX_T)FXR(fx_weight_sum)(w, n),
                       (FX_T)(2.0 * z), (FX_T)z};
     /* With and without the gradient, and the options: each loop fully specialised. */
-    if (ce.smooth || ce.zl)
+    if (t || ce.smooth || ce.zl)
         FXR(fx_narrow_ce_opts)(x, n_rows, n, cs, &ce, grad);
     else if (grad)
         FXR(fx_narrow_run)(x, n_rows, n, cs, FX_NARROW_CE, &ce, grad, NULL);
@@ -635,10 +683,11 @@ static void FXR(fx_narrow_softmax)(const FX_T *x, int64_t n_rows, int64_t n, FX_
     FXR(fx_narrow_softmax_at)(x, n_rows, n, 0, out, take_log);
 }
 
-static double FXR(fx_narrow_ce)(const FX_T *x, int64_t n_rows, int64_t n, const int64_t *labels,
+static double FXR(fx_narrow_ce)(const FX_T *x, int64_t n_rows, int64_t n, const int64_t *labels, const FX_T *t,
                                 int64_t ignore_index, const fx_ce_options *opt, const double *sw,
                                 double grad_scale, const double *grs, FX_T *loss, FX_T *grad, FX_T *lse) {
-    return FXR(fx_narrow_ce_at)(x, n_rows, n, 0, labels, ignore_index, opt, sw, grad_scale, grs, loss, grad, lse);
+    return FXR(fx_narrow_ce_at)(x, n_rows, n, 0, labels, t, ignore_index, opt, sw, grad_scale, grs, loss, grad,
+                                lse);
 }
 
 /*

@@ -57,10 +57,12 @@ typedef struct {
     void (*narrow_lse_f64)(const double *, int64_t, int64_t, double *);
     void (*narrow_softmax_f32)(const float *, int64_t, int64_t, float *, int);
     void (*narrow_softmax_f64)(const double *, int64_t, int64_t, double *, int);
-    double (*narrow_ce_f32)(const float *, int64_t, int64_t, const int64_t *, int64_t, const fx_ce_options *,
-                            const double *, double, const double *, float *, float *, float *);
-    double (*narrow_ce_f64)(const double *, int64_t, int64_t, const int64_t *, int64_t, const fx_ce_options *,
-                            const double *, double, const double *, double *, double *, double *);
+    double (*narrow_ce_f32)(const float *, int64_t, int64_t, const int64_t *, const float *, int64_t,
+                            const fx_ce_options *, const double *, double, const double *, float *, float *,
+                            float *);
+    double (*narrow_ce_f64)(const double *, int64_t, int64_t, const int64_t *, const double *, int64_t,
+                            const fx_ce_options *, const double *, double, const double *, double *, double *,
+                            double *);
     void (*lse_scan_f32)(const float *, int64_t, double *, double *);
     void (*lse_scan_f64)(const double *, int64_t, double *, double *);
     void (*write_f32)(const float *, int64_t, int, double, double, int, float *);

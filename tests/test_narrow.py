@@ -122,6 +122,32 @@ def test_label_smoothing_and_z_loss(simd, dtype, n, rng, h):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", [1, 2, 10, 17, 32])
+def test_soft_targets(simd, dtype, n, rng, h):
+    # Probability targets take the same kernels (their columns transposed
+    # like the logits'), with every option.
+    rows = 531
+    x, _ = _data(rng, rows, n, dtype)
+    t = rng.random((rows, n))
+    if n > 1:
+        t[::3, 0] = 0.0  # classes of target probability 0
+    t = (t / t.sum(axis=1, keepdims=True)).astype(dtype)
+    w, sw, go = rng.random(n) + 0.5, rng.random(rows) + 0.1, rng.standard_normal(rows)
+    scale = h.scale(x)
+    for opts in [{}] + SMOOTHING:
+        for weights in ({}, dict(weight=w, sample_weight=sw)):
+            for reduction in ("none", "mean"):
+                kw = dict(opts, **weights, reduction=reduction)
+                grad_output = go if reduction == "none" else 1.5
+                m = f"{simd} n={n} {kw}"
+                loss, grad = fx.cross_entropy_with_grad(x, t, grad_output=grad_output, **kw)
+                h.assert_close(loss, ref.cross_entropy(x, t, **kw), dtype, scale=4 * scale, err_msg=m)
+                h.assert_close(grad, ref.cross_entropy_grad(x, t, grad_output=grad_output, **kw), dtype, scale=2,
+                               err_msg=m)
+                np.testing.assert_allclose(fx.cross_entropy(x, t, **kw), loss, rtol=1e-12, atol=0, err_msg=m)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("n", [2, 10, 21])
 def test_label_smoothing_and_z_loss_with_the_class_axis_strided(simd, dtype, n, rng, h):
     p, q = 3, 531
