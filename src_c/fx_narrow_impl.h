@@ -286,8 +286,8 @@ typedef struct {
     FX_VI lab, live;       /* cross-entropy: labels, live rows          */
     FX_V xy, wy, sw, gs;   /* x_y, w_y, sample weight, gradient scale   */
     FX_V d;                /* smoothing: sum_c w_c (sh - x_c)           */
-    FX_V dt;               /* soft targets: sum_c w_c t_c (sh - x_c),   */
-                           /* and wy holds sum_c w_c t_c                */
+    FX_V dt;               /* soft targets: sum_c a_c (sh - x_c), and   */
+                           /* wy holds A = sum_c a_c                    */
 } FXR(fx_nblock);
 
 /* Where row (or position) r0 starts: rows are n apart, positions 1. */
@@ -346,7 +346,7 @@ FX_FOLD_INLINE void FXR(fx_narrow_sum)(FXR(fx_nblock) *b, const FX_T *x, int64_t
          * (float64 on AVX-512 without class weights: a gather instead.) */
         FX_VI xy = zi, wy = zi;
         if (soft) {
-            b->xy = b->wy = zero; /* sum_c w_c t_c below, once the shift is known */
+            b->xy = b->wy = zero; /* A below, with the shift */
         } else
 #if FX_VBYTES == 64 && FX_TBYTES == 8
         if (!ce->w && !keep) {
