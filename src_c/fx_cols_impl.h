@@ -45,8 +45,8 @@ typedef struct FXC(fx_cols_state_s) {
     FX_T m[FX_COLS_CHUNK];     /* column max (NaN never enters)              */
     double s[FX_COLS_CHUNK];   /* sum of exp(x - shift(m))                   */
     double wx[FX_COLS_CHUNK];  /* sum_c w_c x_c    (smoothing)               */
-    double wtx[FX_COLS_CHUNK]; /* sum_c w_c t_c x_c (soft targets)           */
-    double wt[FX_COLS_CHUNK];  /* sum_c w_c t_c     (soft targets)           */
+    double wtx[FX_COLS_CHUNK]; /* sum_c a_c x_c (soft targets, a_c as in     */
+    double wt[FX_COLS_CHUNK];  /* sum_c a_c      fx_scan: w_c (tk t_c + tc)) */
     FX_T k[FX_COLS_PADDED];    /* write: multiplier of exp(x - m)            */
     FX_T ct[FX_COLS_PADDED];   /* write: multiplier of w_c t_c               */
     FX_T cc[FX_COLS_PADDED];   /* write: multiplier of w_c                   */
@@ -75,8 +75,8 @@ FX_ALWAYS_INLINE int64_t FXC(fx_cols_width)(int64_t n_classes) {
  * the row kernels.  next is where the data of the chunk after this one
  * starts (prefetched under the last group), or NULL. */
 FX_ALWAYS_INLINE void FXC(fx_cols_scan)(const FX_T *x, const FX_T *t, const FX_T *w, int64_t nc,
-                                        int64_t m, int64_t stride, int need_wx, const FX_T *next,
-                                        FXC(fx_cols_state) *st) {
+                                        int64_t m, int64_t stride, int need_wx, FX_T tk, FX_T tc,
+                                        const FX_T *next, FXC(fx_cols_state) *st) {
     const int64_t mv = (m + FX_L - 1) / FX_L * FX_L; /* padded to whole vectors */
     FX_T gm[FX_COLS_CHUNK], scale[FX_COLS_CHUNK];
     FX_T fs[FX_COLS_CHUNK], fwx[FX_COLS_CHUNK], fwtx[FX_COLS_CHUNK], fwt[FX_COLS_CHUNK];
@@ -131,7 +131,7 @@ FX_ALWAYS_INLINE void FXC(fx_cols_scan)(const FX_T *x, const FX_T *t, const FX_T
                     if (need_wx) FXR(fx_store)(fwx + j, FXR(fx_load)(fwx + j) + wc * v0);
                     if (t) {
                         const FX_T *q = t + c * stride + j;
-                        FX_V a = wc * FXR(fx_load_part)(q, len, 0);
+                        FX_V a = wc * (tk * FXR(fx_load_part)(q, len, 0) + tc);
                         FXR(fx_store)(fwtx + j, FXR(fx_load)(fwtx + j) + a * v0);
                         FXR(fx_store)(fwt + j, FXR(fx_load)(fwt + j) + a);
                     }
@@ -228,7 +228,7 @@ static void FXC(fx_logsumexp_cols)(const FX_T *x, int64_t nc, int64_t m, int64_t
     const int64_t width = FXC(fx_cols_width)(nc);
     for (int64_t j0 = 0; j0 < m; j0 += width) {
         const int64_t mm = (m - j0) < width ? (m - j0) : width;
-        FXC(fx_cols_scan)(x + j0, NULL, NULL, nc, mm, stride, 0, j0 + mm < m ? x + j0 + mm : NULL, &st);
+        FXC(fx_cols_scan)(x + j0, NULL, NULL, nc, mm, stride, 0, 1, 0, j0 + mm < m ? x + j0 + mm : NULL, &st);
         for (int64_t j = 0; j < mm; j++) lse[j0 + j] = (double)st.sh[j] + log(st.s[j]);
     }
 }
@@ -244,7 +244,7 @@ static void FXC(fx_softmax_cols)(const FX_T *x, int64_t nc, int64_t m, int64_t s
     const int64_t width = FXC(fx_cols_width)(nc);
     for (int64_t j0 = 0; j0 < m; j0 += width) {
         const int64_t mm = (m - j0) < width ? (m - j0) : width;
-        FXC(fx_cols_scan)(x + j0, NULL, NULL, nc, mm, stride, 0, j0 + mm < m ? x + j0 + mm : NULL, &st);
+        FXC(fx_cols_scan)(x + j0, NULL, NULL, nc, mm, stride, 0, 1, 0, j0 + mm < m ? x + j0 + mm : NULL, &st);
         for (int64_t j = 0; j < FX_COLS_PADDED; j++) {
             const double lse = j < mm ? (double)st.sh[j] + log(st.s[j]) : 0.0;
             const int bad = j < mm && !isfinite(lse);
@@ -301,18 +301,15 @@ static void FXC(fx_ce_cols)(const FX_T *x, const FX_T *t, const int64_t *labels,
         const FX_T *xc = x + j0, *tc = t ? t + j0 : NULL;
         const FX_T *next = j0 + mm < m ? xc + mm : NULL;
         if (tc) {
-            if (w) {
-                if (eps != 0.0) FXC(fx_cols_scan)(xc, tc, w, nc, mm, stride, 1, next, &st);
-                else FXC(fx_cols_scan)(xc, tc, w, nc, mm, stride, 0, next, &st);
-            } else {
-                if (eps != 0.0) FXC(fx_cols_scan)(xc, tc, NULL, nc, mm, stride, 1, next, &st);
-                else FXC(fx_cols_scan)(xc, tc, NULL, nc, mm, stride, 0, next, &st);
-            }
+            /* The smoothing is in the targets' coefficients (fx_scan). */
+            const FX_T tk = (FX_T)(1.0 - eps), tcc = (FX_T)(eps / (double)nc);
+            if (w) FXC(fx_cols_scan)(xc, tc, w, nc, mm, stride, 0, tk, tcc, next, &st);
+            else FXC(fx_cols_scan)(xc, tc, NULL, nc, mm, stride, 0, tk, tcc, next, &st);
         } else if (eps != 0.0) {
-            if (w) FXC(fx_cols_scan)(xc, NULL, w, nc, mm, stride, 1, next, &st);
-            else FXC(fx_cols_scan)(xc, NULL, NULL, nc, mm, stride, 1, next, &st);
+            if (w) FXC(fx_cols_scan)(xc, NULL, w, nc, mm, stride, 1, 1, 0, next, &st);
+            else FXC(fx_cols_scan)(xc, NULL, NULL, nc, mm, stride, 1, 1, 0, next, &st);
         } else {
-            FXC(fx_cols_scan)(xc, NULL, NULL, nc, mm, stride, 0, next, &st);
+            FXC(fx_cols_scan)(xc, NULL, NULL, nc, mm, stride, 0, 1, 0, next, &st);
         }
         for (int64_t j = 0; j < FX_COLS_PADDED; j++) {
             st.k[j] = st.ct[j] = st.cc[j] = 0;
@@ -337,14 +334,14 @@ static void FXC(fx_ce_cols)(const FX_T *x, const FX_T *t, const int64_t *labels,
             double l, a_sum;
             const double wy = (labels && w) ? (double)w[y] : 1.0;
             if (tc) {
-                l = (1.0 - eps) * (st.wt[j] * lse - st.wtx[j]);
-                a_sum = (1.0 - eps) * st.wt[j];
+                l = st.wt[j] * lse - st.wtx[j];
+                a_sum = st.wt[j];
             } else {
                 xy[j] = (double)xc[y * stride + j];
                 l = (1.0 - eps) * wy * (lse - xy[j]);
                 a_sum = (1.0 - eps) * wy;
             }
-            if (eps != 0.0) {
+            if (eps != 0.0 && !tc) {
                 l += eps / (double)nc * (wsum * lse - st.wx[j]);
                 a_sum += eps / (double)nc * wsum;
             }

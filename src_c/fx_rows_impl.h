@@ -91,7 +91,7 @@ typedef struct FXR(fx_scan_state_s) {
     double s;   /* sum of exp(x - shift(m))                        */
     double wx;  /* sum of w_c x_c (w = 1 without class weights)    */
     double wsum; /* sum of w_c (n without class weights)          */
-    double wtx; /* sum of w_c t_c x_c                              */
+    double wtx; /* sum of a_c x_c, a_c = w_c (tk t_c + tc) (fx_scan) */
     double wt;  /* sum of w_c t_c                                  */
 } FXR(fx_scan_state);
 
@@ -173,11 +173,12 @@ FX_ALWAYS_INLINE void FXR(fx_fold_slice)(int first, double *row_m, double *row_s
 /*
  * The sums of one block, x[b, b + len), at the shift of the running maximum
  * m: acc->s += sum exp(x - shift(m)), and the dot products fx_scan asks for
- * (need_wx, t) added to acc's.  e, if not NULL, receives the block's
- * exp(x - shift(m)).
+ * (need_wx; t, with tk and tc) added to acc's.  e, if not NULL, receives
+ * the block's exp(x - shift(m)).
  */
 FX_ALWAYS_INLINE void FXR(fx_block_sums)(const FX_T *x, const FX_T *t, const FX_T *w, int64_t b, int64_t len,
-                                         double m, int need_wx, int64_t ahead, FX_T *e, FXR(fx_scan_state) *acc) {
+                                         double m, int need_wx, FX_T tk, FX_T tc, int64_t ahead, FX_T *e,
+                                         FXR(fx_scan_state) *acc) {
     const FX_T *xb = x + b;
     const FX_V sh = FX_BC((FX_T)FXR(fx_shift)(m));
     /* x - sh <= 0 in this block unless the row holds +inf (m = +inf,
@@ -205,8 +206,8 @@ FX_ALWAYS_INLINE void FXR(fx_block_sums)(const FX_T *x, const FX_T *t, const FX_
                 d_w += w0 + w1;
             }
             if (t) {
-                FX_V a0 = w0 * FXR(fx_load)(t + b + i);
-                FX_V a1 = w1 * FXR(fx_load)(t + b + i + FX_L);
+                FX_V a0 = w0 * (tk * FXR(fx_load)(t + b + i) + tc);
+                FX_V a1 = w1 * (tk * FXR(fx_load)(t + b + i + FX_L) + tc);
                 d_wtx += a0 * v0 + a1 * v1;
                 d_wt += a0 + a1;
             }
@@ -227,7 +228,7 @@ FX_ALWAYS_INLINE void FXR(fx_block_sums)(const FX_T *x, const FX_T *t, const FX_
                 d_w += w0;
             }
             if (t) {
-                FX_V a0 = w0 * FXR(fx_load_part)(t + b + i, k, 0);
+                FX_V a0 = w0 * (tk * FXR(fx_load_part)(t + b + i, k, 0) + tc);
                 d_wtx += a0 * v0;
                 d_wt += a0;
             }
@@ -248,12 +249,15 @@ FX_ALWAYS_INLINE void FXR(fx_block_sums)(const FX_T *x, const FX_T *t, const FX_
  * One pass over the row.  The flags are compile-time constants at every
  * call site, so each combination compiles to its own loop:
  *   need_wx: accumulate sum w_c x_c and sum w_c (w = 1 when w is NULL)
- *   t:       soft-target row, or NULL (then wtx and wt stay 0)
+ *   t:       soft-target row, or NULL (then wtx and wt stay 0); its
+ *            coefficients a_c = w_c (tk t_c + tc) (PyTorch's smoothed
+ *            target, summed class by class: a class of a_c > 0 at -inf
+ *            makes wtx -inf, not NaN)
  *   e:       NULL, or (only for n <= FX_BLOCK: one shift) n elements that
  *            receive exp(x - m), for the write pass (fx_write)
  */
-FX_ALWAYS_INLINE void FXR(fx_scan)(const FX_T *x, const FX_T *t, const FX_T *w,
-                                   int64_t n, int need_wx, FX_T *e, FXR(fx_scan_state) *st) {
+FX_ALWAYS_INLINE void FXR(fx_scan)(const FX_T *x, const FX_T *t, const FX_T *w, int64_t n, int need_wx, FX_T tk,
+                                   FX_T tc, FX_T *e, FXR(fx_scan_state) *st) {
     /* (m, s) of the slice (FX_SLICE elements) being scanned; row_m, row_s
      * the slices before it. */
     double m = -INFINITY, row_m = -INFINITY, row_s = 0.0;
@@ -275,7 +279,7 @@ FX_ALWAYS_INLINE void FXR(fx_scan)(const FX_T *x, const FX_T *t, const FX_T *w,
             m = (double)bm;
         }
         if (block_m) block_m[b / FX_BLOCK] = m;
-        FXR(fx_block_sums)(x, t, w, b, len, m, need_wx, FX_BLOCK, e ? e + b : NULL, &sums);
+        FXR(fx_block_sums)(x, t, w, b, len, m, need_wx, tk, tc, FX_BLOCK, e ? e + b : NULL, &sums);
     }
     FXR(fx_fold_slice)(n <= FX_SLICE, &row_m, &row_s, m, sums.s);
     *st = sums;
@@ -392,7 +396,7 @@ static void FXR(fx_fill)(FX_T *out, int64_t n, FX_T value) {
 
 static double FXR(fx_logsumexp_row)(const FX_T *x, int64_t n) {
     FXR(fx_scan_state) st;
-    FXR(fx_scan)(x, NULL, NULL, n, 0, NULL, &st);
+    FXR(fx_scan)(x, NULL, NULL, n, 0, 1, 0, NULL, &st);
     return FXR(fx_lse_of)(&st);
 }
 
@@ -414,7 +418,7 @@ FX_ALWAYS_INLINE void FXR(fx_scan_group)(const FX_T *x, int64_t n, double *m, do
     _Pragma("GCC unroll 8") for (int g = 0; g < FX_GROUP; g++) {
         FXR(fx_scan_state) sums = {0};
         m[g] = (double)bm[g]; /* never NaN: fx_block_max skips NaN */
-        FXR(fx_block_sums)(x + g * n, NULL, NULL, 0, n, m[g], 0, ahead, e ? e + g * n : NULL, &sums);
+        FXR(fx_block_sums)(x + g * n, NULL, NULL, 0, n, m[g], 0, 1, 0, ahead, e ? e + g * n : NULL, &sums);
         s[g] = sums.s;
     }
 }
@@ -433,7 +437,7 @@ FX_ALWAYS_INLINE int FXR(fx_scan_next)(const FX_T *x, int64_t r, int64_t n_rows,
         _Pragma("GCC unroll 8") for (int g = 0; g < FX_GROUP; g++) st[g] = (FXR(fx_scan_state)){.m = m[g], .s = s[g]};
         return FX_GROUP;
     }
-    FXR(fx_scan)(x + r * n, NULL, NULL, n, 0, e, &st[0]);
+    FXR(fx_scan)(x + r * n, NULL, NULL, n, 0, 1, 0, e, &st[0]);
     return 1;
 }
 
@@ -489,7 +493,7 @@ FX_ALWAYS_INLINE double FXR(fx_softmax_finish)(const FX_T *x, const FX_T *e, int
 static double FXR(fx_softmax_like_row)(const FX_T *x, int64_t n, FX_T *out, int take_log, int flags) {
     FXR(fx_scan_state) st;
     FX_EXPS(e, !take_log, n);
-    FXR(fx_scan)(x, NULL, NULL, n, 0, e, &st);
+    FXR(fx_scan)(x, NULL, NULL, n, 0, 1, 0, e, &st);
     const double lse = FXR(fx_softmax_finish)(x, e, n, &st, out, take_log, flags & FX_STREAM_STORES);
     FXR(fx_fence_stores)(flags);
     return lse;
@@ -517,22 +521,19 @@ static double FXR(fx_log_softmax_row)(const FX_T *x, int64_t n, FX_T *out, int f
     return FXR(fx_softmax_like_row)(x, n, out, 1, flags);
 }
 
-FX_ALWAYS_INLINE void FXR(fx_ce_scan)(const FX_T *x, const FX_T *t, const FX_T *w, int64_t n,
-                                      int smoothing, FX_T *e, FXR(fx_scan_state) *st) {
-    /* Spelled out so that each combination is its own specialised loop. */
+FX_ALWAYS_INLINE void FXR(fx_ce_scan)(const FX_T *x, const FX_T *t, const FX_T *w, int64_t n, double eps,
+                                      FX_T *e, FXR(fx_scan_state) *st) {
+    /* Spelled out so that each combination is its own specialised loop.
+     * Soft targets carry the smoothing in their coefficients. */
+    const FX_T tk = (FX_T)(1.0 - eps), tc = (FX_T)(eps / (double)n);
     if (t) {
-        if (w) {
-            if (smoothing) FXR(fx_scan)(x, t, w, n, 1, e, st);
-            else FXR(fx_scan)(x, t, w, n, 0, e, st);
-        } else {
-            if (smoothing) FXR(fx_scan)(x, t, NULL, n, 1, e, st);
-            else FXR(fx_scan)(x, t, NULL, n, 0, e, st);
-        }
-    } else if (smoothing) {
-        if (w) FXR(fx_scan)(x, NULL, w, n, 1, e, st);
-        else FXR(fx_scan)(x, NULL, NULL, n, 1, e, st);
+        if (w) FXR(fx_scan)(x, t, w, n, 0, tk, tc, e, st);
+        else FXR(fx_scan)(x, t, NULL, n, 0, tk, tc, e, st);
+    } else if (eps != 0.0) {
+        if (w) FXR(fx_scan)(x, NULL, w, n, 1, 1, 0, e, st);
+        else FXR(fx_scan)(x, NULL, NULL, n, 1, 1, 0, e, st);
     } else {
-        FXR(fx_scan)(x, NULL, NULL, n, 0, e, st);
+        FXR(fx_scan)(x, NULL, NULL, n, 0, 1, 0, e, st);
     }
 }
 
@@ -558,13 +559,13 @@ FX_ALWAYS_INLINE double FXR(fx_ce_finish)(const FX_T *x, const FX_T *e, const FX
     const double wy = (!t && w) ? (double)w[y] : 1.0;
     const double xy = t ? 0.0 : (double)x[y];
     if (t) {
-        loss = (1.0 - eps) * (st.wt * lse - st.wtx);
-        a_sum = (1.0 - eps) * st.wt;
+        loss = st.wt * lse - st.wtx; /* the smoothing is in the a_c */
+        a_sum = st.wt;
     } else {
         loss = (1.0 - eps) * wy * (lse - xy);
         a_sum = (1.0 - eps) * wy;
     }
-    if (eps != 0.0) {
+    if (eps != 0.0 && !t) {
         loss += eps / (double)n * (st.wsum * lse - st.wx);
         a_sum += eps / (double)n * st.wsum;
     }
@@ -596,7 +597,7 @@ static double FXR(fx_ce_row)(const FX_T *x, const FX_T *t, int64_t n, int64_t y,
                              const fx_ce_options *opt, double gs, FX_T *grad, double *lse_out) {
     FXR(fx_scan_state) st;
     FX_EXPS(e, grad != NULL, n);
-    FXR(fx_ce_scan)(x, t, opt ? (const FX_T *)opt->weight : NULL, n, opt && opt->label_smoothing != 0.0, e, &st);
+    FXR(fx_ce_scan)(x, t, opt ? (const FX_T *)opt->weight : NULL, n, opt ? opt->label_smoothing : 0.0, e, &st);
     const double loss = FXR(fx_ce_finish)(x, e, t, n, y, opt, gs, &st, grad, lse_out);
     if (grad && opt) FXR(fx_fence_stores)(opt->flags);
     return loss;
@@ -606,7 +607,7 @@ static double FXR(fx_ce_row)(const FX_T *x, const FX_T *t, int64_t n, int64_t y,
  * and the write pass of a slice given the whole row's shift and scale. */
 static void FXR(fx_lse_scan_row)(const FX_T *x, int64_t n, double *m, double *s) {
     FXR(fx_scan_state) st;
-    FXR(fx_scan)(x, NULL, NULL, n, 0, NULL, &st);
+    FXR(fx_scan)(x, NULL, NULL, n, 0, 1, 0, NULL, &st);
     *m = st.m;
     *s = st.s;
 }

@@ -203,6 +203,29 @@ def test_nonfinite_probs_match_torch(dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n_classes", [5, 40])  # the narrow kernels, the row kernel
+@pytest.mark.parametrize("axis", [-1, 1])
+@pytest.mark.parametrize("smoothing", [0.0, 0.1, 1.0])
+def test_smoothed_probs_on_masked_classes_match_torch(dtype, n_classes, axis, smoothing, rng):
+    # PyTorch sums a_c log p_c class by class, a_c = (1 - eps) t_c + eps / C:
+    # a zero target on a -inf logit gives NaN without smoothing (0 * -inf)
+    # and +inf with it; a positive one +inf.
+    x = (rng.standard_normal((6, n_classes)) * 2).astype(dtype)
+    x[:, 1] = -np.inf
+    t = rng.random((6, n_classes))
+    t[:, 1] = 0.0
+    t[3, 1] = 0.3
+    t = (t / t.sum(axis=1, keepdims=True)).astype(dtype)
+    if axis == 1:  # (1, C, 6): one sample, six positions
+        x, t = np.ascontiguousarray(x.T[None]), np.ascontiguousarray(t.T[None])
+    go = np.ones(x.shape[:1] + x.shape[2:], dtype=dtype)
+    exp_loss, exp_grad = _torch_ce(x, t, go, axis == 1, reduction="none", label_smoothing=smoothing)
+    loss, grad = fx.cross_entropy_with_grad(x, t, axis=axis, reduction="none", label_smoothing=smoothing)
+    _assert_matches(loss, exp_loss, dtype)
+    _assert_matches(grad, exp_grad, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 def test_ignored_nonfinite_rows_are_zero(dtype, reduction, rng):
     # PyTorch's backward gives NaN gradients for an ignored row holding NaN
