@@ -137,7 +137,9 @@ double fx_ce_label_row_f64(const double *x, int64_t n, int64_t label,
 /*
  * Cross-entropy of one row against a probability row t (soft target), with
  * a_c = w_c ((1 - eps) t_c + eps / n); same loss and gradient formulas as
- * above.  grad may alias x but not t.
+ * above, the loss's sum taken class by class as PyTorch takes it (a class of
+ * a_c > 0 at -inf gives +inf, one of a_c = 0 there NaN).  grad may alias x
+ * but not t.
  */
 double fx_ce_prob_row_f32(const float *x, const float *t, int64_t n,
                           const fx_ce_options *opt, double grad_scale,
@@ -248,8 +250,7 @@ double fx_ce_label_rows_f64(const double *x, int64_t n_rows, int64_t n, const in
  * rows.  fx_narrow_ce: fx_ce_label_row's loss and gradient (opt's class
  * weights, label smoothing and z-loss; its flags are ignored) for every
  * row, against labels or, when labels is NULL, the probability rows t (n_rows
- * x n, fx_ce_prob_row's loss summed class by class as PyTorch sums it: a
- * class of a_c > 0 at -inf gives +inf); rows whose label is ignore_index (or
+ * x n, fx_ce_prob_row's formulas); rows whose label is ignore_index (or
  * outside [0, n)) are ignored (loss 0, gradient 0); opt, sw (sample weights,
  * scaling the loss and the gradient), grs (per-row gradient scales, times
  * grad_scale), loss, grad and lse are optional (NULL).  It returns the sum of
