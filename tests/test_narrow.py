@@ -81,7 +81,10 @@ def test_weights_and_scales(simd, dtype, n, rng, h):
 
 
 # Label smoothing and z-loss go through the same kernels (one term of the
-# gradient each); eps = 1 leaves only the smoothing term.
+# gradient each); eps = 1 leaves only the smoothing term.  Their tests take
+# 133 rows (pairs of blocks and a partial one on every path: the work units
+# are the plain tests'), which keeps them cheap in the sanitizer's build.
+OPTION_ROWS = 133
 SMOOTHING = [dict(label_smoothing=0.1), dict(z_loss=1e-3), dict(label_smoothing=0.3, z_loss=1e-2),
              dict(label_smoothing=1.0)]
 
@@ -108,7 +111,7 @@ def _check_smoothing(x, y, w, sw, go, fx_call, dtype, h, msg):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("n", [1, 2, 10, 17, 32])
 def test_label_smoothing_and_z_loss(simd, dtype, n, rng, h):
-    rows = 531
+    rows = OPTION_ROWS
     x, y = _data(rng, rows, n, dtype)
 
     def rows_call(grad_output, **kw):
@@ -126,7 +129,7 @@ def test_label_smoothing_and_z_loss(simd, dtype, n, rng, h):
 def test_soft_targets(simd, dtype, n, rng, h):
     # Probability targets take the same kernels (their columns transposed
     # like the logits'), with every option.
-    rows = 531
+    rows = OPTION_ROWS
     x, _ = _data(rng, rows, n, dtype)
     t = rng.random((rows, n))
     if n > 1:
@@ -150,7 +153,7 @@ def test_soft_targets(simd, dtype, n, rng, h):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("n", [2, 10, 21])
 def test_label_smoothing_and_z_loss_with_the_class_axis_strided(simd, dtype, n, rng, h):
-    p, q = 3, 531
+    p, q = 2, OPTION_ROWS
     x, y = _data(rng, p * q, n, dtype)
     xc, yc = _as_cols(x, p, q), y.reshape(p, q)
     sw = rng.random(p * q) + 0.1
