@@ -92,7 +92,7 @@ typedef struct FXR(fx_scan_state_s) {
     double wx;  /* sum of w_c x_c (w = 1 without class weights)    */
     double wsum; /* sum of w_c (n without class weights)          */
     double wtx; /* sum of a_c x_c, a_c = w_c (tk t_c + tc) (fx_scan) */
-    double wt;  /* sum of w_c t_c                                  */
+    double wt;  /* sum of a_c                                      */
 } FXR(fx_scan_state);
 
 /* exp(x - shift) is computed with shift = m when m is finite and 0 otherwise,
