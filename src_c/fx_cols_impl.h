@@ -16,9 +16,10 @@
  * A chunk is narrowed so that C x chunk fits in about 512 KiB of L2.
  *
  * Up to 2 vectors of lanes of classes (32 float32 classes with AVX-512, so
- * semantic segmentation's 19 or 21; the cross-entropy gradient up to
- * FX_NCOLS_MAX classes on every path, fx_cols_narrow) the narrow kernels take
- * the slab instead, labels, class and sample weights included
+ * semantic segmentation's 19 or 21; the cross-entropy gradient against
+ * labels up to FX_NCOLS_MAX classes on every path, fx_cols_narrow) the
+ * narrow kernels take the slab instead, labels or soft targets, class and
+ * sample weights included
  * (fx_narrow_impl.h: a vector of adjacent positions per class, every class
  * in registers): with so few classes the per-column arrays of the passes
  * above and the scalar log and exp per position cost more than the exps.
@@ -201,13 +202,16 @@ FX_ALWAYS_INLINE void FXC(fx_cols_write)(const FX_T *x, const FX_T *t, const FX_
 }
 
 /* Whether the narrow kernels take the slab; their per-position outputs come
- * in FX_T, a chunk at a time. */
-FX_ALWAYS_INLINE int FXC(fx_cols_narrow)(int64_t nc, int ce_grad) {
-    /* Beyond two vectors of classes the columns spill: only the gradient,
-     * whose wide path is two passes, still gains (2 threads, float32
-     * 16x21x128x128 with AVX2: 7.9-8.3 -> 4.5-5.5 ms; logsumexp, softmax and
-     * the loss alone 10-40% slower). */
-    return nc > 0 && nc <= (ce_grad ? FX_NCOLS_MAX : 2 * FX_L);
+ * in FX_T, a chunk at a time.  label_grad: the cross-entropy gradient
+ * against labels. */
+FX_ALWAYS_INLINE int FXC(fx_cols_narrow)(int64_t nc, int label_grad) {
+    /* Beyond two vectors of classes the columns spill: only the gradient
+     * against labels, whose wide path is two passes, still gains (2 threads,
+     * float32 16x21x128x128 with AVX2: 7.9-8.3 -> 4.5-5.5 ms).  logsumexp,
+     * softmax and the loss alone were 10-40% slower, and the gradient
+     * against soft targets (whose columns are read in both phases) 10-50%
+     * slower: 16x32x128x128 float32 12 -> 15-20 ms. */
+    return nc > 0 && nc <= (label_grad ? FX_NCOLS_MAX : 2 * FX_L);
 }
 /* The class stride for them: never 0 (rows; stride >= m > 0 here), which
  * tells the compiler to leave their row code out of the column kernels. */
@@ -270,13 +274,14 @@ static void FXC(fx_ce_cols)(const FX_T *x, const FX_T *t, const int64_t *labels,
     const FX_T *w = opt ? (const FX_T *)opt->weight : NULL;
     const double eps = opt ? opt->label_smoothing : 0.0;
     const double z = opt ? opt->z_loss : 0.0;
-    if (labels && FXC(fx_cols_narrow)(nc, grad != NULL)) {
+    if ((labels || t) && FXC(fx_cols_narrow)(nc, labels && grad)) {
         /* Label -1 is not a class: ignored.  gs scales each position's gradient. */
         FX_T part_loss[FX_COLS_CHUNK], part_lse[FX_COLS_CHUNK];
         for (int64_t j0 = 0; j0 < m; j0 += FX_COLS_CHUNK) {
             const int64_t mm = (m - j0) < FX_COLS_CHUNK ? (m - j0) : FX_COLS_CHUNK;
-            FXC(fx_narrow_ce_at)(x + j0, mm, nc, FXC(fx_narrow_stride)(stride), labels + j0, NULL, -1, opt, NULL, 1.0,
-                                 gs ? gs + j0 : NULL, part_loss, grad ? grad + j0 : NULL, part_lse);
+            FXC(fx_narrow_ce_at)(x + j0, mm, nc, FXC(fx_narrow_stride)(stride), labels ? labels + j0 : NULL,
+                                 labels ? NULL : t + j0, -1, opt, NULL, 1.0, gs ? gs + j0 : NULL, part_loss,
+                                 grad ? grad + j0 : NULL, part_lse);
             for (int64_t j = 0; j < mm; j++) {
                 if (loss) loss[j0 + j] = (double)part_loss[j];
                 if (lse_out) lse_out[j0 + j] = (double)part_lse[j];

@@ -561,8 +561,8 @@ FX_FOLD_INLINE void FXR(fx_narrow_run_nc)(const FX_T *x, int64_t n_rows, int64_t
 /*
  * n_pos adjacent positions of n (<= FX_NCOLS_MAX) classes cs apart (NC
  * slots): pairs of whole blocks, the last < 2 FX_L positions through a
- * padded copy (padding labels -1: ignored), so that positions compile the
- * pair of whole blocks only.
+ * padded copy (padding labels -1: ignored; soft targets 0), so that
+ * positions compile the pair of whole blocks only.
  */
 #define FX_NCOLS_MAX FX_NARROW_MAX
 FX_FOLD_INLINE void FXR(fx_narrow_cols_nc)(const FX_T *x, int64_t n_pos, int64_t n, int64_t cs, int mode,
@@ -571,7 +571,7 @@ FX_FOLD_INLINE void FXR(fx_narrow_cols_nc)(const FX_T *x, int64_t n_pos, int64_t
     const int64_t full = n_pos / P * P, rest = n_pos - full;
     for (int64_t r0 = 0; r0 < full; r0 += P) FXR(fx_narrow_blocks)(x, n, cs, r0, 2, FX_L, 1, mode, ce, out, lse, NC);
     if (!rest) return;
-    FX_T xt[FX_NCOLS_MAX * P], ot[FX_NCOLS_MAX * P], losst[P], lset[P];
+    FX_T xt[FX_NCOLS_MAX * P], tt[FX_NCOLS_MAX * P], ot[FX_NCOLS_MAX * P], losst[P], lset[P];
     int64_t labt[P];
     double swt[P], grst[P];
     FXR(fx_nce) cet;
@@ -580,11 +580,17 @@ FX_FOLD_INLINE void FXR(fx_narrow_cols_nc)(const FX_T *x, int64_t n_pos, int64_t
     if (ce) {
         cet = *ce; /* the loss sum goes on in its lanes */
         for (int64_t r = 0; r < P; r++) {
-            labt[r] = r < rest ? ce->labels[full + r] : -1;
+            labt[r] = r < rest && ce->labels ? ce->labels[full + r] : -1;
             swt[r] = r < rest && ce->sw ? ce->sw[full + r] : 0.0;
             grst[r] = r < rest && ce->grs ? ce->grs[full + r] : 0.0;
         }
-        cet.labels = labt;
+        /* Soft targets (padded with 0): every lane is live, so the padding
+         * adds to the loss lanes, whose sum fx_ce_cols never uses (it takes
+         * the per-position losses). */
+        for (int64_t c = 0; ce->t && c < n; c++)
+            for (int64_t r = 0; r < P; r++) tt[c * P + r] = r < rest ? ce->t[c * cs + full + r] : (FX_T)0;
+        cet.labels = ce->labels ? labt : NULL;
+        cet.t = ce->t ? tt : NULL;
         cet.sw = ce->sw ? swt : NULL;
         cet.grs = ce->grs ? grst : NULL;
         cet.loss = ce->loss ? losst : NULL;
@@ -603,8 +609,8 @@ FX_FOLD_INLINE void FXR(fx_narrow_cols_nc)(const FX_T *x, int64_t n_pos, int64_t
 
 /* One or two chunks of columns get their own code (registers); more (up to
  * FX_NARROW_MAX, narrow ISAs only) share the widest.  Positions (cs > 0)
- * take one or two chunks, but for the cross-entropy gradient, which takes
- * up to FX_NCOLS_MAX classes (fx_cols_narrow). */
+ * take one or two chunks, but for the cross-entropy gradient against
+ * labels, which takes up to FX_NCOLS_MAX classes (fx_cols_narrow). */
 FX_FOLD_INLINE void FXR(fx_narrow_run)(const FX_T *x, int64_t n_rows, int64_t n, int64_t cs, int mode,
                                          FXR(fx_nce) *ce, FX_T *out, FX_T *lse) {
     if (cs && (n <= 2 * FX_L || 2 * FX_L >= FX_NARROW_MAX || !(FX_NARROW_IS_CE(mode) && out)))

@@ -124,6 +124,32 @@ def test_label_smoothing_and_z_loss(simd, dtype, n, rng, h):
                      dtype, h, f"{simd} n={n}")
 
 
+def _soft_targets(rng, rows, n, dtype):
+    t = rng.random((rows, n))
+    if n > 1:
+        t[::3, 0] = 0.0  # classes of target probability 0
+    return (t / t.sum(axis=1, keepdims=True)).astype(dtype)
+
+
+def _check_soft(x, t, w, sw, go, fx_call, dtype, h, msg):
+    """fx_call(grad_output, **options) -> (loss, grad, loss without the
+    gradient) in the row layout, against the reference, for every option
+    with and without weights."""
+    scale = h.scale(x)
+    for opts in [{}] + SMOOTHING:
+        for weights in ({}, dict(weight=w, sample_weight=sw)):
+            for reduction in ("none", "mean"):
+                kw = dict(opts, **weights, reduction=reduction)
+                grad_output = go if reduction == "none" else 1.5
+                m = f"{msg} {kw}"
+                loss, grad, plain = fx_call(grad_output, **kw)
+                expected = ref.cross_entropy(x, t, **kw)
+                h.assert_close(loss, expected, dtype, scale=4 * scale, err_msg=m)
+                h.assert_close(plain, expected, dtype, scale=4 * scale, err_msg=m)
+                h.assert_close(grad, ref.cross_entropy_grad(x, t, grad_output=grad_output, **kw), dtype, scale=2,
+                               err_msg=m)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("n", [1, 2, 10, 17, 32])
 def test_soft_targets(simd, dtype, n, rng, h):
@@ -131,23 +157,16 @@ def test_soft_targets(simd, dtype, n, rng, h):
     # like the logits'), with every option.
     rows = OPTION_ROWS
     x, _ = _data(rng, rows, n, dtype)
-    t = rng.random((rows, n))
-    if n > 1:
-        t[::3, 0] = 0.0  # classes of target probability 0
-    t = (t / t.sum(axis=1, keepdims=True)).astype(dtype)
-    w, sw, go = rng.random(n) + 0.5, rng.random(rows) + 0.1, rng.standard_normal(rows)
-    scale = h.scale(x)
-    for opts in [{}] + SMOOTHING:
-        for weights in ({}, dict(weight=w, sample_weight=sw)):
-            for reduction in ("none", "mean"):
-                kw = dict(opts, **weights, reduction=reduction)
-                grad_output = go if reduction == "none" else 1.5
-                m = f"{simd} n={n} {kw}"
-                loss, grad = fx.cross_entropy_with_grad(x, t, grad_output=grad_output, **kw)
-                h.assert_close(loss, ref.cross_entropy(x, t, **kw), dtype, scale=4 * scale, err_msg=m)
-                h.assert_close(grad, ref.cross_entropy_grad(x, t, grad_output=grad_output, **kw), dtype, scale=2,
-                               err_msg=m)
-                np.testing.assert_allclose(fx.cross_entropy(x, t, **kw), loss, rtol=1e-12, atol=0, err_msg=m)
+    t = _soft_targets(rng, rows, n, dtype)
+
+    def rows_call(grad_output, **kw):
+        loss, grad = fx.cross_entropy_with_grad(x, t, grad_output=grad_output, **kw)
+        plain = fx.cross_entropy(x, t, **kw)
+        np.testing.assert_allclose(plain, loss, rtol=1e-12, atol=0, err_msg=str(kw))  # the same kernel
+        return loss, grad, plain
+
+    _check_soft(x, t, rng.random(n) + 0.5, rng.random(rows) + 0.1, rng.standard_normal(rows), rows_call, dtype, h,
+                f"{simd} n={n}")
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -169,6 +188,30 @@ def test_label_smoothing_and_z_loss_with_the_class_axis_strided(simd, dtype, n, 
 
     _check_smoothing(x, y, rng.random(n) + 0.5, sw, rng.standard_normal(p * q), cols_call, dtype, h,
                      f"{simd} n={n}")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+# One and two vectors of lanes, and past two (the wide path, but with
+# AVX-512 float32).
+@pytest.mark.parametrize("n", [2, 10, 21])
+def test_soft_targets_with_the_class_axis_strided(simd, dtype, n, rng, h):
+    p, q = 2, OPTION_ROWS
+    x, _ = _data(rng, p * q, n, dtype)
+    t = _soft_targets(rng, p * q, n, dtype)
+    xc, tc = _as_cols(x, p, q), _as_cols(t, p, q)
+
+    def cols_call(grad_output, **kw):
+        if "sample_weight" in kw:
+            kw["sample_weight"] = kw["sample_weight"].reshape(p, q)
+        if np.ndim(grad_output):
+            grad_output = grad_output.reshape(p, q)
+        loss, grad = fx.cross_entropy_with_grad(xc, tc, axis=1, grad_output=grad_output, **kw)
+        plain = fx.cross_entropy(xc, tc, axis=1, **kw)
+        return (np.reshape(loss, -1) if np.ndim(loss) else loss, _as_rows(grad),
+                np.reshape(plain, -1) if np.ndim(plain) else plain)
+
+    _check_soft(x, t, rng.random(n) + 0.5, rng.random(p * q) + 0.1, rng.standard_normal(p * q), cols_call, dtype, h,
+                f"{simd} n={n}")
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -294,11 +337,14 @@ def test_same_bits_for_every_thread_count_with_the_class_axis_strided(dtype, n, 
     p, q = 9, 70000 // n // 9 + 37  # above the serial threshold, several work units per sample
     x, y = _data(rng, p * q, n, dtype)
     xc, yc = _as_cols(x, p, q), y.reshape(p, q)
+    tc = _as_cols(_soft_targets(rng, p * q, n, dtype), p, q)
     out = []
     for nt in (1, 2, 3):
         loss, grad, lse = fx.cross_entropy_with_grad(xc, yc, axis=1, reduction="sum", return_lse=True,
                                                      n_threads=nt)
+        soft_loss, soft_grad = fx.cross_entropy_with_grad(xc, tc, axis=1, label_smoothing=0.1, n_threads=nt)
         out.append((np.float64(loss).tobytes(), grad.tobytes(), lse.tobytes(),
+                    np.float64(soft_loss).tobytes(), soft_grad.tobytes(),
                     fx.softmax(xc, axis=1, n_threads=nt).tobytes(),
                     fx.log_softmax(xc, axis=1, n_threads=nt).tobytes(),
                     fx.logsumexp(xc, axis=1, n_threads=nt).tobytes()))
