@@ -12,6 +12,7 @@ from cython.parallel cimport prange, threadid
 from libc.stdint cimport int64_t, uintptr_t
 from libc.stdlib cimport malloc, free
 from libc.string cimport memset
+from libc.float cimport DBL_MAX
 from libc.math cimport exp, fabs, log, NAN
 
 from fastxent._core cimport (
@@ -326,6 +327,26 @@ def check_labels(const int64_t[::1] labels, int64_t n_classes, int64_t ignore_in
     return bad, live
 
 
+cdef double _live_weight_sum(const int64_t *lp, int64_t n, int64_t ignore_index, const double *wp,
+                             const double *swp) noexcept nogil:
+    """live_weight_sum (below) on pointers, for the small-call path too."""
+    cdef int64_t i, y
+    cdef double total = 0.0, comp = 0.0, term, t
+    for i in range(n):
+        y = lp[i]
+        if y == ignore_index:
+            continue
+        term = (wp[y] if wp != NULL else 1.0) * (swp[i] if swp != NULL else 1.0)
+        t = total + term
+        if fabs(total) >= fabs(term):
+            comp += (total - t) + term
+        else:
+            comp += (term - t) + total
+        total = t
+    # A sum that overflowed is inf (its compensation is inf - inf).
+    return total + comp if total - total == 0 else total
+
+
 def live_weight_sum(const int64_t[::1] labels, int64_t ignore_index, const double[::1] weight,
                     const double[::1] sample_weight):
     """Sum of weight[y_i] * sample_weight[i] (either factor 1 when None) over
@@ -334,29 +355,17 @@ def live_weight_sum(const int64_t[::1] labels, int64_t ignore_index, const doubl
     (Neumaier): the same bits for any n_threads, accurate for any length
     (the NumPy gather, mask and sum it replaced cost 17 ms of a 24 ms
     weighted call at 1000000x10)."""
-    cdef int64_t n = labels.shape[0], i, y
+    cdef int64_t n = labels.shape[0]
     if sample_weight is not None and sample_weight.shape[0] != n:
         raise ValueError(f"sample_weight must hold one weight a label ({n}), got {sample_weight.shape[0]}")
     if n == 0:
         return 0.0
-    cdef const int64_t *lp = &labels[0]
     cdef const double *wp = &weight[0] if weight is not None else NULL
     cdef const double *swp = &sample_weight[0] if sample_weight is not None else NULL
-    cdef double total = 0.0, comp = 0.0, term, t
+    cdef double total
     with nogil:
-        for i in range(n):
-            y = lp[i]
-            if y == ignore_index:
-                continue
-            term = (wp[y] if wp != NULL else 1.0) * (swp[i] if swp != NULL else 1.0)
-            t = total + term
-            if fabs(total) >= fabs(term):
-                comp += (total - t) + term
-            else:
-                comp += (term - t) + total
-            total = t
-    # A sum that overflowed is inf (its compensation is inf - inf).
-    return total + comp if total - total == 0 else total
+        total = _live_weight_sum(&labels[0], n, ignore_index, wp, swp)
+    return total
 
 
 cdef inline int64_t _outside(real e, double hi) noexcept nogil:
@@ -869,14 +878,13 @@ cdef int64_t _small_live(const int64_t *labels, int64_t n, int64_t c, int64_t ig
 
 
 cdef double _ce_small_rows(const real *x, const int64_t *labels, int64_t n, int64_t c, int64_t ignore_index,
-                           double label_smoothing, double z_loss, double gs, real *loss_out, real *grad,
-                           bint narrow, int64_t rpb, int64_t units, int n_threads) noexcept nogil:
+                           const real *w, double label_smoothing, double z_loss, double gs, real *loss_out,
+                           real *grad, bint narrow, int64_t rpb, int64_t units, int n_threads) noexcept nogil:
     """Loss sum (and the per-row losses and gradient, when loss_out and grad
-    are given) of a small batch: the
-    kernels, blocks and summation order of cross_entropy_rows, so the bits
-    are the same as the general path's."""
+    are given) of a small batch: the kernels, blocks and summation order of
+    cross_entropy_rows, so the bits are the same as the general path's."""
     cdef fx_ce_options opt
-    opt.weight = NULL
+    opt.weight = w
     opt.label_smoothing = label_smoothing
     opt.z_loss = z_loss
     opt.flags = 0
@@ -887,24 +895,48 @@ cdef double _ce_small_rows(const real *x, const int64_t *labels, int64_t n, int6
     cdef int nt = _threads(n * c, units, n_threads)
     if nt > 1:
         for b in prange(units, schedule='dynamic', chunksize=_chunk(units, nt), num_threads=nt):
-            partial[b] = _ce_rows_unit(narrow, plain, b, rpb, x, NULL, labels, ignore_index, n, c, NULL, &opt,
+            partial[b] = _ce_rows_unit(narrow, plain, b, rpb, x, NULL, labels, ignore_index, n, c, w, &opt,
                                        NULL, gs, NULL, 0.0, 0.0, NULL, loss_out, grad, NULL)
     else:
         for b in range(units):
-            partial[b] = _ce_rows_unit(narrow, plain, b, rpb, x, NULL, labels, ignore_index, n, c, NULL, &opt,
+            partial[b] = _ce_rows_unit(narrow, plain, b, rpb, x, NULL, labels, ignore_index, n, c, w, &opt,
                                        NULL, gs, NULL, 0.0, 0.0, NULL, loss_out, grad, NULL)
     for b in range(units):
         total += partial[b]
     return total
 
 
+cdef int _small_weights(weight_arg, int64_t c, double *w64) except -1:
+    """The class weights of a small call into w64 (c doubles): 1 when they
+    are a float64 or float32 ndarray of c finite non-negative values, else
+    0 (the general path converts, or reports)."""
+    cdef const double[::1] wd
+    cdef const float[::1] wf
+    cdef int64_t i
+    cdef bint double_ = weight_arg.dtype.itemsize == 8
+    try:
+        if double_:
+            wd = weight_arg
+        else:
+            wf = weight_arg
+    except (ValueError, TypeError):
+        return 0
+    if (wd.shape[0] if double_ else wf.shape[0]) != c:
+        return 0
+    for i in range(c):
+        w64[i] = wd[i] if double_ else wf[i]
+        if not (0.0 <= w64[i] <= DBL_MAX):  # NaN fails both
+            return 0
+    return 1
+
+
 cdef object _small_call(const real[:, ::1] x, const int64_t[::1] lab, int64_t ignore_index, bint mean,
-                        bint empty_nan, double label_smoothing, double z_loss, double grad_output, grad_arg,
-                        loss_arg, int n_threads):
+                        bint empty_nan, weight_arg, double label_smoothing, double z_loss, double grad_output,
+                        grad_arg, loss_arg, int n_threads):
     cdef real[:, ::1] grad_view = None
     cdef real[::1] loss_view = None
-    cdef int64_t n = lab.shape[0], c = x.shape[1], live
-    cdef double total
+    cdef int64_t n = lab.shape[0], c = x.shape[1], live, i
+    cdef double total, denom, top, ws = 1.0
     if x.shape[0] != n or c == 0:
         return None
     try:
@@ -926,35 +958,66 @@ cdef object _small_call(const real[:, ::1] x, const int64_t[::1] lab, int64_t ig
     if units > SMALL_UNITS:
         return None
     live = _small_live(&lab[0], n, c, ignore_index)
-    # No live row with mean: the gradient's scale is NaN or 0 (empty=), the
-    # general path's business.
-    if live < 0 or (grad != NULL and mean and live == 0):
+    if live < 0:
         return None
-    with nogil:
-        total = _ce_small_rows(&x[0, 0], &lab[0], n, c, ignore_index, label_smoothing, z_loss,
-                               grad_output / live if mean else grad_output, loss_out, grad, narrow, rpb,
-                               units, n_threads)
-    if not mean:
-        return total
-    if live == 0:
-        return NAN if empty_nan else 0.0
-    return total / live
+    # Class weights as the general path takes them (_losses._prepare): in
+    # double, divided by their maximum ws, in x's dtype for the kernels,
+    # which get z_loss / ws and the gradient scale times ws; the loss sums
+    # are multiplied back by ws.  'mean' divides by the live rows' weight.
+    cdef double *w64 = NULL
+    cdef real *w = NULL
+    if weight_arg is not None:
+        w64 = <double *>malloc(c * (sizeof(double) + sizeof(real)))
+        if w64 == NULL:
+            raise MemoryError()
+    try:
+        if w64 != NULL:
+            if not _small_weights(weight_arg, c, w64):
+                return None
+            w = <real *>(w64 + c)
+            top = 0.0
+            for i in range(c):
+                top = max(top, w64[i])
+            ws = top if top > 0 else 1.0
+            for i in range(c):
+                w[i] = <real>(w64[i] / ws)
+            denom = _live_weight_sum(&lab[0], n, ignore_index, w64, NULL)
+        else:
+            denom = live
+        if mean and denom == 0:
+            # Nothing counts: the gradient's scale (NaN or 0, empty=) is the
+            # general path's business.
+            if grad != NULL:
+                return None
+            return NAN if empty_nan else 0.0
+        with nogil:
+            total = _ce_small_rows(&x[0, 0], &lab[0], n, c, ignore_index, w, label_smoothing, z_loss / ws,
+                                   (grad_output / denom if mean else grad_output) * ws, loss_out, grad, narrow,
+                                   rpb, units, n_threads)
+            if loss_out != NULL and ws != 1.0:
+                for i in range(n):
+                    loss_out[i] = loss_out[i] * <real>ws
+    finally:
+        free(w64)
+    total *= ws
+    return total / denom if mean else total
 
 
-def cross_entropy_small(x, labels, int64_t ignore_index, bint mean, bint empty_nan,
+def cross_entropy_small(x, labels, int64_t ignore_index, bint mean, bint empty_nan, weight=None,
                         double label_smoothing=0.0, double z_loss=0.0, double grad_output=1.0, grad=None,
                         loss_out=None, int n_threads=1):
-    """Cross-entropy (label smoothing and z-loss, validated by the caller,
-    but no weights) of a small C-contiguous (N, C) float32 or float64
-    ndarray with int64 labels; with grad (x's shape and dtype, C-contiguous,
-    not overlapping x: the caller checks) its gradient times grad_output,
-    and with loss_out (N, x's dtype) the per-row losses.
+    """Cross-entropy (class weights, label smoothing and z-loss, the last two
+    validated by the caller) of a small C-contiguous (N, C) float32 or
+    float64 ndarray with int64 labels; with grad (x's shape and dtype,
+    C-contiguous, not overlapping x: the caller checks) its gradient times
+    grad_output, and with loss_out (N, x's dtype) the per-row losses.
 
     The whole call stays in C: no other option handling, and a parallel
     region only from SERIAL_WORK elements (n_threads: validated by the caller).
     Returns the loss sum (mean: the mean), or None when the input is not of
-    that kind (or holds a bad label), and the caller takes the general path,
-    which validates and reports.
+    that kind (a bad label or weight included, or no row counting for
+    'mean'), and the caller takes the general path, which validates and
+    reports.
     """
     cdef const float[:, ::1] xf
     cdef const double[:, ::1] xd
@@ -973,10 +1036,10 @@ def cross_entropy_small(x, labels, int64_t ignore_index, bint mean, bint empty_n
     if lab.shape[0] == 0:
         return None
     if single:
-        return _small_call(xf, lab, ignore_index, mean, empty_nan, label_smoothing, z_loss, grad_output, grad,
-                           loss_out, n_threads)
-    return _small_call(xd, lab, ignore_index, mean, empty_nan, label_smoothing, z_loss, grad_output, grad,
-                       loss_out, n_threads)
+        return _small_call(xf, lab, ignore_index, mean, empty_nan, weight, label_smoothing, z_loss, grad_output,
+                           grad, loss_out, n_threads)
+    return _small_call(xd, lab, ignore_index, mean, empty_nan, weight, label_smoothing, z_loss, grad_output,
+                       grad, loss_out, n_threads)
 
 
 # ---------------------------------------------------------------------------

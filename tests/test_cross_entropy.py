@@ -788,20 +788,30 @@ def test_label_check_in_units(n_threads, ignore_index, bad_at, rng):
 @pytest.mark.parametrize("shape", [(1, 1), (7, 10), (600, 10), (5, 32), (6, 33), (40, 1000)])
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 @pytest.mark.parametrize("with_out", [False, True])
-@pytest.mark.parametrize("options", [{}, {"label_smoothing": 0.1}, {"label_smoothing": 0.2, "z_loss": 1e-3}])
+@pytest.mark.parametrize("options", [{}, {"label_smoothing": 0.1}, {"label_smoothing": 0.2, "z_loss": 1e-3},
+                                     {"weight": np.float64}, {"weight": np.float32, "label_smoothing": 0.1,
+                                                              "z_loss": 1e-3}])
 def test_small_call_fast_path_matches_general_path(dtype, shape, reduction, with_out, options, rng, monkeypatch):
     # Small calls of cross_entropy and cross_entropy_with_grad without
-    # weights run in C (on two threads from SERIAL elements: 40x1000); int32
-    # labels send the same call down the general path.  Same bits, and for
-    # 'none' the same kind of array (ignored rows 0).
+    # sample weights run in C (on two threads from SERIAL elements:
+    # 40x1000); int32 labels send the same call down the general path.  Same
+    # bits, and for 'none' the same kind of array (ignored rows 0).
     from fastxent import _core
     taken = []
     real = _core.cross_entropy_small
-    monkeypatch.setattr(_core, "cross_entropy_small", lambda *a: taken.append(len(a)) or real(*a))
+
+    def spy(*a):
+        result = real(*a)
+        taken.append(result is not None)
+        return result
+
+    monkeypatch.setattr(_core, "cross_entropy_small", spy)
     x = (rng.standard_normal(shape) * 3).astype(dtype)
     y = rng.integers(0, shape[1], shape[0])
     y[::3] = -100
     y[0] = 0
+    if "weight" in options:  # of maximum 3.1, not 1: the kernels take them scaled
+        options = dict(options, weight=(rng.random(shape[1]) * 3 + 0.1).astype(options["weight"]))
     for grad_output in (1.0, 0.37):
         kw = dict(reduction=reduction, grad_output=grad_output, **options)
         out = np.full(shape, np.nan, dtype) if with_out else None
@@ -821,12 +831,14 @@ def test_small_call_fast_path_matches_general_path(dtype, shape, reduction, with
         np.testing.assert_array_equal(fast_grad, slow_grad)
         if with_out:
             assert fast_grad is out
-    assert len(taken) == 4  # with the gradient, then without, for each grad_output
+    assert taken == [True] * 4  # with the gradient, then without, for each grad_output
 
 
 @pytest.mark.parametrize("case", ["bad-label", "all-ignored", "overlapping-out", "readonly-out", "f64-out",
                                   "axis-bool", "axis-float", "smoothing-bool", "z-loss-complex",
-                                  "smoothing-above-1", "smoothing-nan", "z-loss-inf", "z-loss-negative"])
+                                  "smoothing-above-1", "smoothing-nan", "z-loss-inf", "z-loss-negative",
+                                  "weight-negative", "weight-nan", "weight-short", "weight-int", "weight-strided",
+                                  "weight-zero"])
 def test_small_call_fast_path_declines(case, rng):
     # What the C fast path does not handle, the general path does, with its
     # errors (arguments equal to the defaults but of a rejected type too).
@@ -855,6 +867,25 @@ def test_small_call_fast_path_declines(case, rng):
     elif case == "overlapping-out":
         with pytest.raises(ValueError, match="out"):
             fx.cross_entropy_with_grad(x, y, out=x)
+    elif case in ("weight-negative", "weight-nan", "weight-short"):
+        w = np.ones(4) if case == "weight-short" else np.ones(5)
+        w[1] = -1.0 if case == "weight-negative" else np.nan
+        for fn in (fx.cross_entropy, lambda *a, **k: fx.cross_entropy_with_grad(*a, **k)[0]):
+            with pytest.raises(ValueError, match="weight"):
+                fn(x, y, weight=w)
+    elif case in ("weight-int", "weight-strided", "weight-zero"):
+        # Converted by the general path, or (no row of weight > 0 for 'mean')
+        # its empty= result: the bits of the int32-label call, which takes it.
+        w = {"weight-int": np.arange(1, 6), "weight-strided": np.linspace(0.5, 2.5, 10)[::2],
+             "weight-zero": np.zeros(5)}[case]
+        for reduction in ("mean", "sum"):
+            got = fx.cross_entropy_with_grad(x, y, weight=w, reduction=reduction)
+            want = fx.cross_entropy_with_grad(x, y.astype(np.int32), weight=w, reduction=reduction)
+            np.testing.assert_array_equal(got[0], want[0])
+            np.testing.assert_array_equal(got[1], want[1])
+            np.testing.assert_array_equal(fx.cross_entropy(x, y, weight=w, reduction=reduction), want[0])
+        if case == "weight-zero":
+            assert np.isnan(fx.cross_entropy(x, y, weight=w))  # empty='nan', as in PyTorch
     elif case == "readonly-out":
         out = np.zeros_like(x)
         out.flags.writeable = False
