@@ -877,9 +877,10 @@ cdef int64_t _small_live(const int64_t *labels, int64_t n, int64_t c, int64_t ig
     return live
 
 
-cdef double _ce_small_rows(const real *x, const int64_t *labels, int64_t n, int64_t c, int64_t ignore_index,
-                           const real *w, double label_smoothing, double z_loss, double gs, real *loss_out,
-                           real *grad, bint narrow, int64_t rpb, int64_t units, int n_threads) noexcept nogil:
+cdef double _ce_small_rows(const real *x, const real *t, const int64_t *labels, int64_t n, int64_t c,
+                           int64_t ignore_index, const real *w, double label_smoothing, double z_loss, double gs,
+                           real *loss_out, real *grad, bint narrow, int64_t rpb, int64_t units,
+                           int n_threads) noexcept nogil:
     """Loss sum (and the per-row losses and gradient, when loss_out and grad
     are given) of a small batch: the kernels, blocks and summation order of
     cross_entropy_rows, so the bits are the same as the general path's."""
@@ -888,18 +889,18 @@ cdef double _ce_small_rows(const real *x, const int64_t *labels, int64_t n, int6
     opt.label_smoothing = label_smoothing
     opt.z_loss = z_loss
     opt.flags = 0
-    cdef bint plain = label_smoothing == 0 and z_loss == 0
+    cdef bint plain = t == NULL and label_smoothing == 0 and z_loss == 0
     cdef double partial[SMALL_UNITS]
     cdef double total = 0.0
     cdef int64_t b
     cdef int nt = _threads(n * c, units, n_threads)
     if nt > 1:
         for b in prange(units, schedule='dynamic', chunksize=_chunk(units, nt), num_threads=nt):
-            partial[b] = _ce_rows_unit(narrow, plain, b, rpb, x, NULL, labels, ignore_index, n, c, w, &opt,
+            partial[b] = _ce_rows_unit(narrow, plain, b, rpb, x, t, labels, ignore_index, n, c, w, &opt,
                                        NULL, gs, NULL, 0.0, 0.0, NULL, loss_out, grad, NULL)
     else:
         for b in range(units):
-            partial[b] = _ce_rows_unit(narrow, plain, b, rpb, x, NULL, labels, ignore_index, n, c, w, &opt,
+            partial[b] = _ce_rows_unit(narrow, plain, b, rpb, x, t, labels, ignore_index, n, c, w, &opt,
                                        NULL, gs, NULL, 0.0, 0.0, NULL, loss_out, grad, NULL)
     for b in range(units):
         total += partial[b]
@@ -913,7 +914,11 @@ cdef int _small_weights(weight_arg, int64_t c, double *w64) except -1:
     cdef const double[::1] wd
     cdef const float[::1] wf
     cdef int64_t i
-    cdef bint double_ = weight_arg.dtype.itemsize == 8
+    dtype = weight_arg.dtype
+    # kind: a structured dtype of one float field would pass the memoryview.
+    if dtype.kind != "f":
+        return 0
+    cdef bint double_ = dtype.itemsize == 8
     try:
         if double_:
             wd = weight_arg
@@ -930,14 +935,16 @@ cdef int _small_weights(weight_arg, int64_t c, double *w64) except -1:
     return 1
 
 
-cdef object _small_call(const real[:, ::1] x, const int64_t[::1] lab, int64_t ignore_index, bint mean,
-                        bint empty_nan, weight_arg, double label_smoothing, double z_loss, double grad_output,
-                        grad_arg, loss_arg, int n_threads):
+cdef object _small_call(const real[:, ::1] x, const real[:, ::1] t, const int64_t[::1] lab, int64_t ignore_index,
+                        bint mean, bint empty_nan, weight_arg, double label_smoothing, double z_loss,
+                        double grad_output, grad_arg, loss_arg, int n_threads):
     cdef real[:, ::1] grad_view = None
     cdef real[::1] loss_view = None
-    cdef int64_t n = lab.shape[0], c = x.shape[1], live, i
+    cdef int64_t n = x.shape[0], c = x.shape[1], live, i
     cdef double total, denom, top, ws = 1.0
-    if x.shape[0] != n or c == 0:
+    if n == 0 or c == 0:
+        return None
+    if (t.shape[0] != n or t.shape[1] != c) if t is not None else lab.shape[0] != n:
         return None
     try:
         if grad_arg is not None:
@@ -952,18 +959,22 @@ cdef object _small_call(const real[:, ::1] x, const int64_t[::1] lab, int64_t ig
         return None
     cdef real *grad = &grad_view[0, 0] if grad_view is not None else NULL
     cdef real *loss_out = &loss_view[0] if loss_view is not None else NULL
+    cdef const real *tp = &t[0, 0] if t is not None else NULL
+    cdef const int64_t *lp = &lab[0] if t is None else NULL
     cdef bint narrow = c <= FX_NARROW_MAX
     cdef int64_t rpb = _unit_rows(c)
     cdef int64_t units = (n + rpb - 1) // rpb
     if units > SMALL_UNITS:
         return None
-    live = _small_live(&lab[0], n, c, ignore_index)
+    # Every soft-target row counts.
+    live = _small_live(lp, n, c, ignore_index) if lp != NULL else n
     if live < 0:
         return None
     # Class weights as the general path takes them (_losses._prepare): in
     # double, divided by their maximum ws, in x's dtype for the kernels,
     # which get z_loss / ws and the gradient scale times ws; the loss sums
-    # are multiplied back by ws.  'mean' divides by the live rows' weight.
+    # are multiplied back by ws.  'mean' divides by the live rows' weight
+    # (soft targets: by the rows, as PyTorch does).
     cdef double *w64 = NULL
     cdef real *w = NULL
     if weight_arg is not None:
@@ -971,6 +982,7 @@ cdef object _small_call(const real[:, ::1] x, const int64_t[::1] lab, int64_t ig
         if w64 == NULL:
             raise MemoryError()
     try:
+        denom = live
         if w64 != NULL:
             if not _small_weights(weight_arg, c, w64):
                 return None
@@ -981,9 +993,8 @@ cdef object _small_call(const real[:, ::1] x, const int64_t[::1] lab, int64_t ig
             ws = top if top > 0 else 1.0
             for i in range(c):
                 w[i] = <real>(w64[i] / ws)
-            denom = _live_weight_sum(&lab[0], n, ignore_index, w64, NULL)
-        else:
-            denom = live
+            if lp != NULL:
+                denom = _live_weight_sum(lp, n, ignore_index, w64, NULL)
         if mean and denom == 0:
             # Nothing counts: the gradient's scale (NaN or 0, empty=) is the
             # general path's business.
@@ -991,24 +1002,25 @@ cdef object _small_call(const real[:, ::1] x, const int64_t[::1] lab, int64_t ig
                 return None
             return NAN if empty_nan else 0.0
         with nogil:
-            total = _ce_small_rows(&x[0, 0], &lab[0], n, c, ignore_index, w, label_smoothing, z_loss / ws,
+            total = _ce_small_rows(&x[0, 0], tp, lp, n, c, ignore_index, w, label_smoothing, z_loss / ws,
                                    (grad_output / denom if mean else grad_output) * ws, loss_out, grad, narrow,
                                    rpb, units, n_threads)
             if loss_out != NULL and ws != 1.0:
-                for i in range(n):
-                    loss_out[i] = loss_out[i] * <real>ws
+                for i in range(n):  # in double, as _losses._run
+                    loss_out[i] = <real>(loss_out[i] * ws)
     finally:
         free(w64)
     total *= ws
     return total / denom if mean else total
 
 
-def cross_entropy_small(x, labels, int64_t ignore_index, bint mean, bint empty_nan, weight=None,
+def cross_entropy_small(x, target, int64_t ignore_index, bint mean, bint empty_nan, weight=None,
                         double label_smoothing=0.0, double z_loss=0.0, double grad_output=1.0, grad=None,
                         loss_out=None, int n_threads=1):
     """Cross-entropy (class weights, label smoothing and z-loss, the last two
     validated by the caller) of a small C-contiguous (N, C) float32 or
-    float64 ndarray with int64 labels; with grad (x's shape and dtype,
+    float64 ndarray against int64 labels, or probability targets of x's
+    shape and dtype (C-contiguous); with grad (x's shape and dtype,
     C-contiguous, not overlapping x: the caller checks) its gradient times
     grad_output, and with loss_out (N, x's dtype) the per-row losses.
 
@@ -1019,27 +1031,37 @@ def cross_entropy_small(x, labels, int64_t ignore_index, bint mean, bint empty_n
     'mean'), and the caller takes the general path, which validates and
     reports.
     """
-    cdef const float[:, ::1] xf
-    cdef const double[:, ::1] xd
-    cdef const int64_t[::1] lab
+    cdef const float[:, ::1] xf, tf = None
+    cdef const double[:, ::1] xd, td = None
+    cdef const int64_t[::1] lab = None
     # The dtype picks the memoryview to try: a failed one raises, which
-    # cost a float64 call ~0.5 us.
-    single = x.dtype.itemsize == 4
+    # cost a float64 call ~0.5 us.  A structured dtype of one float field
+    # would pass it: the kind first.
+    dtype = x.dtype
+    if dtype.kind != "f":
+        return None
+    single = dtype.itemsize == 4
+    soft = target.dtype.kind == "f"
+    if soft and target.dtype != dtype:
+        return None
     try:
-        lab = labels
         if single:
             xf = x
+            if soft:
+                tf = target
         else:
             xd = x
+            if soft:
+                td = target
+        if not soft:
+            lab = target
     except (ValueError, TypeError):
         return None
-    if lab.shape[0] == 0:
-        return None
     if single:
-        return _small_call(xf, lab, ignore_index, mean, empty_nan, weight, label_smoothing, z_loss, grad_output,
-                           grad, loss_out, n_threads)
-    return _small_call(xd, lab, ignore_index, mean, empty_nan, weight, label_smoothing, z_loss, grad_output,
-                       grad, loss_out, n_threads)
+        return _small_call(xf, tf, lab, ignore_index, mean, empty_nan, weight, label_smoothing, z_loss,
+                           grad_output, grad, loss_out, n_threads)
+    return _small_call(xd, td, lab, ignore_index, mean, empty_nan, weight, label_smoothing, z_loss,
+                       grad_output, grad, loss_out, n_threads)
 
 
 # ---------------------------------------------------------------------------

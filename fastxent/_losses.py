@@ -148,7 +148,10 @@ def _run(p, grad=None, grad_scale=1.0, grad_rows=None, return_lse=False):
     total *= ws
     if p.reduction == "none":
         if ws != 1.0:
-            loss_rows = loss_rows * ws
+            # In double: ws may lie past the compute dtype's range, where an
+            # ignored row's 0 times float32(ws) = inf was NaN.
+            with np.errstate(over="ignore"):
+                loss_rows = (loss_rows * np.float64(ws)).astype(p.compute)
         loss = v.cast_result(loss_rows.reshape(p.target_shape), p.arr.dtype)
     elif p.reduction == "sum":
         loss = float(total)
@@ -166,8 +169,8 @@ def _run(p, grad=None, grad_scale=1.0, grad_rows=None, return_lse=False):
 def _small_call_fits(logits, target, axis, weight, sample_weight, ignore_index, reduction,
                      label_smoothing, z_loss, softcap, from_logits, empty, n_threads):
     """Whether a call may try the small-call fast path: a small (N, C) ndarray,
-    int64 labels, no options but class weights (an ndarray) and valid float
-    label_smoothing and z_loss.  Small calls stay in C (their fixed cost is
+    int64 labels or probability targets of its dtype, no options but class
+    weights (an ndarray) and valid float label_smoothing and z_loss.  Small calls stay in C (their fixed cost is
     what users see); the C side still declines anything unusual, a bad label
     or weight included, and the general path then validates and reports."""
     return (type(logits) is np.ndarray and type(target) is np.ndarray and logits.ndim == 2
@@ -179,7 +182,7 @@ def _small_call_fits(logits, target, axis, weight, sample_weight, ignore_index, 
             and -(2**63) <= ignore_index < 2**63
             and (reduction == "mean" or reduction == "sum" or reduction == "none")
             and (empty == "nan" or empty == "zero")
-            and target.dtype == np.int64
+            and (target.dtype == np.int64 or target.dtype == logits.dtype)
             and (n_threads is None or (type(n_threads) is int and n_threads > 0)))
 
 
@@ -241,7 +244,7 @@ def cross_entropy(logits, target, *, axis=-1, weight=None, sample_weight=None, i
     """
     if _small_call_fits(logits, target, axis, weight, sample_weight, ignore_index, reduction,
                         label_smoothing, z_loss, softcap, from_logits, empty, n_threads):
-        losses = np.empty(target.shape, logits.dtype) if reduction == "none" else None
+        losses = np.empty(logits.shape[:1], logits.dtype) if reduction == "none" else None
         result = _core.cross_entropy_small(logits, target, ignore_index, reduction == "mean",
                                            empty == "nan", weight, label_smoothing, z_loss, 1.0, None, losses,
                                            _small_threads(logits, n_threads))
@@ -285,7 +288,7 @@ def cross_entropy_with_grad(logits, target, *, axis=-1, weight=None, sample_weig
                                  label_smoothing, z_loss, softcap, from_logits, empty, n_threads)
             and (out is None or (type(out) is np.ndarray and not np.may_share_memory(out, logits)))):
         grad = np.empty(logits.shape, logits.dtype) if out is None else out
-        losses = np.empty(target.shape, logits.dtype) if reduction == "none" else None
+        losses = np.empty(logits.shape[:1], logits.dtype) if reduction == "none" else None
         loss = _core.cross_entropy_small(logits, target, ignore_index, reduction == "mean",
                                          empty == "nan", weight, label_smoothing, z_loss, grad_output, grad,
                                          losses, _small_threads(logits, n_threads))

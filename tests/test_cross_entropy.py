@@ -834,11 +834,55 @@ def test_small_call_fast_path_matches_general_path(dtype, shape, reduction, with
     assert taken == [True] * 4  # with the gradient, then without, for each grad_output
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(1, 1), (7, 10), (600, 10), (5, 32), (6, 33), (40, 1000)])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("options", [{}, {"label_smoothing": 0.2, "z_loss": 1e-3}, {"weight": np.float64}])
+def test_small_call_soft_targets_match_general_path(dtype, shape, reduction, options, rng, monkeypatch):
+    # Probability targets of the logits' dtype take the C fast path too.
+    # Same bits as the general path (taken with the fast path turned off), a
+    # -inf logit of target 0 included.
+    from fastxent import _core, _losses
+    taken = []
+    real = _core.cross_entropy_small
+
+    def spy(*a):
+        result = real(*a)
+        taken.append(result is not None)
+        return result
+
+    monkeypatch.setattr(_core, "cross_entropy_small", spy)
+    x = (rng.standard_normal(shape) * 3).astype(dtype)
+    t = rng.random(shape)
+    if shape[1] > 1:
+        x[0, 0], t[0, 0] = -np.inf, 0.0
+    t = (t / t.sum(axis=1, keepdims=True)).astype(dtype)
+    if "weight" in options:
+        options = dict(options, weight=rng.random(shape[1]) * 3 + 0.1)
+    kw = dict(reduction=reduction, grad_output=0.37, **options)
+    fast_loss, fast_grad = fx.cross_entropy_with_grad(x, t, **kw)
+    fast_forward = fx.cross_entropy(x, t, reduction=reduction, **options)
+    assert taken == [True, True]
+    monkeypatch.setattr(_losses, "_small_call_fits", lambda *a: False)
+    slow_loss, slow_grad = fx.cross_entropy_with_grad(x, t, **kw)
+    slow_forward = fx.cross_entropy(x, t, reduction=reduction, **options)
+    assert len(taken) == 2
+    for fast, slow in ((fast_loss, slow_loss), (fast_forward, slow_forward)):
+        if reduction == "none":
+            assert fast.dtype == dtype and fast.shape == shape[:1]
+        else:
+            assert type(fast) is float
+        assert np.asarray(fast).tobytes() == np.asarray(slow).tobytes()
+    assert fast_grad.tobytes() == slow_grad.tobytes()
+    expected = ref.cross_entropy(x, t, reduction=reduction, **options)
+    np.testing.assert_allclose(fast_forward, expected, rtol=1e-4 if dtype == np.float32 else 1e-10)
+
+
 @pytest.mark.parametrize("case", ["bad-label", "all-ignored", "overlapping-out", "readonly-out", "f64-out",
                                   "axis-bool", "axis-float", "smoothing-bool", "z-loss-complex",
                                   "smoothing-above-1", "smoothing-nan", "z-loss-inf", "z-loss-negative",
                                   "weight-negative", "weight-nan", "weight-short", "weight-int", "weight-strided",
-                                  "weight-zero"])
+                                  "weight-zero", "weight-structured", "logits-structured"])
 def test_small_call_fast_path_declines(case, rng):
     # What the C fast path does not handle, the general path does, with its
     # errors (arguments equal to the defaults but of a rejected type too).
@@ -873,6 +917,14 @@ def test_small_call_fast_path_declines(case, rng):
         for fn in (fx.cross_entropy, lambda *a, **k: fx.cross_entropy_with_grad(*a, **k)[0]):
             with pytest.raises(ValueError, match="weight"):
                 fn(x, y, weight=w)
+    elif case in ("weight-structured", "logits-structured"):
+        # One float field: a float memoryview would take it.
+        one_field = np.dtype([("a", np.float32)])
+        kw = {"weight": np.ones(5, one_field)} if case == "weight-structured" else {}
+        xs = x.astype(one_field) if case == "logits-structured" else x
+        for fn in (fx.cross_entropy, lambda *a, **k: fx.cross_entropy_with_grad(*a, **k)[0]):
+            with pytest.raises(TypeError, match="weight" if kw else "logits"):
+                fn(xs, y, **kw)
     elif case in ("weight-int", "weight-strided", "weight-zero"):
         # Converted by the general path, or (no row of weight > 0 for 'mean')
         # its empty= result: the bits of the int32-label call, which takes it.
@@ -894,6 +946,22 @@ def test_small_call_fast_path_declines(case, rng):
     else:
         with pytest.raises(TypeError, match="out"):
             fx.cross_entropy_with_grad(x, y, out=np.zeros(x.shape))
+
+
+@pytest.mark.parametrize("int_dtype", [np.int64, np.int32])  # the small-call path and the general one
+def test_weights_past_the_float32_range_leave_ignored_rows_zero(int_dtype):
+    # The kernels take the weights divided by their maximum; the losses are
+    # scaled back in double (0 * float32(1e300) was NaN).
+    x = np.array([[0.0, 1.0], [2.0, 0.0], [0.5, 0.5]], np.float32)
+    y = np.array([0, -100, 1], int_dtype)
+    loss = fx.cross_entropy(x, y, weight=np.array([1e300, 1e300]), reduction="none")
+    assert loss.dtype == np.float32 and loss[1] == 0 and np.isposinf(loss[[0, 2]]).all()
+    loss, grad = fx.cross_entropy_with_grad(x, y, weight=np.array([1e300, 1e300]), reduction="none")
+    assert loss[1] == 0 and np.all(grad[1] == 0)
+    # In range, the mean is unchanged by the scale.
+    w = np.array([2e30, 1e30])
+    expected = ref.cross_entropy(x, y, weight=w)
+    np.testing.assert_allclose(fx.cross_entropy(x, y, weight=w), expected, rtol=1e-6)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
