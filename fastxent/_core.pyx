@@ -878,9 +878,9 @@ cdef int64_t _small_live(const int64_t *labels, int64_t n, int64_t c, int64_t ig
 
 
 cdef double _ce_small_rows(const real *x, const real *t, const int64_t *labels, int64_t n, int64_t c,
-                           int64_t ignore_index, const real *w, double label_smoothing, double z_loss, double gs,
-                           real *loss_out, real *grad, bint narrow, int64_t rpb, int64_t units,
-                           int n_threads) noexcept nogil:
+                           int64_t ignore_index, const real *w, const double *sw, double label_smoothing,
+                           double z_loss, double gs, real *loss_out, real *grad, bint narrow, int64_t rpb,
+                           int64_t units, int n_threads) noexcept nogil:
     """Loss sum (and the per-row losses and gradient, when loss_out and grad
     are given) of a small batch: the kernels, blocks and summation order of
     cross_entropy_rows, so the bits are the same as the general path's."""
@@ -897,11 +897,11 @@ cdef double _ce_small_rows(const real *x, const real *t, const int64_t *labels, 
     if nt > 1:
         for b in prange(units, schedule='dynamic', chunksize=_chunk(units, nt), num_threads=nt):
             partial[b] = _ce_rows_unit(narrow, plain, b, rpb, x, t, labels, ignore_index, n, c, w, &opt,
-                                       NULL, gs, NULL, 0.0, 0.0, NULL, loss_out, grad, NULL)
+                                       sw, gs, NULL, 0.0, 0.0, NULL, loss_out, grad, NULL)
     else:
         for b in range(units):
             partial[b] = _ce_rows_unit(narrow, plain, b, rpb, x, t, labels, ignore_index, n, c, w, &opt,
-                                       NULL, gs, NULL, 0.0, 0.0, NULL, loss_out, grad, NULL)
+                                       sw, gs, NULL, 0.0, 0.0, NULL, loss_out, grad, NULL)
     for b in range(units):
         total += partial[b]
     return total
@@ -936,10 +936,11 @@ cdef int _small_weights(weight_arg, int64_t c, double *w64) except -1:
 
 
 cdef object _small_call(const real[:, ::1] x, const real[:, ::1] t, const int64_t[::1] lab, int64_t ignore_index,
-                        bint mean, bint empty_nan, weight_arg, double label_smoothing, double z_loss,
-                        double grad_output, grad_arg, loss_arg, int n_threads):
+                        bint mean, bint empty_nan, weight_arg, sample_weight_arg, double label_smoothing,
+                        double z_loss, double grad_output, grad_arg, loss_arg, int n_threads):
     cdef real[:, ::1] grad_view = None
     cdef real[::1] loss_view = None
+    cdef const double[::1] sw_view = None
     cdef int64_t n = x.shape[0], c = x.shape[1], live, i
     cdef double total, denom, top, ws = 1.0
     if n == 0 or c == 0:
@@ -957,6 +958,21 @@ cdef object _small_call(const real[:, ::1] x, const real[:, ::1] t, const int64_
         return None
     if loss_view is not None and loss_view.shape[0] != n:
         return None
+    # Sample weights: float64, one a row, finite and non-negative (else the
+    # general path converts or reports).
+    if sample_weight_arg is not None:
+        if sample_weight_arg.dtype.kind != "f":
+            return None
+        try:
+            sw_view = sample_weight_arg
+        except (ValueError, TypeError):
+            return None
+        if sw_view.shape[0] != n:
+            return None
+        for i in range(n):
+            if not (0.0 <= sw_view[i] <= DBL_MAX):
+                return None
+    cdef const double *sw = &sw_view[0] if sw_view is not None else NULL
     cdef real *grad = &grad_view[0, 0] if grad_view is not None else NULL
     cdef real *loss_out = &loss_view[0] if loss_view is not None else NULL
     cdef const real *tp = &t[0, 0] if t is not None else NULL
@@ -974,7 +990,8 @@ cdef object _small_call(const real[:, ::1] x, const real[:, ::1] t, const int64_
     # double, divided by their maximum ws, in x's dtype for the kernels,
     # which get z_loss / ws and the gradient scale times ws; the loss sums
     # are multiplied back by ws.  'mean' divides by the live rows' weight
-    # (soft targets: by the rows, as PyTorch does).
+    # w_y sw_i, compensated (soft targets: by the rows, as PyTorch does, or
+    # NumPy's sum of the sample weights, as the general path).
     cdef double *w64 = NULL
     cdef real *w = NULL
     if weight_arg is not None:
@@ -983,6 +1000,8 @@ cdef object _small_call(const real[:, ::1] x, const real[:, ::1] t, const int64_
             raise MemoryError()
     try:
         denom = live
+        if sw != NULL:
+            denom = float(sample_weight_arg.sum()) if lp == NULL else _live_weight_sum(lp, n, ignore_index, NULL, sw)
         if w64 != NULL:
             if not _small_weights(weight_arg, c, w64):
                 return None
@@ -994,7 +1013,7 @@ cdef object _small_call(const real[:, ::1] x, const real[:, ::1] t, const int64_
             for i in range(c):
                 w[i] = <real>(w64[i] / ws)
             if lp != NULL:
-                denom = _live_weight_sum(lp, n, ignore_index, w64, NULL)
+                denom = _live_weight_sum(lp, n, ignore_index, w64, sw)
         if mean and denom == 0:
             # Nothing counts: the gradient's scale (NaN or 0, empty=) is the
             # general path's business.
@@ -1002,7 +1021,7 @@ cdef object _small_call(const real[:, ::1] x, const real[:, ::1] t, const int64_
                 return None
             return NAN if empty_nan else 0.0
         with nogil:
-            total = _ce_small_rows(&x[0, 0], tp, lp, n, c, ignore_index, w, label_smoothing, z_loss / ws,
+            total = _ce_small_rows(&x[0, 0], tp, lp, n, c, ignore_index, w, sw, label_smoothing, z_loss / ws,
                                    (grad_output / denom if mean else grad_output) * ws, loss_out, grad, narrow,
                                    rpb, units, n_threads)
             if loss_out != NULL and ws != 1.0:
@@ -1015,14 +1034,14 @@ cdef object _small_call(const real[:, ::1] x, const real[:, ::1] t, const int64_
 
 
 def cross_entropy_small(x, target, int64_t ignore_index, bint mean, bint empty_nan, weight=None,
-                        double label_smoothing=0.0, double z_loss=0.0, double grad_output=1.0, grad=None,
-                        loss_out=None, int n_threads=1):
-    """Cross-entropy (class weights, label smoothing and z-loss, the last two
-    validated by the caller) of a small C-contiguous (N, C) float32 or
-    float64 ndarray against int64 labels, or probability targets of x's
-    shape and dtype (C-contiguous); with grad (x's shape and dtype,
-    C-contiguous, not overlapping x: the caller checks) its gradient times
-    grad_output, and with loss_out (N, x's dtype) the per-row losses.
+                        sample_weight=None, double label_smoothing=0.0, double z_loss=0.0, double grad_output=1.0,
+                        grad=None, loss_out=None, int n_threads=1):
+    """Cross-entropy (class and sample weights, ndarrays or None; label
+    smoothing and z-loss, validated by the caller) of a small C-contiguous
+    (N, C) float32 or float64 ndarray against int64 labels, or probability
+    targets of x's shape and dtype (C-contiguous); with grad (x's shape and
+    dtype, C-contiguous, not overlapping x: the caller checks) its gradient
+    times grad_output, and with loss_out (N, x's dtype) the per-row losses.
 
     The whole call stays in C: no other option handling, and a parallel
     region only from SERIAL_WORK elements (n_threads: validated by the caller).
@@ -1058,9 +1077,9 @@ def cross_entropy_small(x, target, int64_t ignore_index, bint mean, bint empty_n
     except (ValueError, TypeError):
         return None
     if single:
-        return _small_call(xf, tf, lab, ignore_index, mean, empty_nan, weight, label_smoothing, z_loss,
-                           grad_output, grad, loss_out, n_threads)
-    return _small_call(xd, td, lab, ignore_index, mean, empty_nan, weight, label_smoothing, z_loss,
+        return _small_call(xf, tf, lab, ignore_index, mean, empty_nan, weight, sample_weight, label_smoothing,
+                           z_loss, grad_output, grad, loss_out, n_threads)
+    return _small_call(xd, td, lab, ignore_index, mean, empty_nan, weight, sample_weight, label_smoothing, z_loss,
                        grad_output, grad, loss_out, n_threads)
 
 

@@ -170,12 +170,13 @@ def _small_call_fits(logits, target, axis, weight, sample_weight, ignore_index, 
                      label_smoothing, z_loss, softcap, from_logits, empty, n_threads):
     """Whether a call may try the small-call fast path: a small (N, C) ndarray,
     int64 labels or probability targets of its dtype, no options but class
-    weights (an ndarray) and valid float label_smoothing and z_loss.  Small calls stay in C (their fixed cost is
+    and sample weights (ndarrays) and valid float label_smoothing and z_loss.  Small calls stay in C (their fixed cost is
     what users see); the C side still declines anything unusual, a bad label
     or weight included, and the general path then validates and reports."""
     return (type(logits) is np.ndarray and type(target) is np.ndarray and logits.ndim == 2
             and logits.size <= _SMALL_CALL and type(axis) is int and (axis == -1 or axis == 1)
-            and (weight is None or type(weight) is np.ndarray) and sample_weight is None
+            and (weight is None or type(weight) is np.ndarray)
+            and (sample_weight is None or type(sample_weight) is np.ndarray)
             and type(label_smoothing) is float and 0.0 <= label_smoothing <= 1.0
             and type(z_loss) is float and 0.0 <= z_loss < math.inf
             and softcap is None and from_logits is True and type(ignore_index) is int
@@ -246,8 +247,8 @@ def cross_entropy(logits, target, *, axis=-1, weight=None, sample_weight=None, i
                         label_smoothing, z_loss, softcap, from_logits, empty, n_threads):
         losses = np.empty(logits.shape[:1], logits.dtype) if reduction == "none" else None
         result = _core.cross_entropy_small(logits, target, ignore_index, reduction == "mean",
-                                           empty == "nan", weight, label_smoothing, z_loss, 1.0, None, losses,
-                                           _small_threads(logits, n_threads))
+                                           empty == "nan", weight, sample_weight, label_smoothing, z_loss, 1.0,
+                                           None, losses, _small_threads(logits, n_threads))
         if result is not None:
             return result if losses is None else losses
     p = _prepare(logits, target, axis=axis, weight=weight, sample_weight=sample_weight,
@@ -290,8 +291,8 @@ def cross_entropy_with_grad(logits, target, *, axis=-1, weight=None, sample_weig
         grad = np.empty(logits.shape, logits.dtype) if out is None else out
         losses = np.empty(logits.shape[:1], logits.dtype) if reduction == "none" else None
         loss = _core.cross_entropy_small(logits, target, ignore_index, reduction == "mean",
-                                         empty == "nan", weight, label_smoothing, z_loss, grad_output, grad,
-                                         losses, _small_threads(logits, n_threads))
+                                         empty == "nan", weight, sample_weight, label_smoothing, z_loss,
+                                         grad_output, grad, losses, _small_threads(logits, n_threads))
         if loss is not None:
             return (loss if losses is None else losses), grad
     p = _prepare(logits, target, axis=axis, weight=weight, sample_weight=sample_weight,

@@ -790,12 +790,13 @@ def test_label_check_in_units(n_threads, ignore_index, bad_at, rng):
 @pytest.mark.parametrize("with_out", [False, True])
 @pytest.mark.parametrize("options", [{}, {"label_smoothing": 0.1}, {"label_smoothing": 0.2, "z_loss": 1e-3},
                                      {"weight": np.float64}, {"weight": np.float32, "label_smoothing": 0.1,
-                                                              "z_loss": 1e-3}])
+                                                              "z_loss": 1e-3},
+                                     {"sample_weight": True}, {"sample_weight": True, "weight": np.float64}])
 def test_small_call_fast_path_matches_general_path(dtype, shape, reduction, with_out, options, rng, monkeypatch):
-    # Small calls of cross_entropy and cross_entropy_with_grad without
-    # sample weights run in C (on two threads from SERIAL elements:
-    # 40x1000); int32 labels send the same call down the general path.  Same
-    # bits, and for 'none' the same kind of array (ignored rows 0).
+    # Small calls of cross_entropy and cross_entropy_with_grad run in C (on
+    # two threads from SERIAL elements: 40x1000); int32 labels send the same
+    # call down the general path.  Same bits, and for 'none' the same kind
+    # of array (ignored rows 0).
     from fastxent import _core
     taken = []
     real = _core.cross_entropy_small
@@ -812,6 +813,10 @@ def test_small_call_fast_path_matches_general_path(dtype, shape, reduction, with
     y[0] = 0
     if "weight" in options:  # of maximum 3.1, not 1: the kernels take them scaled
         options = dict(options, weight=(rng.random(shape[1]) * 3 + 0.1).astype(options["weight"]))
+    if "sample_weight" in options:
+        sw = rng.random(shape[0]) * 2
+        sw[1::4] = 0.0
+        options = dict(options, sample_weight=sw)
     for grad_output in (1.0, 0.37):
         kw = dict(reduction=reduction, grad_output=grad_output, **options)
         out = np.full(shape, np.nan, dtype) if with_out else None
@@ -837,7 +842,8 @@ def test_small_call_fast_path_matches_general_path(dtype, shape, reduction, with
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape", [(1, 1), (7, 10), (600, 10), (5, 32), (6, 33), (40, 1000)])
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
-@pytest.mark.parametrize("options", [{}, {"label_smoothing": 0.2, "z_loss": 1e-3}, {"weight": np.float64}])
+@pytest.mark.parametrize("options", [{}, {"label_smoothing": 0.2, "z_loss": 1e-3}, {"weight": np.float64},
+                                     {"sample_weight": True, "weight": np.float64}])
 def test_small_call_soft_targets_match_general_path(dtype, shape, reduction, options, rng, monkeypatch):
     # Probability targets of the logits' dtype take the C fast path too.
     # Same bits as the general path (taken with the fast path turned off), a
@@ -859,6 +865,8 @@ def test_small_call_soft_targets_match_general_path(dtype, shape, reduction, opt
     t = (t / t.sum(axis=1, keepdims=True)).astype(dtype)
     if "weight" in options:
         options = dict(options, weight=rng.random(shape[1]) * 3 + 0.1)
+    if "sample_weight" in options:
+        options = dict(options, sample_weight=rng.random(shape[0]) * 2)
     kw = dict(reduction=reduction, grad_output=0.37, **options)
     fast_loss, fast_grad = fx.cross_entropy_with_grad(x, t, **kw)
     fast_forward = fx.cross_entropy(x, t, reduction=reduction, **options)
@@ -882,7 +890,8 @@ def test_small_call_soft_targets_match_general_path(dtype, shape, reduction, opt
                                   "axis-bool", "axis-float", "smoothing-bool", "z-loss-complex",
                                   "smoothing-above-1", "smoothing-nan", "z-loss-inf", "z-loss-negative",
                                   "weight-negative", "weight-nan", "weight-short", "weight-int", "weight-strided",
-                                  "weight-zero", "weight-structured", "logits-structured"])
+                                  "weight-zero", "weight-structured", "logits-structured",
+                                  "sample-weight-negative", "sample-weight-2d", "sample-weight-f32"])
 def test_small_call_fast_path_declines(case, rng):
     # What the C fast path does not handle, the general path does, with its
     # errors (arguments equal to the defaults but of a rejected type too).
@@ -917,6 +926,19 @@ def test_small_call_fast_path_declines(case, rng):
         for fn in (fx.cross_entropy, lambda *a, **k: fx.cross_entropy_with_grad(*a, **k)[0]):
             with pytest.raises(ValueError, match="weight"):
                 fn(x, y, weight=w)
+    elif case in ("sample-weight-negative", "sample-weight-2d"):
+        sw = np.ones((8, 1)) if case == "sample-weight-2d" else np.ones(8)
+        sw[3] = -1.0
+        for fn in (fx.cross_entropy, lambda *a, **k: fx.cross_entropy_with_grad(*a, **k)[0]):
+            with pytest.raises(ValueError, match="sample_weight"):
+                fn(x, y, sample_weight=sw)
+    elif case == "sample-weight-f32":
+        # Converted by the general path: the bits of the float64 weights.
+        sw = np.linspace(0.0, 2.0, 8, dtype=np.float32)
+        got = fx.cross_entropy_with_grad(x, y, sample_weight=sw)
+        want = fx.cross_entropy_with_grad(x, y, sample_weight=sw.astype(np.float64))
+        np.testing.assert_array_equal(got[0], want[0])
+        np.testing.assert_array_equal(got[1], want[1])
     elif case in ("weight-structured", "logits-structured"):
         # One float field: a float memoryview would take it.
         one_field = np.dtype([("a", np.float32)])
