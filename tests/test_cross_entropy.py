@@ -784,6 +784,22 @@ def test_label_check_in_units(n_threads, ignore_index, bad_at, rng):
     np.testing.assert_allclose(grad, grad_sum / live, rtol=1e-6, atol=1e-12)  # p - 1 cancels
 
 
+def _spy_small_calls(monkeypatch):
+    """A list that gets, for each call of the C fast path, whether it
+    answered (False: it declined and the general path took the call)."""
+    from fastxent import _core
+    taken = []
+    real = _core.cross_entropy_small
+
+    def spy(*a):
+        result = real(*a)
+        taken.append(result is not None)
+        return result
+
+    monkeypatch.setattr(_core, "cross_entropy_small", spy)
+    return taken
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape", [(1, 1), (7, 10), (600, 10), (5, 32), (6, 33), (40, 1000)])
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
@@ -797,16 +813,7 @@ def test_small_call_fast_path_matches_general_path(dtype, shape, reduction, with
     # two threads from SERIAL elements: 40x1000); int32 labels send the same
     # call down the general path.  Same bits, and for 'none' the same kind
     # of array (ignored rows 0).
-    from fastxent import _core
-    taken = []
-    real = _core.cross_entropy_small
-
-    def spy(*a):
-        result = real(*a)
-        taken.append(result is not None)
-        return result
-
-    monkeypatch.setattr(_core, "cross_entropy_small", spy)
+    taken = _spy_small_calls(monkeypatch)
     x = (rng.standard_normal(shape) * 3).astype(dtype)
     y = rng.integers(0, shape[1], shape[0])
     y[::3] = -100
@@ -848,16 +855,8 @@ def test_small_call_soft_targets_match_general_path(dtype, shape, reduction, opt
     # Probability targets of the logits' dtype take the C fast path too.
     # Same bits as the general path (taken with the fast path turned off), a
     # -inf logit of target 0 included.
-    from fastxent import _core, _losses
-    taken = []
-    real = _core.cross_entropy_small
-
-    def spy(*a):
-        result = real(*a)
-        taken.append(result is not None)
-        return result
-
-    monkeypatch.setattr(_core, "cross_entropy_small", spy)
+    from fastxent import _losses
+    taken = _spy_small_calls(monkeypatch)
     x = (rng.standard_normal(shape) * 3).astype(dtype)
     t = rng.random(shape)
     if shape[1] > 1:
