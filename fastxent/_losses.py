@@ -169,7 +169,7 @@ def _run(p, grad=None, grad_scale=1.0, grad_rows=None, return_lse=False):
 def _small_call_fits(logits, target, axis, weight, sample_weight, ignore_index, reduction,
                      label_smoothing, z_loss, softcap, from_logits, empty, n_threads):
     """Whether a call may try the small-call fast path: a small (N, C) ndarray,
-    int64 labels or probability targets of its dtype, no options but class
+    integer labels or probability targets of its dtype, no options but class
     and sample weights (ndarrays) and valid float label_smoothing and z_loss.  Small calls stay in C (their fixed cost is
     what users see); the C side still declines anything unusual, a bad label
     or weight included, and the general path then validates and reports."""
@@ -183,7 +183,7 @@ def _small_call_fits(logits, target, axis, weight, sample_weight, ignore_index, 
             and -(2**63) <= ignore_index < 2**63
             and (reduction == "mean" or reduction == "sum" or reduction == "none")
             and (empty == "nan" or empty == "zero")
-            and (target.dtype == np.int64 or target.dtype == logits.dtype)
+            and target.dtype.kind in "iuf"
             and (n_threads is None or (type(n_threads) is int and n_threads > 0)))
 
 

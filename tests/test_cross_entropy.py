@@ -784,6 +784,14 @@ def test_label_check_in_units(n_threads, ignore_index, bad_at, rng):
     np.testing.assert_allclose(grad, grad_sum / live, rtol=1e-6, atol=1e-12)  # p - 1 cancels
 
 
+def _on_the_general_path(fn, *args, **kwargs):
+    """fn(*args, **kwargs) with the small-call fast path turned off."""
+    from fastxent import _losses
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(_losses, "_small_call_fits", lambda *a: False)
+        return fn(*args, **kwargs)
+
+
 def _spy_small_calls(monkeypatch):
     """A list that gets, for each call of the C fast path, whether it
     answered (False: it declined and the general path took the call)."""
@@ -810,9 +818,8 @@ def _spy_small_calls(monkeypatch):
                                      {"sample_weight": True}, {"sample_weight": True, "weight": np.float64}])
 def test_small_call_fast_path_matches_general_path(dtype, shape, reduction, with_out, options, rng, monkeypatch):
     # Small calls of cross_entropy and cross_entropy_with_grad run in C (on
-    # two threads from SERIAL elements: 40x1000); int32 labels send the same
-    # call down the general path.  Same bits, and for 'none' the same kind
-    # of array (ignored rows 0).
+    # two threads from SERIAL elements: 40x1000).  Same bits as the general
+    # path, and for 'none' the same kind of array (ignored rows 0).
     taken = _spy_small_calls(monkeypatch)
     x = (rng.standard_normal(shape) * 3).astype(dtype)
     y = rng.integers(0, shape[1], shape[0])
@@ -828,9 +835,9 @@ def test_small_call_fast_path_matches_general_path(dtype, shape, reduction, with
         kw = dict(reduction=reduction, grad_output=grad_output, **options)
         out = np.full(shape, np.nan, dtype) if with_out else None
         fast_loss, fast_grad = fx.cross_entropy_with_grad(x, y, out=out, **kw)
-        slow_loss, slow_grad = fx.cross_entropy_with_grad(x, y.astype(np.int32), **kw)
+        slow_loss, slow_grad = _on_the_general_path(fx.cross_entropy_with_grad, x, y, **kw)
         fast_forward = fx.cross_entropy(x, y, reduction=reduction, **options)
-        slow_forward = fx.cross_entropy(x, y.astype(np.int32), reduction=reduction, **options)
+        slow_forward = _on_the_general_path(fx.cross_entropy, x, y, reduction=reduction, **options)
         if reduction == "none":
             for fast, slow in ((fast_loss, slow_loss), (fast_forward, slow_forward)):
                 assert fast.dtype == dtype and fast.shape == shape[:1]
@@ -853,9 +860,7 @@ def test_small_call_fast_path_matches_general_path(dtype, shape, reduction, with
                                      {"sample_weight": True, "weight": np.float64}])
 def test_small_call_soft_targets_match_general_path(dtype, shape, reduction, options, rng, monkeypatch):
     # Probability targets of the logits' dtype take the C fast path too.
-    # Same bits as the general path (taken with the fast path turned off), a
-    # -inf logit of target 0 included.
-    from fastxent import _losses
+    # Same bits as the general path, a -inf logit of target 0 included.
     taken = _spy_small_calls(monkeypatch)
     x = (rng.standard_normal(shape) * 3).astype(dtype)
     t = rng.random(shape)
@@ -870,9 +875,8 @@ def test_small_call_soft_targets_match_general_path(dtype, shape, reduction, opt
     fast_loss, fast_grad = fx.cross_entropy_with_grad(x, t, **kw)
     fast_forward = fx.cross_entropy(x, t, reduction=reduction, **options)
     assert taken == [True, True]
-    monkeypatch.setattr(_losses, "_small_call_fits", lambda *a: False)
-    slow_loss, slow_grad = fx.cross_entropy_with_grad(x, t, **kw)
-    slow_forward = fx.cross_entropy(x, t, reduction=reduction, **options)
+    slow_loss, slow_grad = _on_the_general_path(fx.cross_entropy_with_grad, x, t, **kw)
+    slow_forward = _on_the_general_path(fx.cross_entropy, x, t, reduction=reduction, **options)
     assert len(taken) == 2
     for fast, slow in ((fast_loss, slow_loss), (fast_forward, slow_forward)):
         if reduction == "none":
@@ -883,6 +887,42 @@ def test_small_call_soft_targets_match_general_path(dtype, shape, reduction, opt
     assert fast_grad.tobytes() == slow_grad.tobytes()
     expected = ref.cross_entropy(x, t, reduction=reduction, **options)
     np.testing.assert_allclose(fast_forward, expected, rtol=1e-4 if dtype == np.float32 else 1e-10)
+
+
+@pytest.mark.parametrize("label_dtype", LABEL_DTYPES)
+def test_small_call_takes_every_integer_label_dtype(label_dtype, rng, monkeypatch):
+    # Labels of a narrower integer dtype are widened for the C fast path;
+    # uint64 (whose values past int64 could wrap onto ignore_index) takes
+    # the general path.  Same bits either way.
+    taken = _spy_small_calls(monkeypatch)
+    x = (rng.standard_normal((50, 7)) * 3).astype(np.float32)
+    y = rng.integers(0, 7, 50).astype(label_dtype)
+    ignore_index = 3  # a class: representable in every dtype
+    got = fx.cross_entropy_with_grad(x, y, reduction="none", ignore_index=ignore_index)
+    assert taken == [label_dtype != np.uint64]
+    want = _on_the_general_path(fx.cross_entropy_with_grad, x, y, reduction="none", ignore_index=ignore_index)
+    assert got[0].tobytes() == want[0].tobytes() and got[1].tobytes() == want[1].tobytes()
+    assert np.all(got[0][y == 3] == 0)
+    assert fx.cross_entropy(x, y, ignore_index=ignore_index) == _on_the_general_path(
+        fx.cross_entropy, x, y, ignore_index=ignore_index)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_small_call_takes_unpickled_arrays(dtype, rng, monkeypatch):
+    # Arrays rebuilt by pickle (multiprocessing) carry their own, equal,
+    # dtype descriptors: still the fast path, the same bits.
+    import pickle
+    taken = _spy_small_calls(monkeypatch)
+    x = rng.standard_normal((8, 5)).astype(dtype)
+    y = rng.integers(0, 5, 8)
+    t = rng.random((8, 5)).astype(dtype)
+    w, sw = np.linspace(0.5, 2, 5), np.linspace(0, 1, 8)
+    xp, yp, tp, wp, swp = pickle.loads(pickle.dumps((x, y, t, w, sw)))
+    for target, copy in ((y, yp), (t, tp)):
+        got = fx.cross_entropy_with_grad(xp, copy, weight=wp, sample_weight=swp)
+        want = _on_the_general_path(fx.cross_entropy_with_grad, x, target, weight=w, sample_weight=sw)
+        assert got[0] == want[0] and got[1].tobytes() == want[1].tobytes()
+    assert taken == [True, True]
 
 
 @pytest.mark.parametrize("case", ["bad-label", "all-ignored", "overlapping-out", "readonly-out", "f64-out",
@@ -948,12 +988,12 @@ def test_small_call_fast_path_declines(case, rng):
                 fn(xs, y, **kw)
     elif case in ("weight-int", "weight-strided", "weight-zero"):
         # Converted by the general path, or (no row of weight > 0 for 'mean')
-        # its empty= result: the bits of the int32-label call, which takes it.
+        # its empty= result: the general path's bits.
         w = {"weight-int": np.arange(1, 6), "weight-strided": np.linspace(0.5, 2.5, 10)[::2],
              "weight-zero": np.zeros(5)}[case]
         for reduction in ("mean", "sum"):
             got = fx.cross_entropy_with_grad(x, y, weight=w, reduction=reduction)
-            want = fx.cross_entropy_with_grad(x, y.astype(np.int32), weight=w, reduction=reduction)
+            want = _on_the_general_path(fx.cross_entropy_with_grad, x, y, weight=w, reduction=reduction)
             np.testing.assert_array_equal(got[0], want[0])
             np.testing.assert_array_equal(got[1], want[1])
             np.testing.assert_array_equal(fx.cross_entropy(x, y, weight=w, reduction=reduction), want[0])
@@ -969,12 +1009,15 @@ def test_small_call_fast_path_declines(case, rng):
             fx.cross_entropy_with_grad(x, y, out=np.zeros(x.shape))
 
 
-@pytest.mark.parametrize("int_dtype", [np.int64, np.int32])  # the small-call path and the general one
-def test_weights_past_the_float32_range_leave_ignored_rows_zero(int_dtype):
+@pytest.mark.parametrize("fast", [True, False])  # the small-call path and the general one
+def test_weights_past_the_float32_range_leave_ignored_rows_zero(fast, monkeypatch):
     # The kernels take the weights divided by their maximum; the losses are
     # scaled back in double (0 * float32(1e300) was NaN).
+    if not fast:
+        from fastxent import _losses
+        monkeypatch.setattr(_losses, "_small_call_fits", lambda *a: False)
     x = np.array([[0.0, 1.0], [2.0, 0.0], [0.5, 0.5]], np.float32)
-    y = np.array([0, -100, 1], int_dtype)
+    y = np.array([0, -100, 1])
     loss = fx.cross_entropy(x, y, weight=np.array([1e300, 1e300]), reduction="none")
     assert loss.dtype == np.float32 and loss[1] == 0 and np.isposinf(loss[[0, 2]]).all()
     loss, grad = fx.cross_entropy_with_grad(x, y, weight=np.array([1e300, 1e300]), reduction="none")
