@@ -169,10 +169,11 @@ def _run(p, grad=None, grad_scale=1.0, grad_rows=None, return_lse=False):
 def _small_call_fits(logits, target, axis, weight, sample_weight, ignore_index, reduction,
                      label_smoothing, z_loss, softcap, from_logits, empty, n_threads):
     """Whether a call may try the small-call fast path: a small (N, C) ndarray,
-    integer labels or probability targets of its dtype, no options but class
-    and sample weights (ndarrays) and valid float label_smoothing and z_loss.  Small calls stay in C (their fixed cost is
-    what users see); the C side still declines anything unusual, a bad label
-    or weight included, and the general path then validates and reports."""
+    integer labels or probability targets, no options but class and sample
+    weights (ndarrays) and valid float label_smoothing and z_loss.  Small
+    calls stay in C (their fixed cost is what users see); the C side still
+    declines anything unusual (a bad label or weight, targets of another
+    dtype) and the general path then validates and reports."""
     return (type(logits) is np.ndarray and type(target) is np.ndarray and logits.ndim == 2
             and logits.size <= _SMALL_CALL and type(axis) is int and (axis == -1 or axis == 1)
             and (weight is None or type(weight) is np.ndarray)
