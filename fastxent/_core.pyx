@@ -1023,7 +1023,8 @@ cdef object _small_call(const real[:, ::1] x, const real[:, ::1] t, const int64_
     try:
         denom = live
         if sw != NULL and lp == NULL:
-            denom = float(sample_weight_arg.sum())
+            if mean:  # only then, as the general path: a sum past DBL_MAX warns
+                denom = float(sample_weight_arg.sum())
         elif sw != NULL:
             denom = _live_weight_sum(lp, n, ignore_index, NULL, sw)
         if w64 != NULL:
@@ -1096,6 +1097,8 @@ def cross_entropy_small(x, target, int64_t ignore_index, bint mean, bint empty_n
             kind = tdtype.kind
             if not (kind == "i" or (kind == "u" and tdtype.itemsize < 8)):
                 return None
+            if target.ndim != 1 or target.shape[0] != x.shape[0]:
+                return None  # not copied: the general path reports
             target = target.astype(_I64)
     try:
         if single:

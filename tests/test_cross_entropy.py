@@ -907,6 +907,19 @@ def test_small_call_takes_every_integer_label_dtype(label_dtype, rng, monkeypatc
         fx.cross_entropy, x, y, ignore_index=ignore_index)
 
 
+@pytest.mark.parametrize("reduction", ["sum", "none"])
+def test_small_call_sums_sample_weights_only_for_the_mean(reduction):
+    # Probability targets divide 'mean' by the sample weights' sum; other
+    # reductions never form it, whose overflow NumPy would report.
+    x = np.zeros((2, 3), np.float32)
+    t = np.full((2, 3), 1 / 3, np.float32)
+    sw = np.array([1e308, 1e308])
+    with np.errstate(over="raise"):
+        got = fx.cross_entropy(x, t, sample_weight=sw, reduction=reduction)
+        want = _on_the_general_path(fx.cross_entropy, x, t, sample_weight=sw, reduction=reduction)
+    assert np.asarray(got).tobytes() == np.asarray(want).tobytes() and np.isposinf(got).all()
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_small_call_takes_unpickled_arrays(dtype, rng, monkeypatch):
     # Arrays rebuilt by pickle (multiprocessing) carry their own, equal,
