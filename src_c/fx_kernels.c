@@ -236,9 +236,8 @@ void fx_narrow_softmax_f32(const float *x, int64_t n_rows, int64_t n, float *out
     fx_kernels()->narrow_softmax_f32(x, n_rows, n, out, take_log);
 }
 double fx_narrow_ce_f32(const float *x, int64_t n_rows, int64_t n, const int64_t *labels, const float *t,
-                        int64_t ignore_index,
-                        const fx_ce_options *opt, const double *sw, double grad_scale, const double *grs,
-                        float *loss, float *grad, float *lse) {
+                        int64_t ignore_index, const fx_ce_options *opt, const double *sw, double grad_scale,
+                        const double *grs, float *loss, float *grad, float *lse) {
     return fx_kernels()->narrow_ce_f32(x, n_rows, n, labels, t, ignore_index, opt, sw, grad_scale, grs, loss, grad,
                                         lse);
 }
@@ -250,9 +249,8 @@ void fx_narrow_softmax_f64(const double *x, int64_t n_rows, int64_t n, double *o
     fx_kernels()->narrow_softmax_f64(x, n_rows, n, out, take_log);
 }
 double fx_narrow_ce_f64(const double *x, int64_t n_rows, int64_t n, const int64_t *labels, const double *t,
-                        int64_t ignore_index,
-                        const fx_ce_options *opt, const double *sw, double grad_scale, const double *grs,
-                        double *loss, double *grad, double *lse) {
+                        int64_t ignore_index, const fx_ce_options *opt, const double *sw, double grad_scale,
+                        const double *grs, double *loss, double *grad, double *lse) {
     return fx_kernels()->narrow_ce_f64(x, n_rows, n, labels, t, ignore_index, opt, sw, grad_scale, grs, loss, grad,
                                         lse);
 }

@@ -89,23 +89,27 @@ SMOOTHING = [dict(label_smoothing=0.1), dict(z_loss=1e-3), dict(label_smoothing=
              dict(label_smoothing=1.0)]
 
 
+def _option_calls(options, w, sw, go, msg):
+    """(keywords, grad_output, message) of each option, with and without
+    class and sample weights, for 'none' (per-row go) and 'mean' (1.5)."""
+    for opts in options:
+        for weights in ({}, dict(weight=w, sample_weight=sw)):
+            for reduction in ("none", "mean"):
+                kw = dict(opts, **weights, reduction=reduction)
+                yield kw, go if reduction == "none" else 1.5, f"{msg} {kw}"
+
+
 def _check_smoothing(x, y, w, sw, go, fx_call, dtype, h, msg):
     """fx_call(reduction, grad_output, **options) -> (loss, grad, lse) in the
     row layout, against the reference, with and without class and sample
     weights, for every entry of SMOOTHING."""
     scale = h.scale(x)
-    for opts in SMOOTHING:
-        for weights in ({}, dict(weight=w, sample_weight=sw)):
-            for reduction in ("none", "mean"):
-                kw = dict(opts, **weights, reduction=reduction)
-                grad_output = go if reduction == "none" else 1.5
-                m = f"{msg} {kw}"
-                loss, grad, lse = fx_call(grad_output, **kw)
-                h.assert_close(loss, ref.cross_entropy(x, y, **kw), dtype, scale=4 * scale, err_msg=m)
-                h.assert_close(grad, ref.cross_entropy_grad(x, y, grad_output=grad_output, **kw), dtype,
-                               scale=2, err_msg=m)
-                h.assert_close(lse, ref.logsumexp(x), dtype, scale=scale, err_msg=m)
-                assert np.all(grad[y == -100] == 0), m
+    for kw, grad_output, m in _option_calls(SMOOTHING, w, sw, go, msg):
+        loss, grad, lse = fx_call(grad_output, **kw)
+        h.assert_close(loss, ref.cross_entropy(x, y, **kw), dtype, scale=4 * scale, err_msg=m)
+        h.assert_close(grad, ref.cross_entropy_grad(x, y, grad_output=grad_output, **kw), dtype, scale=2, err_msg=m)
+        h.assert_close(lse, ref.logsumexp(x), dtype, scale=scale, err_msg=m)
+        assert np.all(grad[y == -100] == 0), m
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -136,18 +140,12 @@ def _check_soft(x, t, w, sw, go, fx_call, dtype, h, msg):
     gradient) in the row layout, against the reference, for every option
     with and without weights."""
     scale = h.scale(x)
-    for opts in [{}] + SMOOTHING:
-        for weights in ({}, dict(weight=w, sample_weight=sw)):
-            for reduction in ("none", "mean"):
-                kw = dict(opts, **weights, reduction=reduction)
-                grad_output = go if reduction == "none" else 1.5
-                m = f"{msg} {kw}"
-                loss, grad, plain = fx_call(grad_output, **kw)
-                expected = ref.cross_entropy(x, t, **kw)
-                h.assert_close(loss, expected, dtype, scale=4 * scale, err_msg=m)
-                h.assert_close(plain, expected, dtype, scale=4 * scale, err_msg=m)
-                h.assert_close(grad, ref.cross_entropy_grad(x, t, grad_output=grad_output, **kw), dtype, scale=2,
-                               err_msg=m)
+    for kw, grad_output, m in _option_calls([{}] + SMOOTHING, w, sw, go, msg):
+        loss, grad, plain = fx_call(grad_output, **kw)
+        expected = ref.cross_entropy(x, t, **kw)
+        h.assert_close(loss, expected, dtype, scale=4 * scale, err_msg=m)
+        h.assert_close(plain, expected, dtype, scale=4 * scale, err_msg=m)
+        h.assert_close(grad, ref.cross_entropy_grad(x, t, grad_output=grad_output, **kw), dtype, scale=2, err_msg=m)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -169,6 +167,20 @@ def test_soft_targets(simd, dtype, n, rng, h):
                 f"{simd} n={n}")
 
 
+def _per_position(grad_output, kw, p, q):
+    """A call's per-row arrays (grad_output, sample_weight) as (p, q) positions."""
+    if "sample_weight" in kw:
+        kw = dict(kw, sample_weight=kw["sample_weight"].reshape(p, q))
+    if np.ndim(grad_output):
+        grad_output = grad_output.reshape(p, q)
+    return grad_output, kw
+
+
+def _flat(loss):
+    """A 'none' loss of positions as rows; a reduced one as it is."""
+    return np.reshape(loss, -1) if np.ndim(loss) else loss
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("n", [2, 10, 21])
 def test_label_smoothing_and_z_loss_with_the_class_axis_strided(simd, dtype, n, rng, h):
@@ -178,13 +190,10 @@ def test_label_smoothing_and_z_loss_with_the_class_axis_strided(simd, dtype, n, 
     sw = rng.random(p * q) + 0.1
 
     def cols_call(grad_output, **kw):
-        if "sample_weight" in kw:
-            kw["sample_weight"] = kw["sample_weight"].reshape(p, q)
-        if np.ndim(grad_output):
-            grad_output = grad_output.reshape(p, q)
+        grad_output, kw = _per_position(grad_output, kw, p, q)
         loss, grad, lse = fx.cross_entropy_with_grad(xc, yc, axis=1, grad_output=grad_output, return_lse=True,
                                                      **kw)
-        return np.reshape(loss, -1) if np.ndim(loss) else loss, _as_rows(grad), lse.reshape(-1)
+        return _flat(loss), _as_rows(grad), lse.reshape(-1)
 
     _check_smoothing(x, y, rng.random(n) + 0.5, sw, rng.standard_normal(p * q), cols_call, dtype, h,
                      f"{simd} n={n}")
@@ -201,14 +210,9 @@ def test_soft_targets_with_the_class_axis_strided(simd, dtype, n, rng, h):
     xc, tc = _as_cols(x, p, q), _as_cols(t, p, q)
 
     def cols_call(grad_output, **kw):
-        if "sample_weight" in kw:
-            kw["sample_weight"] = kw["sample_weight"].reshape(p, q)
-        if np.ndim(grad_output):
-            grad_output = grad_output.reshape(p, q)
+        grad_output, kw = _per_position(grad_output, kw, p, q)
         loss, grad = fx.cross_entropy_with_grad(xc, tc, axis=1, grad_output=grad_output, **kw)
-        plain = fx.cross_entropy(xc, tc, axis=1, **kw)
-        return (np.reshape(loss, -1) if np.ndim(loss) else loss, _as_rows(grad),
-                np.reshape(plain, -1) if np.ndim(plain) else plain)
+        return _flat(loss), _as_rows(grad), _flat(fx.cross_entropy(xc, tc, axis=1, **kw))
 
     _check_soft(x, t, rng.random(n) + 0.5, rng.random(p * q) + 0.1, rng.standard_normal(p * q), cols_call, dtype, h,
                 f"{simd} n={n}")
