@@ -27,6 +27,7 @@ static int64_t FXV(fx_count_labels)(const int64_t *labels, int64_t n, int64_t n_
 #define FX_L FX_LANES_F32
 #define FX_EXP FXV(fx_exp_f32)
 #define FX_EXP_NEG FXV(fx_exp_neg_f32)
+#define FX_EXP_FLOOR FXV(fx_exp_floor_f32)
 #define FX_MAX FX_MAX_F32
 #define FX_LOG FXV(fx_log_f32)
 #define FX_SEL FXV(fx_sel_f32)
@@ -47,6 +48,7 @@ static int64_t FXV(fx_count_labels)(const int64_t *labels, int64_t n, int64_t n_
 #undef FX_L
 #undef FX_EXP
 #undef FX_EXP_NEG
+#undef FX_EXP_FLOOR
 #undef FX_MAX
 #undef FX_LOG
 #undef FX_SEL
@@ -64,6 +66,7 @@ static int64_t FXV(fx_count_labels)(const int64_t *labels, int64_t n, int64_t n_
 #define FX_L FX_LANES_F64
 #define FX_EXP FXV(fx_exp_f64)
 #define FX_EXP_NEG FXV(fx_exp_neg_f64)
+#define FX_EXP_FLOOR FXV(fx_exp_floor_f64)
 #define FX_MAX FX_MAX_F64
 #define FX_LOG FXV(fx_log_f64)
 #define FX_SEL FXV(fx_sel_f64)
@@ -84,6 +87,7 @@ static int64_t FXV(fx_count_labels)(const int64_t *labels, int64_t n, int64_t n_
 #undef FX_L
 #undef FX_EXP
 #undef FX_EXP_NEG
+#undef FX_EXP_FLOOR
 #undef FX_MAX
 #undef FX_LOG
 #undef FX_SEL

@@ -5,6 +5,8 @@
  *   FX_VMEM   FX_V for unaligned loads and stores
  *   FX_VI     the matching int vector  FX_L   lanes per vector
  *   FX_EXP    the vector exp           FX_SEL the vector select
+ *   FX_EXP_NEG, FX_EXP_FLOOR  the exp for x <= 0, and the same without
+ *             zeroing the lanes below its clamp (fx_vecmath.h)
  *   FX_BC     the broadcast            FX_SFX _f32 or _f64
  *   FX_ISA    the instruction-set suffix (_avx512, _avx2, _baseline)
  *
@@ -182,16 +184,22 @@ FX_ALWAYS_INLINE void FXR(fx_block_sums)(const FX_T *x, const FX_T *t, const FX_
     const FX_T *xb = x + b;
     const FX_V sh = FX_BC((FX_T)FXR(fx_shift)(m));
     /* x - sh <= 0 in this block unless the row holds +inf (m = +inf,
-     * shift 0): only then is the upper clamp of the exp needed. */
-    const int capped = m != INFINITY;
+     * shift 0): only then is the upper clamp of the exp needed.  A finite
+     * m means the sums hold exp(0) = 1, so where the exps are only summed
+     * the lanes below the exp's clamp may add exp(lo) (2^-126 or 2^-1022)
+     * instead of 0: n of them change s by n 2^-126 relative at most, far
+     * under its rounding error, for 8-9% less time an exp (AVX2, alone,
+     * float32 0.304 -> 0.276 ns, float64 0.946 -> 0.865).  A row of -inf
+     * (m = -inf) must sum to 0, and takes the exact exp. */
+    const int capped = m != INFINITY, floor_ok = !e && isfinite(m);
     FX_V s0 = FX_BC(0), s1 = FX_BC(0), d_wx = FX_BC(0), d_w = FX_BC(0), d_wtx = FX_BC(0), d_wt = FX_BC(0);
     int64_t i = 0;
     for (; i + 2 * FX_L <= len; i += 2 * FX_L) {
         FX_V v0 = FXR(fx_load)(xb + i), v1 = FXR(fx_load)(xb + i + FX_L);
         __builtin_prefetch(xb + i + ahead);
         __builtin_prefetch(xb + i + ahead + 2 * FX_L - 1);
-        const FX_V e0 = capped ? FX_EXP_NEG(v0 - sh) : FX_EXP(v0 - sh);
-        const FX_V e1 = capped ? FX_EXP_NEG(v1 - sh) : FX_EXP(v1 - sh);
+        const FX_V e0 = floor_ok ? FX_EXP_FLOOR(v0 - sh) : capped ? FX_EXP_NEG(v0 - sh) : FX_EXP(v0 - sh);
+        const FX_V e1 = floor_ok ? FX_EXP_FLOOR(v1 - sh) : capped ? FX_EXP_NEG(v1 - sh) : FX_EXP(v1 - sh);
         if (e) {
             FXR(fx_store)(e + i, e0);
             FXR(fx_store)(e + i + FX_L, e1);

@@ -34,6 +34,11 @@
 #define FX_SHUF(IT, a, b, ...) __builtin_shuffle(a, b, (IT){__VA_ARGS__})
 #endif
 
+/* The lower clamp of the exps without AVX-512: exp(lo) is about the least
+ * normal number (2^-126, 2^-1022). */
+#define FX_EXP_LO_F32 -87.33f
+#define FX_EXP_LO_F64 -708.39
+
 #endif /* FX_VECMATH_TYPES */
 
 /* Everything below is emitted once per ISA (the suffix keeps them apart).
@@ -286,6 +291,9 @@ FX_ALWAYS_INLINE fx_vf32 FXV(fx_exp_neg_f32)(fx_vf32 x) {
     return (fx_vf32)_mm512_scalef_ps(_mm512_fmadd_ps(tj, q, tj), k);
 }
 
+/* vscalefps already gives 0 below the clamp: nothing to leave out. */
+FX_ALWAYS_INLINE fx_vf32 FXV(fx_exp_floor_f32)(fx_vf32 x) { return FXV(fx_exp_neg_f32)(x); }
+
 FX_ALWAYS_INLINE fx_vf32 FXV(fx_exp_f32)(fx_vf32 x) {
     /* min(hi, NaN) is NaN (the second operand wins). */
     return FXV(fx_exp_neg_f32)((fx_vf32)_mm512_min_ps(_mm512_set1_ps(128.0f), (__m512)x));
@@ -319,6 +327,8 @@ FX_ALWAYS_INLINE fx_vf64 FXV(fx_exp_neg_f64)(fx_vf64 x) {
     return (fx_vf64)_mm512_scalef_pd(_mm512_fmadd_pd(tj, q, tj), k);
 }
 
+FX_ALWAYS_INLINE fx_vf64 FXV(fx_exp_floor_f64)(fx_vf64 x) { return FXV(fx_exp_neg_f64)(x); }
+
 FX_ALWAYS_INLINE fx_vf64 FXV(fx_exp_f64)(fx_vf64 x) {
     return FXV(fx_exp_neg_f64)((fx_vf64)_mm512_min_pd(_mm512_set1_pd(1025.0), (__m512d)x));
 }
@@ -329,14 +339,14 @@ FX_ALWAYS_INLINE fx_vf64 FXV(fx_exp_f64)(fx_vf64 x) {
  * 127 (1.5 * 2^52 + 1023 for float64) has an ulp of 1, so t = x / ln 2 +
  * magic holds n + bias in its low mantissa bits, and t's bits shifted left
  * by the mantissa width are the bits of 2^n (no float->int conversion, no
- * integer add).  The result is 2^n + 2^n (exp(r) - 1) in one FMA.  Below
- * the clamp lo the result is 0 (-inf included; no subnormals: they cannot
- * change a sum that holds exp(0) = 1) by one AND with x >= lo, which is
- * false for NaN only when x < lo is true: NaN lanes stay NaN (max(lo, x)
- * returns x when x is NaN).  fx_exp_neg_* is valid for x <= 0; fx_exp_*
- * also gives +inf above hi, and the same bits as fx_exp_neg_* for x <= 0.
- * The selects on both sides that this replaced cost a third of the float64
- * exp's instructions on AVX2.
+ * integer add).  The result is 2^n + 2^n (exp(r) - 1) in one FMA.
+ * fx_exp_floor_* is exp(max(x, lo)) (NaN stays NaN: max(lo, x) returns x
+ * when x is NaN), valid for x <= 0.  fx_exp_neg_* makes the lanes below lo
+ * 0 (-inf included; no subnormals: they cannot change a sum that holds
+ * exp(0) = 1) by one AND with x >= lo, which is false for NaN only when
+ * x < lo is true.  fx_exp_* also gives +inf above hi, and the same bits as
+ * fx_exp_neg_* for x <= 0.  The selects on both sides that this replaced
+ * cost a third of the float64 exp's instructions on AVX2.
  */
 #if (defined(__x86_64__) || defined(__i386__)) && FX_VBYTES == 32
 /* AVX2: n + j/8 in the rounding (magic 1.5 * 2^20, ulp 1/8), 2^(j/8) from
@@ -348,11 +358,11 @@ FX_ALWAYS_INLINE fx_vf64 FXV(fx_exp_f64)(fx_vf64 x) {
  * integer add.  Max error 0.90 ulp over every float in [-87, 0] (the
  * polynomial below: 1.0 ulp), for three FMAs fewer: 0.38 -> 0.35 ns an
  * element alone, 1 thread. */
-FX_ALWAYS_INLINE fx_vf32 FXV(fx_exp_neg_f32)(fx_vf32 x) {
+FX_ALWAYS_INLINE fx_vf32 FXV(fx_exp_floor_f32)(fx_vf32 x) {
     const __m256i tab = _mm256_setr_epi32(0x3f800000, 0x3f8b95c2 - (1 << 20), 0x3f9837f0 - (2 << 20),
                                           0x3fa5fed7 - (3 << 20), 0x3fb504f3 - (4 << 20), 0x3fc5672a - (5 << 20),
                                           0x3fd744fd - (6 << 20), 0x3feac0c7 - (7 << 20));
-    const __m256 lo = _mm256_set1_ps(-87.33f), magic = _mm256_set1_ps(1572864.0f); /* 1.5 * 2^20 */
+    const __m256 lo = _mm256_set1_ps(FX_EXP_LO_F32), magic = _mm256_set1_ps(1572864.0f); /* 1.5 * 2^20 */
     const __m256 xc = _mm256_max_ps(lo, (__m256)x);
     const __m256 t = _mm256_fmadd_ps(xc, _mm256_set1_ps(0x1.715476p+0f), magic);
     const __m256 k = _mm256_sub_ps(t, magic);
@@ -364,12 +374,12 @@ FX_ALWAYS_INLINE fx_vf32 FXV(fx_exp_neg_f32)(fx_vf32 x) {
     const __m256 q = _mm256_mul_ps(p, r); /* exp(r) - 1 */
     const __m256i ti = _mm256_castps_si256(t);
     const __m256 s = _mm256_castsi256_ps(_mm256_add_epi32(_mm256_slli_epi32(ti, 20), _mm256_permutevar8x32_epi32(tab, ti)));
-    return (fx_vf32)_mm256_and_ps(_mm256_fmadd_ps(s, q, s), _mm256_cmp_ps((__m256)x, lo, _CMP_NLT_UQ));
+    return (fx_vf32)_mm256_fmadd_ps(s, q, s);
 }
 #else
 /* Cephes' expf polynomial: exp(r) - 1 = r + r^2 P(r), P of degree 5. */
-FX_ALWAYS_INLINE fx_vf32 FXV(fx_exp_neg_f32)(fx_vf32 x) {
-    const fx_vf32 lo = FXV(fx_bcast_f32)(-87.33f), magic = FXV(fx_bcast_f32)(12583039.0f); /* 1.5 * 2^23 + 127 */
+FX_ALWAYS_INLINE fx_vf32 FXV(fx_exp_floor_f32)(fx_vf32 x) {
+    const fx_vf32 lo = FXV(fx_bcast_f32)(FX_EXP_LO_F32), magic = FXV(fx_bcast_f32)(12583039.0f); /* 1.5 * 2^23 + 127 */
     const fx_vf32 xc = FX_MAX_F32(lo, x);
     const fx_vf32 t = xc * FXV(fx_bcast_f32)(1.44269504088896341f) + magic;
     const fx_vf32 n = t - magic;
@@ -383,9 +393,13 @@ FX_ALWAYS_INLINE fx_vf32 FXV(fx_exp_neg_f32)(fx_vf32 x) {
     p = p * r + FXV(fx_bcast_f32)(5.0000001201e-1f);
     const fx_vf32 q = p * (r * r) + r;
     const fx_vf32 scale = (fx_vf32)((fx_vi32)t << 23);
-    return (fx_vf32)((fx_vi32)(scale * q + scale) & ~(x < lo));
+    return scale * q + scale;
 }
 #endif
+
+FX_ALWAYS_INLINE fx_vf32 FXV(fx_exp_neg_f32)(fx_vf32 x) {
+    return (fx_vf32)((fx_vi32)FXV(fx_exp_floor_f32)(x) & ~(x < FXV(fx_bcast_f32)(FX_EXP_LO_F32)));
+}
 
 FX_ALWAYS_INLINE fx_vf32 FXV(fx_exp_f32)(fx_vf32 x) {
     const fx_vf32 hi = FXV(fx_bcast_f32)(88.0f);
@@ -398,8 +412,8 @@ FX_ALWAYS_INLINE fx_vf32 FXV(fx_exp_f32)(fx_vf32 x) {
  * Chebyshev nodes in 50-digit arithmetic): 1.2e-17 with the coefficients
  * rounded to double, for two FMAs fewer than the degree-13 Taylor series it
  * replaced. */
-FX_ALWAYS_INLINE fx_vf64 FXV(fx_exp_neg_f64)(fx_vf64 x) {
-    const fx_vf64 lo = FXV(fx_bcast_f64)(-708.39), magic = FXV(fx_bcast_f64)(6755399441056767.0); /* 1.5 * 2^52 + 1023 */
+FX_ALWAYS_INLINE fx_vf64 FXV(fx_exp_floor_f64)(fx_vf64 x) {
+    const fx_vf64 lo = FXV(fx_bcast_f64)(FX_EXP_LO_F64), magic = FXV(fx_bcast_f64)(6755399441056767.0); /* 1.5 * 2^52 + 1023 */
     const fx_vf64 xc = FX_MAX_F64(lo, x);
     const fx_vf64 t = xc * FXV(fx_bcast_f64)(1.4426950408889634074) + magic;
     const fx_vf64 n = t - magic;
@@ -413,7 +427,11 @@ FX_ALWAYS_INLINE fx_vf64 FXV(fx_exp_neg_f64)(fx_vf64 x) {
     for (int i = 0; i < 9; i++) p = p * r + FXV(fx_bcast_f64)(c[i]);
     const fx_vf64 q = p * (r * r) + r;
     const fx_vf64 scale = (fx_vf64)((fx_vi64)t << 52);
-    return (fx_vf64)((fx_vi64)(scale * q + scale) & ~(x < lo));
+    return scale * q + scale;
+}
+
+FX_ALWAYS_INLINE fx_vf64 FXV(fx_exp_neg_f64)(fx_vf64 x) {
+    return (fx_vf64)((fx_vi64)FXV(fx_exp_floor_f64)(x) & ~(x < FXV(fx_bcast_f64)(FX_EXP_LO_F64)));
 }
 
 FX_ALWAYS_INLINE fx_vf64 FXV(fx_exp_f64)(fx_vf64 x) {
