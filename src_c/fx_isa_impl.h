@@ -28,6 +28,7 @@ static int64_t FXV(fx_count_labels)(const int64_t *labels, int64_t n, int64_t n_
 #define FX_EXP FXV(fx_exp_f32)
 #define FX_EXP_NEG FXV(fx_exp_neg_f32)
 #define FX_EXP_FLOOR FXV(fx_exp_floor_f32)
+#define FX_EXP_SUM FXV(fx_exp_sum_f32)
 #define FX_MAX FX_MAX_F32
 #define FX_LOG FXV(fx_log_f32)
 #define FX_SEL FXV(fx_sel_f32)
@@ -49,6 +50,7 @@ static int64_t FXV(fx_count_labels)(const int64_t *labels, int64_t n, int64_t n_
 #undef FX_EXP
 #undef FX_EXP_NEG
 #undef FX_EXP_FLOOR
+#undef FX_EXP_SUM
 #undef FX_MAX
 #undef FX_LOG
 #undef FX_SEL
@@ -67,6 +69,7 @@ static int64_t FXV(fx_count_labels)(const int64_t *labels, int64_t n, int64_t n_
 #define FX_EXP FXV(fx_exp_f64)
 #define FX_EXP_NEG FXV(fx_exp_neg_f64)
 #define FX_EXP_FLOOR FXV(fx_exp_floor_f64)
+#define FX_EXP_SUM FXV(fx_exp_sum_f64)
 #define FX_MAX FX_MAX_F64
 #define FX_LOG FXV(fx_log_f64)
 #define FX_SEL FXV(fx_sel_f64)
@@ -88,6 +91,7 @@ static int64_t FXV(fx_count_labels)(const int64_t *labels, int64_t n, int64_t n_
 #undef FX_EXP
 #undef FX_EXP_NEG
 #undef FX_EXP_FLOOR
+#undef FX_EXP_SUM
 #undef FX_MAX
 #undef FX_LOG
 #undef FX_SEL

@@ -400,12 +400,26 @@ FX_FOLD_INLINE void FXR(fx_narrow_sum)(FXR(fx_nblock) *b, const FX_T *x, int64_t
         b->dt = dt;
     }
     FX_V s = zero;
-    /* FX_EXP, not FX_EXP_NEG behind a test for +inf rows: the unrolled
-     * columns compiled twice took 23% longer (float64, 1Mx10, 1 thread). */
-    FX_NFOR(c, NC, n) {
-        const FX_V e = FX_EXP(v[c] - sh);
-        if (keep) v[c] = e;
-        s += e;
+    if (keep) {
+        /* FX_EXP, not FX_EXP_NEG behind a test for +inf rows: the unrolled
+         * columns compiled twice took 23% longer (float64, 1Mx10, 1 thread). */
+        FX_NFOR(c, NC, n) {
+            v[c] = FX_EXP(v[c] - sh);
+            s += v[c];
+        }
+    } else {
+        /* Only summed: FX_EXP_SUM leaves out the exact exp's selects, and
+         * the rows where it differs are told apart by s alone (no register
+         * held for the max through the loop) and fixed once after.  Where
+         * m is finite s >= 1 (the max adds exp(0) = 1) and the classes
+         * below the clamp add 2^-126 (2^-1022) instead of 0; a row of -inf
+         * (shift 0) gives at most n 2^-126 < 1 and must sum to 0, one
+         * holding +inf at least exp(hi) > 2^64 and must sum to +inf.  NaN
+         * compares false and stays.  AVX2, 1Mx10, 1 thread, alternated:
+         * float32 lse 7.9 -> 6.9 ms, loss 10.5 -> 9.2; float64 19.5 ->
+         * 17.6 and 24.5 -> 22.7. */
+        FX_NFOR(c, NC, n) s += FX_EXP_SUM(v[c] - sh);
+        s = FX_SEL(s < FX_BC(1), zero, FX_SEL(s > FX_BC((FX_T)0x1p64), FX_BC((FX_T)INFINITY), s));
     }
     b->sh = sh;
     b->s = s;

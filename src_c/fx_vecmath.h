@@ -298,6 +298,7 @@ FX_ALWAYS_INLINE fx_vf32 FXV(fx_exp_f32)(fx_vf32 x) {
     /* min(hi, NaN) is NaN (the second operand wins). */
     return FXV(fx_exp_neg_f32)((fx_vf32)_mm512_min_ps(_mm512_set1_ps(128.0f), (__m512)x));
 }
+FX_ALWAYS_INLINE fx_vf32 FXV(fx_exp_sum_f32)(fx_vf32 x) { return FXV(fx_exp_f32)(x); }
 
 /* The same scheme; the table (two registers, vpermt2pd) leaves exp(r) - 1
  * to a degree-6 polynomial r p(r), p fitted to (exp(r) - 1) / r on
@@ -332,6 +333,7 @@ FX_ALWAYS_INLINE fx_vf64 FXV(fx_exp_floor_f64)(fx_vf64 x) { return FXV(fx_exp_ne
 FX_ALWAYS_INLINE fx_vf64 FXV(fx_exp_f64)(fx_vf64 x) {
     return FXV(fx_exp_neg_f64)((fx_vf64)_mm512_min_pd(_mm512_set1_pd(1025.0), (__m512d)x));
 }
+FX_ALWAYS_INLINE fx_vf64 FXV(fx_exp_sum_f64)(fx_vf64 x) { return FXV(fx_exp_f64)(x); }
 #else
 /*
  * Without AVX-512: x = n ln 2 + r, |r| <= ln(2)/2, exp(x) = 2^n exp(r).
@@ -345,7 +347,9 @@ FX_ALWAYS_INLINE fx_vf64 FXV(fx_exp_f64)(fx_vf64 x) {
  * 0 (-inf included; no subnormals: they cannot change a sum that holds
  * exp(0) = 1) by one AND with x >= lo, which is false for NaN only when
  * x < lo is true.  fx_exp_* also gives +inf above hi, and the same bits as
- * fx_exp_neg_* for x <= 0.  The selects on both sides that this replaced
+ * fx_exp_neg_* for x <= 0; fx_exp_sum_* is exp(min(hi, max(lo, x))), for
+ * sums whose caller fixes up the rows where that differs (fx_narrow_sum;
+ * on AVX-512 it is fx_exp_*, which costs no more).  The selects on both sides that this replaced
  * cost a third of the float64 exp's instructions on AVX2.
  */
 #if (defined(__x86_64__) || defined(__i386__)) && FX_VBYTES == 32
@@ -407,6 +411,10 @@ FX_ALWAYS_INLINE fx_vf32 FXV(fx_exp_f32)(fx_vf32 x) {
     return FXV(fx_sel_f32)(x > hi, FXV(fx_bcast_f32)(INFINITY), e);
 }
 
+FX_ALWAYS_INLINE fx_vf32 FXV(fx_exp_sum_f32)(fx_vf32 x) {
+    return FXV(fx_exp_floor_f32)(FX_MIN_F32(FXV(fx_bcast_f32)(88.0f), x));
+}
+
 /* exp(r) = 1 + r + r^2 p(r), p of degree 9 fitted to (exp(r) - 1 - r) / r^2
  * on |r| <= ln(2)/2 for the relative error of exp (least squares on 400
  * Chebyshev nodes in 50-digit arithmetic): 1.2e-17 with the coefficients
@@ -438,6 +446,10 @@ FX_ALWAYS_INLINE fx_vf64 FXV(fx_exp_f64)(fx_vf64 x) {
     const fx_vf64 hi = FXV(fx_bcast_f64)(709.0);
     const fx_vf64 e = FXV(fx_exp_neg_f64)(FX_MIN_F64(hi, x));
     return FXV(fx_sel_f64)(x > hi, FXV(fx_bcast_f64)(INFINITY), e);
+}
+
+FX_ALWAYS_INLINE fx_vf64 FXV(fx_exp_sum_f64)(fx_vf64 x) {
+    return FXV(fx_exp_floor_f64)(FX_MIN_F64(FXV(fx_bcast_f64)(709.0), x));
 }
 #endif /* FX_VBYTES == 64 */
 
