@@ -5,8 +5,8 @@
  *   FX_VMEM   FX_V for unaligned loads and stores
  *   FX_VI     the matching int vector  FX_L   lanes per vector
  *   FX_EXP    the vector exp           FX_SEL the vector select
- *   FX_EXP_NEG, FX_EXP_FLOOR  the exp for x <= 0, and the same without
- *             zeroing the lanes below its clamp (fx_vecmath.h)
+ *   FX_EXP_NEG, FX_EXP_FLOOR, FX_EXP_SUM  the exp for x <= 0, and the
+ *             exps for sums, inexact below the clamp (fx_vecmath.h)
  *   FX_BC     the broadcast            FX_SFX _f32 or _f64
  *   FX_ISA    the instruction-set suffix (_avx512, _avx2, _baseline)
  *

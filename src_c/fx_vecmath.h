@@ -34,10 +34,12 @@
 #define FX_SHUF(IT, a, b, ...) __builtin_shuffle(a, b, (IT){__VA_ARGS__})
 #endif
 
-/* The lower clamp of the exps without AVX-512: exp(lo) is about the least
- * normal number (2^-126, 2^-1022). */
+/* The clamps of the exps without AVX-512: exp(lo) is about the least
+ * normal number (2^-126, 2^-1022), exp(hi) finite. */
 #define FX_EXP_LO_F32 -87.33f
 #define FX_EXP_LO_F64 -708.39
+#define FX_EXP_HI_F32 88.0f
+#define FX_EXP_HI_F64 709.0
 
 #endif /* FX_VECMATH_TYPES */
 
@@ -349,8 +351,9 @@ FX_ALWAYS_INLINE fx_vf64 FXV(fx_exp_sum_f64)(fx_vf64 x) { return FXV(fx_exp_f64)
  * x < lo is true.  fx_exp_* also gives +inf above hi, and the same bits as
  * fx_exp_neg_* for x <= 0; fx_exp_sum_* is exp(min(hi, max(lo, x))), for
  * sums whose caller fixes up the rows where that differs (fx_narrow_sum;
- * on AVX-512 it is fx_exp_*, which costs no more).  The selects on both sides that this replaced
- * cost a third of the float64 exp's instructions on AVX2.
+ * on AVX-512 it is fx_exp_*, which costs no more).  The selects on both
+ * sides that this replaced cost a third of the float64 exp's instructions
+ * on AVX2.
  */
 #if (defined(__x86_64__) || defined(__i386__)) && FX_VBYTES == 32
 /* AVX2: n + j/8 in the rounding (magic 1.5 * 2^20, ulp 1/8), 2^(j/8) from
@@ -406,13 +409,13 @@ FX_ALWAYS_INLINE fx_vf32 FXV(fx_exp_neg_f32)(fx_vf32 x) {
 }
 
 FX_ALWAYS_INLINE fx_vf32 FXV(fx_exp_f32)(fx_vf32 x) {
-    const fx_vf32 hi = FXV(fx_bcast_f32)(88.0f);
+    const fx_vf32 hi = FXV(fx_bcast_f32)(FX_EXP_HI_F32);
     const fx_vf32 e = FXV(fx_exp_neg_f32)(FX_MIN_F32(hi, x));
     return FXV(fx_sel_f32)(x > hi, FXV(fx_bcast_f32)(INFINITY), e);
 }
 
 FX_ALWAYS_INLINE fx_vf32 FXV(fx_exp_sum_f32)(fx_vf32 x) {
-    return FXV(fx_exp_floor_f32)(FX_MIN_F32(FXV(fx_bcast_f32)(88.0f), x));
+    return FXV(fx_exp_floor_f32)(FX_MIN_F32(FXV(fx_bcast_f32)(FX_EXP_HI_F32), x));
 }
 
 /* exp(r) = 1 + r + r^2 p(r), p of degree 9 fitted to (exp(r) - 1 - r) / r^2
@@ -443,13 +446,13 @@ FX_ALWAYS_INLINE fx_vf64 FXV(fx_exp_neg_f64)(fx_vf64 x) {
 }
 
 FX_ALWAYS_INLINE fx_vf64 FXV(fx_exp_f64)(fx_vf64 x) {
-    const fx_vf64 hi = FXV(fx_bcast_f64)(709.0);
+    const fx_vf64 hi = FXV(fx_bcast_f64)(FX_EXP_HI_F64);
     const fx_vf64 e = FXV(fx_exp_neg_f64)(FX_MIN_F64(hi, x));
     return FXV(fx_sel_f64)(x > hi, FXV(fx_bcast_f64)(INFINITY), e);
 }
 
 FX_ALWAYS_INLINE fx_vf64 FXV(fx_exp_sum_f64)(fx_vf64 x) {
-    return FXV(fx_exp_floor_f64)(FX_MIN_F64(FXV(fx_bcast_f64)(709.0), x));
+    return FXV(fx_exp_floor_f64)(FX_MIN_F64(FXV(fx_bcast_f64)(FX_EXP_HI_F64), x));
 }
 #endif /* FX_VBYTES == 64 */
 
