@@ -87,7 +87,11 @@ FX_ALWAYS_INLINE void FXC(fx_cols_scan)(const FX_T *x, const FX_T *t, const FX_T
         st->s[j] = st->wx[j] = st->wtx[j] = st->wt[j] = 0.0;
     }
     /* x - sh <= 0 everywhere unless a column holds +inf (then its shift is 0
-     * and the exp needs its upper clamp). */
+     * and the exp needs its upper clamp).  The exps are only summed, so
+     * the classes below the clamp may add 2^-126 (2^-1022) instead of 0
+     * (FX_EXP_FLOOR, as fx_block_sums): nothing next to a sum of at least
+     * 1 where the column's max is finite; a column of -inf is set to 0
+     * after the last group. */
     int capped = 1;
     for (int64_t c0 = 0; c0 < nc; c0 += FX_COLS_GROUP) {
         const int64_t c1 = (c0 + FX_COLS_GROUP) < nc ? (c0 + FX_COLS_GROUP) : nc;
@@ -103,7 +107,7 @@ FX_ALWAYS_INLINE void FXC(fx_cols_scan)(const FX_T *x, const FX_T *t, const FX_T
         }
         /* The new running max and shift; scale = exp(old shift - new shift)
          * where the max rose (1 elsewhere, and where the old max was -inf:
-         * the sum is 0 or NaN there and must stay so). */
+         * the sum there is NaN, which must stay so, or next to nothing). */
         for (int64_t j = 0; j < mv; j += FX_L) {
             FX_V old = FXR(fx_load)(st->m + j), now = FX_MAX(FXR(fx_load)(gm + j), old);
             FX_V inf = FX_BC((FX_T)INFINITY);
@@ -126,7 +130,7 @@ FX_ALWAYS_INLINE void FXC(fx_cols_scan)(const FX_T *x, const FX_T *t, const FX_T
                 if (pfrow) __builtin_prefetch(pfrow + j);
                 FX_V v = FXR(fx_load_part)(row + j, len, (FX_T)-INFINITY);
                 FX_V d = v - FXR(fx_load)(st->sh + j);
-                FXR(fx_store)(fs + j, FXR(fx_load)(fs + j) + (capped ? FX_EXP_NEG(d) : FX_EXP(d)));
+                FXR(fx_store)(fs + j, FXR(fx_load)(fs + j) + (capped ? FX_EXP_FLOOR(d) : FX_EXP(d)));
                 if (need_wx || t) {
                     FX_V v0 = full ? v : FXR(fx_load_part)(row + j, len, 0);
                     if (need_wx) FXR(fx_store)(fwx + j, FXR(fx_load)(fwx + j) + wc * v0);
@@ -148,6 +152,8 @@ FX_ALWAYS_INLINE void FXC(fx_cols_scan)(const FX_T *x, const FX_T *t, const FX_T
             }
         }
     }
+    for (int64_t j = 0; j < mv; j++)
+        if (st->m[j] == (FX_T)-INFINITY) st->s[j] *= 0.0; /* NaN stays NaN */
 }
 
 /* The write pass: out[c, j] = exp(x - sh_j) k_j - w_c (ct_j t_cj + cc_j), or

@@ -216,15 +216,15 @@ def test_masked_everywhere_but_one(dtype, n_classes, h):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("n_classes", [7, 20, 100, 1025, 40000])
 @pytest.mark.parametrize("n_threads", [1, 2])
-@pytest.mark.parametrize("one_row_a_call", [False, True])
-def test_classes_far_below_the_max_add_nothing(dtype, n_classes, n_threads, one_row_a_call):
+@pytest.mark.parametrize("layout", ["rows", "one row a call", "columns"])
+def test_classes_far_below_the_max_add_nothing(dtype, n_classes, n_threads, layout):
     """Where a scan only sums its exps, the classes below the exp's clamp
     may add exp(clamp) (2^-126 / 2^-1022) instead of 0 (fx_block_sums,
-    fx_narrow_sum): that must not reach a result.  With one class at 3 and
-    every other 1000 or 100 below it or -inf, the lse is exactly 3, in
-    narrow rows, many blocks and slices, and in one row split across
-    threads (one_row_a_call); rows of -inf stay -inf, +inf stays +inf, and
-    NaN stays NaN."""
+    fx_narrow_sum, fx_cols_scan): that must not reach a result.  With one
+    class at 3 and every other 1000 or 100 below it or -inf, the lse is
+    exactly 3: narrow rows, many blocks and slices, one row split across
+    threads (one row a call), and positions of a (1, C, N) array; rows of
+    -inf stay -inf, +inf stays +inf, and NaN stays NaN."""
     x = np.full((7, n_classes), -997.0, dtype=dtype)
     x[1:4] = -np.inf
     x[3, n_classes // 2] = np.nan
@@ -238,7 +238,10 @@ def test_classes_far_below_the_max_add_nothing(dtype, n_classes, n_threads, one_
     y = np.full(7, top)
 
     def call(fn, x, *args, **kw):
-        if not one_row_a_call:
+        if layout == "columns":
+            got = fn(np.ascontiguousarray(x.T[None]), *(a[None] for a in args), axis=1, n_threads=n_threads, **kw)
+            return got[0] if got.ndim == 2 else got[0].T
+        if layout == "rows":
             return fn(x, *args, n_threads=n_threads, **kw)
         return np.concatenate([fn(x[i:i + 1], *(a[i:i + 1] for a in args), n_threads=n_threads, **kw)
                                for i in range(len(x))])
