@@ -73,11 +73,13 @@ def _build_jobs():
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-# Sources that take longest to compile (seconds at -O3 on the 2-CPU
-# development VM, one at a time: avx2 ~110, avx512 ~95, baseline ~70,
-# Cython's _core.c ~10), started first so that the jobs finish together;
-# the rest follow.
-_SLOWEST_FIRST = ("fx_isa_avx2.c", "fx_isa_avx512.c", "fx_isa_baseline.c", "_core.c")
+# Sources that take longest to compile, started first so that the jobs
+# finish together; the rest follow.  Seconds at -O3 on the 2-CPU
+# development VM, 2026-12-07, two jobs: baseline ~190, avx512 ~172, avx2
+# ~171, Cython's _core.c ~15.  In this order one job runs baseline and
+# _core, the other avx512 then avx2: 342 s in all; the order avx2, avx512,
+# baseline put avx2 and baseline in one job, 361 s.
+_SLOWEST_FIRST = ("fx_isa_baseline.c", "fx_isa_avx512.c", "fx_isa_avx2.c", "_core.c")
 
 
 def _compile_rank(source):
