@@ -345,7 +345,7 @@ FX_ALWAYS_INLINE fx_vf64 FXV(fx_exp_sum_f64)(fx_vf64 x) { return FXV(fx_exp_f64)
  * by the mantissa width are the bits of 2^n (no float->int conversion, no
  * integer add).  The result is 2^n + 2^n (exp(r) - 1) in one FMA.
  * fx_exp_floor_* is exp(max(x, lo)) (NaN stays NaN: max(lo, x) returns x
- * when x is NaN), valid for x <= 0.  fx_exp_neg_* makes the lanes below lo
+ * when x is NaN), valid for x <= hi.  fx_exp_neg_* makes the lanes below lo
  * 0 (-inf included; no subnormals: they cannot change a sum that holds
  * exp(0) = 1) by one AND with x >= lo, which is false for NaN only when
  * x < lo is true.  fx_exp_* also gives +inf above hi, and the same bits as

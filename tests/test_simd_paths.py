@@ -121,6 +121,51 @@ def test_kernels_per_path(simd, dtype, n_classes, rng, h):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n_classes", [7, 20, 100, 1025, 40000])
+@pytest.mark.parametrize("n_threads", [1, 2])
+@pytest.mark.parametrize("layout", ["rows", "one row a call", "columns"])
+def test_classes_far_below_the_max_add_nothing(simd, dtype, n_classes, n_threads, layout):
+    """Where a scan only sums its exps, the classes below the exp's clamp
+    may add exp(clamp) (2^-126 / 2^-1022) instead of 0 (fx_block_sums,
+    fx_narrow_sum, fx_cols_scan): that must not reach a result.  With one
+    class at 3 and every other 1000 or 100 below it or -inf, the lse is
+    exactly 3: narrow rows, many blocks and slices, one row split across
+    threads (one row a call), and positions of a (1, C, N) array, on every
+    instruction set; rows of -inf stay -inf, +inf stays +inf, and NaN stays
+    NaN."""
+    x = np.full((7, n_classes), -997.0, dtype=dtype)
+    x[1:4] = -np.inf
+    x[3, n_classes // 2] = np.nan
+    x[4] = -97.0
+    x[4, 0] = -np.inf
+    x[5:, 0] = np.inf  # row 5: +inf alone would sum to exp(clamp), finite, without its fix-up
+    x[6, 1:] = 100.0
+    x[6, n_classes // 2] = np.nan
+    top = n_classes - 1  # in the last block: the blocks before had a lower running max
+    x[[0, 1, 4], top] = 3.0
+    y = np.full(7, top)
+
+    def call(fn, x, *args, **kw):
+        if layout == "columns":
+            got = fn(np.ascontiguousarray(x.T[None]), *(a[None] for a in args), axis=1, n_threads=n_threads, **kw)
+            return got[0] if got.ndim == 2 else got[0].T
+        if layout == "rows":
+            return fn(x, *args, n_threads=n_threads, **kw)
+        return np.concatenate([fn(x[i:i + 1], *(a[i:i + 1] for a in args), n_threads=n_threads, **kw)
+                               for i in range(len(x))])
+
+    expected = np.array([3.0, 3.0, -np.inf, np.nan, 3.0, np.inf, np.nan], dtype=dtype)
+    np.testing.assert_array_equal(call(fx.logsumexp, x), expected)
+    # Without the +inf rows, whose columns take the exact exp from the first group on.
+    np.testing.assert_array_equal(call(fx.logsumexp, x[:5]), expected[:5])
+    np.testing.assert_array_equal(call(fx.cross_entropy, x, y, reduction="none"),
+                                  np.where(np.isfinite(expected), 0, np.nan))  # a non-finite lse: NaN
+    np.testing.assert_array_equal(call(fx.log_softmax, x)[[0, 4]], x[[0, 4]] - dtype(3.0))
+    far = call(fx.cross_entropy, x[[0]], np.array([0]), reduction="none")
+    np.testing.assert_array_equal(far, [1000.0])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_exp_range_per_path(simd, dtype, h):
     # The vector exp over its whole domain: underflow to 0, no overflow, exact
     # at 0; softmax of [0, d] probes exp(-d) for every d in the range.
