@@ -1021,12 +1021,6 @@ cdef object _small_call(const real[:, ::1] x, const real[:, ::1] t, const int64_
         if w64 == NULL:
             raise MemoryError()
     try:
-        denom = live
-        if sw != NULL and lp == NULL:
-            if mean:  # only then, as the general path: a sum past DBL_MAX warns
-                denom = float(sample_weight_arg.sum())
-        elif sw != NULL:
-            denom = _live_weight_sum(lp, n, ignore_index, NULL, sw)
         if w64 != NULL:
             if not _small_weights(weight_arg, c, w64):
                 return None
@@ -1037,8 +1031,13 @@ cdef object _small_call(const real[:, ::1] x, const real[:, ::1] t, const int64_
             ws = top if top > 0 else 1.0
             for i in range(c):
                 w[i] = <real>(w64[i] / ws)
-            if lp != NULL:
-                denom = _live_weight_sum(lp, n, ignore_index, w64, sw)
+        if lp != NULL and (w64 != NULL or sw != NULL):
+            denom = _live_weight_sum(lp, n, ignore_index, w64, sw)
+        elif lp == NULL and sw != NULL and mean:
+            # Only for 'mean', as the general path: a sum past DBL_MAX warns.
+            denom = float(sample_weight_arg.sum())
+        else:
+            denom = live
         if mean and denom == 0:
             # Nothing counts: the gradient's scale (NaN or 0, empty=) is the
             # general path's business.
