@@ -7,9 +7,10 @@
   by default: the kernels pick AVX-512 / AVX2 / baseline at run time.
   FASTXENT_NATIVE=1 opts in to -march=native for a local build.
 - FASTXENT_SANITIZE=1 builds with AddressSanitizer + UBSan (-O0 -g).
-- The kernels are compiled once per instruction set, each in a unit of its
-  own (src_c/fx_isa_*.c), and the extension's sources compile in parallel
-  (one job per CPU, FASTXENT_BUILD_JOBS to change it), the slowest first.
+- The kernels are compiled once per instruction set and dtype, each in a
+  unit of its own (src_c/fx_isa_<isa>_f32.c, _f64.c), and the extension's
+  sources compile in parallel (one job per CPU, FASTXENT_BUILD_JOBS to
+  change it), the slowest first.
 - The C headers (and kernel sources) are installed in fastxent/include, the
   directory fastxent.get_include() returns.
 """
@@ -75,11 +76,12 @@ def _build_jobs():
 
 # Sources that take longest to compile, started first so that the jobs
 # finish together; the rest follow.  Seconds at -O3 on the 2-CPU
-# development VM, 2026-12-07, two jobs: baseline ~190, avx512 ~172, avx2
-# ~171, Cython's _core.c ~15.  In this order one job runs baseline and
-# _core, the other avx512 then avx2: 342 s in all; the order avx2, avx512,
-# baseline put avx2 and baseline in one job, 361 s.
-_SLOWEST_FIRST = ("fx_isa_baseline.c", "fx_isa_avx512.c", "fx_isa_avx2.c", "_core.c")
+# development VM, 2026-12-07, two at a time: baseline f32 89, avx2 f32 83,
+# avx512 f64 71, baseline f64 71, avx2 f64 67, avx512 f32 66, Cython's
+# _core.c ~15: about 236 s in all with two jobs.  (With one unit an ISA,
+# both dtypes in each, the best two jobs could do was 342 s.)
+_SLOWEST_FIRST = ("fx_isa_baseline_f32.c", "fx_isa_avx2_f32.c", "fx_isa_avx512_f64.c", "fx_isa_baseline_f64.c",
+                  "fx_isa_avx2_f64.c", "fx_isa_avx512_f32.c", "_core.c")
 
 
 def _compile_rank(source):
@@ -193,7 +195,8 @@ def extensions():
     ext = Extension(
         "fastxent._core",
         sources=["fastxent/_core.pyx", os.path.join(SRC_C, "fx_kernels.c")]
-        + [os.path.join(SRC_C, f"fx_isa_{isa}.c") for isa in ("avx512", "avx2", "baseline")],
+        + [os.path.join(SRC_C, f"fx_isa_{isa}_{dtype}.c")
+           for isa in ("avx512", "avx2", "baseline") for dtype in ("f32", "f64")],
         include_dirs=[SRC_C],
         define_macros=[("FX_SEPARATE_ISA_UNITS", "1")],
         depends=[os.path.join(SRC_C, name) for name in C_FILES] + ["fastxent/_core.pxd"],

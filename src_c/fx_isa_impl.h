@@ -1,6 +1,7 @@
 /*
- * fx_isa_impl.h -- every kernel of one instruction set, for both dtypes.
- * Included by fx_isa_unit.h with FX_ISA set (no include guard on purpose).
+ * fx_isa_impl.h -- every kernel of one instruction set, for the dtypes that
+ * FX_UNIT_F32 and FX_UNIT_F64 select.  Included by fx_isa_unit.h with FX_ISA
+ * set (no include guard on purpose).
  */
 #include "fx_vecmath.h"
 
@@ -19,6 +20,7 @@ static int64_t FXV(fx_count_labels)(const int64_t *labels, int64_t n, int64_t n_
     return live;
 }
 
+#if FX_UNIT_F32
 #define FX_T float
 #define FX_TBYTES 4
 #define FX_V fx_vf32
@@ -59,7 +61,9 @@ static int64_t FXV(fx_count_labels)(const int64_t *labels, int64_t n, int64_t n_
 #undef FX_LOADP
 #undef FX_STOREP
 #undef FX_STREAM
+#endif
 
+#if FX_UNIT_F64
 #define FX_T double
 #define FX_TBYTES 8
 #define FX_V fx_vf64
@@ -100,6 +104,7 @@ static int64_t FXV(fx_count_labels)(const int64_t *labels, int64_t n, int64_t n_
 #undef FX_LOADP
 #undef FX_STOREP
 #undef FX_STREAM
+#endif
 #undef FXV
 #undef FX_STREAM_F32
 #undef FX_STREAM_F64

@@ -1,15 +1,26 @@
 /*
  * fx_isa_unit.h -- the body of one instruction set's translation unit
  * (fx_isa_avx512.c, fx_isa_avx2.c, fx_isa_baseline.c): every kernel compiled
- * for that ISA, and its dispatch table fx_table<FX_ISA>.
+ * for that ISA, and its dispatch tables fx_table_f32<FX_ISA> and
+ * fx_table_f64<FX_ISA>.
  *
  * Set before including: FX_ISA (name suffix), FX_VBYTES (register width:
  * 64 zmm, 32 ymm, 16 xmm) and, except for the baseline, FX_TARGET (the
- * target attribute string).  The kernels are static; only the table is
- * seen from outside, so a unit can be its own object file (setup.py builds
- * the three in parallel) or be #included into fx_kernels.c (one file for
- * users who compile the kernels into their own extension or program).
+ * target attribute string); optionally FX_UNIT_DTYPE, 32 or 64, for one
+ * dtype's kernels only.  The kernels are static; only the tables are seen
+ * from outside, so a unit can be its own object file (setup.py builds each
+ * ISA's float32 and float64 halves, fx_isa_<isa>_f32.c and _f64.c, as six
+ * units in parallel: one unit an ISA left two jobs on two CPUs unbalanced)
+ * or be #included into fx_kernels.c (one file for users who compile the
+ * kernels into their own extension or program).
  */
+#ifdef FX_UNIT_DTYPE
+#define FX_UNIT_F32 (FX_UNIT_DTYPE == 32)
+#define FX_UNIT_F64 (FX_UNIT_DTYPE == 64)
+#else
+#define FX_UNIT_F32 1
+#define FX_UNIT_F64 1
+#endif
 #include <stdlib.h>
 #include <string.h>
 #include <math.h>
@@ -44,31 +55,27 @@ FX_TARGET_PUSH(FX_TARGET)
 #endif
 #endif
 
-/* In the order of fx_table's fields (fx_table.h).  FX_TABLE expands FX_ISA
+/* In the order of FX_TABLE_FIELDS (fx_table.h).  FX_TABLE expands FX_ISA
  * before FX_TABLE_NAMED pastes it onto the names. */
-#define FX_TABLE_NAMED(isa)                                                                \
-    {                                                                                      \
-        fx_logsumexp_row_f32##isa, fx_logsumexp_row_f64##isa, fx_softmax_row_f32##isa,     \
-        fx_softmax_row_f64##isa, fx_log_softmax_row_f32##isa, fx_log_softmax_row_f64##isa, \
-        fx_ce_label_row_f32##isa, fx_ce_label_row_f64##isa, fx_ce_prob_row_f32##isa,       \
-        fx_ce_prob_row_f64##isa, fx_logsumexp_cols_f32##isa, fx_logsumexp_cols_f64##isa,   \
-        fx_softmax_cols_f32##isa, fx_softmax_cols_f64##isa, fx_ce_cols_f32##isa,           \
-        fx_ce_cols_f64##isa, fx_nll_prob_row_f32##isa, fx_nll_prob_row_f64##isa,           \
-        fx_entropy_row_f32##isa, fx_entropy_row_f64##isa, fx_kl_row_f32##isa,              \
-        fx_kl_row_f64##isa, fx_bce_f32##isa, fx_bce_f64##isa,                              \
-        fx_softcap_row_f32##isa, fx_softcap_row_f64##isa, fx_softcap_grad_row_f32##isa,    \
-        fx_softcap_grad_row_f64##isa, fx_narrow_lse_f32##isa, fx_narrow_lse_f64##isa,      \
-        fx_narrow_softmax_f32##isa, fx_narrow_softmax_f64##isa, fx_narrow_ce_f32##isa,     \
-        fx_narrow_ce_f64##isa, fx_lse_scan_row_f32##isa, fx_lse_scan_row_f64##isa,         \
-        fx_write_row_f32##isa, fx_write_row_f64##isa, fx_count_labels##isa,                \
-        fx_logsumexp_rows_f32##isa, fx_logsumexp_rows_f64##isa, fx_narrow_entropy_f32##isa, \
-        fx_narrow_entropy_f64##isa, fx_narrow_kl_f32##isa, fx_narrow_kl_f64##isa,          \
-        fx_softmax_rows_f32##isa,                                                          \
-        fx_softmax_rows_f64##isa, fx_ce_label_rows_f32##isa, fx_ce_label_rows_f64##isa     \
+#define FX_TABLE_NAMED(sfx, isa)                                                                     \
+    {                                                                                                \
+        fx_logsumexp_row##sfx##isa, fx_softmax_row##sfx##isa, fx_log_softmax_row##sfx##isa,          \
+        fx_ce_label_row##sfx##isa, fx_ce_prob_row##sfx##isa, fx_logsumexp_cols##sfx##isa,            \
+        fx_softmax_cols##sfx##isa, fx_ce_cols##sfx##isa, fx_nll_prob_row##sfx##isa,                  \
+        fx_entropy_row##sfx##isa, fx_kl_row##sfx##isa, fx_bce##sfx##isa, fx_softcap_row##sfx##isa,   \
+        fx_softcap_grad_row##sfx##isa, fx_narrow_lse##sfx##isa, fx_narrow_softmax##sfx##isa,         \
+        fx_narrow_ce##sfx##isa, fx_lse_scan_row##sfx##isa, fx_write_row##sfx##isa, fx_count_labels##isa, \
+        fx_logsumexp_rows##sfx##isa, fx_narrow_entropy##sfx##isa, fx_narrow_kl##sfx##isa,            \
+        fx_softmax_rows##sfx##isa, fx_ce_label_rows##sfx##isa                                        \
     }
-#define FX_TABLE(isa) FX_TABLE_NAMED(isa)
+#define FX_TABLE(sfx, isa) FX_TABLE_NAMED(sfx, isa)
 
-const fx_table FX_CAT(fx_table, FX_ISA) = FX_TABLE(FX_ISA);
+#if FX_UNIT_F32
+const fx_table_f32 FX_CAT(fx_table_f32, FX_ISA) = FX_TABLE(_f32, FX_ISA);
+#endif
+#if FX_UNIT_F64
+const fx_table_f64 FX_CAT(fx_table_f64, FX_ISA) = FX_TABLE(_f64, FX_ISA);
+#endif
 
 #undef FX_TABLE
 #undef FX_TABLE_NAMED
@@ -78,3 +85,6 @@ const fx_table FX_CAT(fx_table, FX_ISA) = FX_TABLE(FX_ISA);
 #undef FX_ISA
 #undef FX_VBYTES
 #undef FX_TARGET
+#undef FX_UNIT_F32
+#undef FX_UNIT_F64
+#undef FX_UNIT_DTYPE
