@@ -191,13 +191,16 @@ FX_ALWAYS_INLINE void FXC(fx_cols_write)(const FX_T *x, const FX_T *t, const FX_
         const FX_T wc = w ? w[c] : (FX_T)1;
         int64_t j = 0;
         if (stream) {
-            /* Up to the first aligned element, then whole aligned vectors. */
-            int64_t head = (int64_t)((FX_VBYTES - ((uintptr_t)orow % FX_VBYTES)) % FX_VBYTES / sizeof(FX_T));
-            if (head > m) head = m;
+            /* Every element streamed, as in fx_write. */
+            const int64_t head = FXR(fx_stream_head)(orow, m);
             if (head > 0)
-                FXR(fx_store_part)(orow, FXC(fx_cols_out_vec)(xr, tr, wc, j, head, take_log, offset, st, live), head);
+                FXR(fx_stream_part)(orow, FXC(fx_cols_out_vec)(xr, tr, wc, j, head, take_log, offset, st, live), head);
             for (j = head; j + FX_L <= m; j += FX_L)
                 FX_STREAM(orow + j, FXC(fx_cols_out_vec)(xr, tr, wc, j, FX_L, take_log, offset, st, live));
+            if (j < m)
+                FXR(fx_stream_part)(orow + j, FXC(fx_cols_out_vec)(xr, tr, wc, j, m - j, take_log, offset, st, live),
+                                    m - j);
+            continue;
         }
         for (; j + FX_L <= m; j += FX_L)
             FXR(fx_store)(orow + j, FXC(fx_cols_out_vec)(xr, tr, wc, j, FX_L, take_log, offset, st, live));

@@ -39,6 +39,7 @@ static int64_t FXV(fx_count_labels)(const int64_t *labels, int64_t n, int64_t n_
 #define FX_LOADP FXV(fx_loadp_f32)
 #define FX_STOREP FXV(fx_storep_f32)
 #define FX_STREAM FX_STREAM_F32
+#define FX_STREAM1 FX_STREAM1_F32
 #include "fx_rows_impl.h"
 #include "fx_narrow_impl.h" /* before the column kernels, which use it */
 #include "fx_cols_impl.h"
@@ -61,6 +62,7 @@ static int64_t FXV(fx_count_labels)(const int64_t *labels, int64_t n, int64_t n_
 #undef FX_LOADP
 #undef FX_STOREP
 #undef FX_STREAM
+#undef FX_STREAM1
 #endif
 
 #if FX_UNIT_F64
@@ -82,6 +84,7 @@ static int64_t FXV(fx_count_labels)(const int64_t *labels, int64_t n, int64_t n_
 #define FX_LOADP FXV(fx_loadp_f64)
 #define FX_STOREP FXV(fx_storep_f64)
 #define FX_STREAM FX_STREAM_F64
+#define FX_STREAM1 FX_STREAM1_F64
 #include "fx_rows_impl.h"
 #include "fx_narrow_impl.h" /* before the column kernels, which use it */
 #include "fx_cols_impl.h"
@@ -104,10 +107,13 @@ static int64_t FXV(fx_count_labels)(const int64_t *labels, int64_t n, int64_t n_
 #undef FX_LOADP
 #undef FX_STOREP
 #undef FX_STREAM
+#undef FX_STREAM1
 #endif
 #undef FXV
 #undef FX_STREAM_F32
 #undef FX_STREAM_F64
+#undef FX_STREAM1_F32
+#undef FX_STREAM1_F64
 #undef FX_SFENCE
 #undef FX_MAX_F32
 #undef FX_MAX_F64

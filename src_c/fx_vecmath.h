@@ -85,6 +85,14 @@ typedef double fx_vf64_mem __attribute__((vector_size(FX_VBYTES), aligned(8), ma
 #define FX_STREAM_F64(p, v) (*(fx_vf64 *)(p) = (v))
 #define FX_SFENCE() ((void)0)
 #endif
+/* One element, non-temporal where the ISA has it (movnti). */
+#if defined(__x86_64__)
+#define FX_STREAM1_F32(p, v) _mm_stream_si32((int *)(p), ((union { float f; int i; }){.f = (v)}).i)
+#define FX_STREAM1_F64(p, v) _mm_stream_si64((long long *)(p), ((union { double f; long long i; }){.f = (v)}).i)
+#else
+#define FX_STREAM1_F32(p, v) (*(p) = (v))
+#define FX_STREAM1_F64(p, v) (*(p) = (v))
+#endif
 
 /* The lower and upper half of a float32 vector's lanes. */
 #undef FX_HALF_LO
