@@ -43,12 +43,16 @@ cdef enum:
     # half the 32 MiB L3 of the development machine; smaller outputs stay
     # cached for whatever reads them next.
     STREAM_BYTES = 16 << 20
-    # ... for rows of at least this many bytes: a row's first and last
-    # partial cache lines take plain (masked) stores, and mixed with the
-    # streamed lines they cost more than the streaming saves on shorter rows
-    # (65536x512 float32 gradient, 2 threads: 20.3 ms streamed, 17.6 plain;
-    # 768 classes: 18.1 / 18.9; 1000: 15.2 / 17.4).
-    STREAM_ROW_BYTES = 3072
+    # ... for rows of at least this many bytes.  Shorter rows' outputs go
+    # through the caches: streamed, their partial vectors at both ends
+    # (fx_stream_part) cost more than the read for ownership they save.
+    # Streamed / plain, 2 threads, 256 MiB outputs at numpy's 16-byte
+    # alignment, medians of 3 alternated runs (ms): float32 x100
+    # log_softmax 39.2 / 34.9, gradient 57.3 / 48.3; x160 log_softmax 24.3
+    # / 27.1, gradient 33.7 / 30.0; x256 22.8 / 28.6, 28.2 / 29.5; x512
+    # 23.5 / 29.6, 25.4 / 34.0; float64 x128 softmax 28.0 / 39.7, gradient
+    # 34.2 / 40.1.
+    STREAM_ROW_BYTES = 1024
     # Positions per work unit of the column (class axis strided) kernels.
     COLS_UNIT = 512
     # Rows per work unit of the narrow-row kernels (n_classes <= FX_NARROW_MAX).

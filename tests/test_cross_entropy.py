@@ -691,7 +691,7 @@ def test_float16_overflow_no_warning(call):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("offset", [0, 4, 16, 60])
 def test_streamed_rows_match_cached_rows_at_any_alignment_of_out(offset, dtype, rng):
-    # Outputs of 16 MiB or more with rows of 3 KiB or more are written with
+    # Outputs of 16 MiB or more with rows of 1 KiB or more are written with
     # streaming stores (a row's partial first and last vectors one element
     # at a time; float64 at offset 4, not aligned to its element, with
     # plain stores), the label's gradient put in its vector before the
