@@ -334,8 +334,11 @@ FX_ALWAYS_INLINE void FXR(fx_fence_stores)(int flags) {
  * log_softmax of 65536x1000 float32 into a 16-byte aligned out, 1 thread,
  * AVX2, 57.3 ms with plain ends, 38.1 streamed (an out on a line: 40.9 /
  * 41.0); the lines at both ends of plain stores instead, 39.7 and 42.9.
+ * Out of line: inlined, the element loop slowed the rows that never take
+ * it (the same out on a line, log_softmax 40.7 -> 43.5 ms, the gradient
+ * 42.4 -> 45.3; out of line 41.7 and 42.3).
  */
-FX_ALWAYS_INLINE void FXR(fx_stream_part)(FX_T *p, FX_V v, int64_t len) {
+static __attribute__((noinline)) void FXR(fx_stream_part)(FX_T *p, FX_V v, int64_t len) {
     for (int64_t j = 0; j < len; j++) FX_STREAM1(p + j, v[j]);
 }
 
