@@ -689,21 +689,22 @@ def test_float16_overflow_no_warning(call):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("offset", [0, 4, 16, 60])
+@pytest.mark.parametrize("offset", [0, 1, 4, 15])  # elements past a cache line
 def test_streamed_rows_match_cached_rows_at_any_alignment_of_out(offset, dtype, rng):
     # Outputs of 16 MiB or more with rows of 1 KiB or more are written with
     # streaming stores (a row's partial first and last vectors one element
-    # at a time; float64 at offset 4, not aligned to its element, with
-    # plain stores), the label's gradient put in its vector before the
-    # store; slices of the same rows are small enough to be written through
-    # the caches.  Same bits either way, at every alignment of out=.
+    # at a time), the label's gradient put in its vector before the store;
+    # slices of the same rows are small enough to be written through the
+    # caches.  Same bits either way, at every alignment of out= (to its
+    # element: a float64 array at an odd 4 bytes is not tested, see the
+    # closing note of session 17).
     n, c = 1040, 4100
     x = (rng.standard_normal((n, c)) * 4).astype(dtype)
     y = rng.integers(0, c, n)
     y[:3] = [0, c - 1, 16]   # the label in a row's first, last, and a vector's first element
     y[5] = -100
-    buf = np.empty(x.nbytes + 128, np.uint8)
-    start = (-buf.ctypes.data) % 64 + offset
+    buf = np.empty(x.nbytes + 256, np.uint8)
+    start = (-buf.ctypes.data) % 64 + offset * x.itemsize
     out = buf[start:start + x.nbytes].view(dtype).reshape(x.shape)
     assert out.nbytes >= 16 << 20
     w, sw = np.linspace(0.5, 2, c), np.linspace(1, 3, n)
