@@ -9,7 +9,7 @@ from fastxent import _validation as v
 
 def _prepare(x, target, weight, pos_weight, reduction, label_smoothing, from_logits, n_threads):
     arr, compute = v.float_array("x", x)
-    tgt = np.asarray(target)
+    tgt = v.aligned(np.asarray(target))
     if tgt.dtype.kind not in "fiub" and tgt.dtype.name != "bfloat16":
         raise TypeError(f"target must be a real array of 0/1 labels or probabilities, got dtype {tgt.dtype}")
     if tgt.shape != arr.shape:
@@ -24,7 +24,7 @@ def _prepare(x, target, weight, pos_weight, reduction, label_smoothing, from_log
     t_rows = np.ascontiguousarray(tgt, dtype=compute).reshape(rows.shape)
     w_rows = None
     if weight is not None:
-        w = np.asarray(weight)
+        w = v.aligned(np.asarray(weight))
         if w.dtype.kind not in "fiu":
             raise TypeError(f"weight must be a real array, got dtype {w.dtype}")
         try:
@@ -36,7 +36,7 @@ def _prepare(x, target, weight, pos_weight, reduction, label_smoothing, from_log
     if pos_weight is not None:
         if not from_logits:
             raise ValueError("pos_weight needs from_logits=True (as in PyTorch)")
-        pw = np.asarray(pos_weight)
+        pw = v.aligned(np.asarray(pos_weight))
         if pw.dtype.kind not in "fiu":
             raise TypeError(f"pos_weight must be a real array, got dtype {pw.dtype}")
         if pw.ndim > 1 or pw.size not in (1, n_last):
@@ -104,7 +104,7 @@ def binary_cross_entropy_with_grad(x, target, *, weight=None, pos_weight=None, r
     """:func:`binary_cross_entropy` and its gradient with respect to `x`.
 
     grad_output : float, or array of x's shape with reduction='none'
-    out : ndarray of x's shape and dtype, C-contiguous, optional
+    out : ndarray of x's shape and dtype, C-contiguous and aligned, optional
     inplace : bool -- write the gradient over `x`.
 
     Returns
@@ -135,7 +135,7 @@ def _bce(x, target, weight, pos_weight, reduction, label_smoothing, from_logits,
             if np.shares_memory(out, arr):
                 raise ValueError("out must not overlap x (use inplace=True to overwrite x)")
         if reduction == "none" and np.ndim(grad_output) != 0:
-            go = np.asarray(grad_output)
+            go = v.aligned(np.asarray(grad_output))
             if go.dtype.kind not in "fiu":
                 raise TypeError(f"grad_output must be a real number or array, got dtype {go.dtype}")
             if go.shape != arr.shape:

@@ -269,9 +269,11 @@ cdef bint _rows_small(const real[:, ::1] x, out, int mode):
             rows_out = out
     except (ValueError, TypeError):
         return False
-    if mode == 0 and lse_out.shape[0] == n:
+    if not _aligned(&x[0, 0], sizeof(real)):
+        return False
+    if mode == 0 and lse_out.shape[0] == n and _aligned(&lse_out[0], sizeof(real)):
         _rows_serial(&x[0, 0], n, c, &lse_out[0], 0)
-    elif mode != 0 and rows_out.shape[0] == n and rows_out.shape[1] == c:
+    elif mode != 0 and rows_out.shape[0] == n and rows_out.shape[1] == c and _aligned(&rows_out[0, 0], sizeof(real)):
         _rows_serial(&x[0, 0], n, c, &rows_out[0, 0], mode)
     else:
         return False
@@ -934,6 +936,13 @@ cdef double _ce_small_rows(const real *x, const real *t, const int64_t *labels, 
     return total
 
 
+cdef inline bint _aligned(const void *p, size_t size) noexcept nogil:
+    """Whether p may be read as an array of size-byte elements: a view at
+    an odd address (a raw buffer's bytes from an odd offset) may not; the
+    general path copies such inputs and rejects such outputs."""
+    return (<uintptr_t>p) % size == 0
+
+
 cdef int _small_weights(weight_arg, int64_t c, double *w64) except -1:
     """The class weights of a small call into w64 (c doubles): 1 when they
     are a float64 or float32 ndarray of c finite non-negative values, else
@@ -953,6 +962,8 @@ cdef int _small_weights(weight_arg, int64_t c, double *w64) except -1:
     except (ValueError, TypeError):
         return 0
     if (wd.shape[0] if double_ else wf.shape[0]) != c:
+        return 0
+    if not (_aligned(&wd[0], 8) if double_ else _aligned(&wf[0], 4)):
         return 0
     for i in range(c):
         w64[i] = wd[i] if double_ else wf[i]
@@ -993,7 +1004,7 @@ cdef object _small_call(const real[:, ::1] x, const real[:, ::1] t, const int64_
             sw_view = sample_weight_arg
         except (ValueError, TypeError):
             return None
-        if sw_view.shape[0] != n:
+        if sw_view.shape[0] != n or not _aligned(&sw_view[0], 8):
             return None
         for i in range(n):
             if not (0.0 <= sw_view[i] <= DBL_MAX):
@@ -1003,6 +1014,9 @@ cdef object _small_call(const real[:, ::1] x, const real[:, ::1] t, const int64_
     cdef real *loss_out = &loss_view[0] if loss_view is not None else NULL
     cdef const real *tp = &t[0, 0] if t is not None else NULL
     cdef const int64_t *lp = &lab[0] if t is None else NULL
+    if not (_aligned(&x[0, 0], sizeof(real)) and _aligned(tp, sizeof(real)) and _aligned(lp, 8)
+            and _aligned(grad, sizeof(real)) and _aligned(loss_out, sizeof(real))):
+        return None
     cdef bint narrow = c <= FX_NARROW_MAX
     cdef int64_t rpb = _unit_rows(c)
     cdef int64_t units = (n + rpb - 1) // rpb

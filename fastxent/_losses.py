@@ -46,7 +46,7 @@ def _prepare(logits, target, *, axis, weight, sample_weight, ignore_index, reduc
     p.n_threads = v.n_threads(n_threads)
     p.denominator = None
 
-    tgt = np.asarray(target)
+    tgt = v.aligned(np.asarray(target))
     if tgt.dtype.kind in "iu":
         p.labels, p.live = v.labels_array(tgt, p.target_shape, p.n_classes, p.ignore_index, p.n_threads)
         p.probs_view = None
@@ -99,7 +99,7 @@ def _sum_row_weights(p):
 def _grad_scaling(p, grad_output):
     """(scalar, per-row array or None) that multiply each row's gradient."""
     if p.reduction == "none":
-        go = np.asarray(grad_output)
+        go = v.aligned(np.asarray(grad_output))
         if go.ndim == 0:
             return v.real_scalar("grad_output", go), None
         if go.dtype.kind not in "fiu":
@@ -270,8 +270,8 @@ def cross_entropy_with_grad(logits, target, *, axis=-1, weight=None, sample_weig
     grad_output : float, or array of the target shape with ``reduction='none'``
         Multiplies the gradient (the upstream gradient of a backward pass).
     out : ndarray, optional
-        C-contiguous array of the logits' shape and dtype that receives the
-        gradient (no allocation, no page faults).
+        C-contiguous (and aligned) array of the logits' shape and dtype that
+        receives the gradient (no allocation, no page faults).
     inplace : bool, default False
         Write the gradient over `logits` (a writable C-contiguous float32 or
         float64 array).

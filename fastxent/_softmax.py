@@ -51,7 +51,8 @@ def logsumexp(x, axis=-1, *, out=None, n_threads=None):
     axis : int, default -1
         The axis reduced over.  Any axis runs without a transposed copy.
     out : ndarray, optional
-        C-contiguous array of ``x``'s shape without `axis` and ``x``'s dtype.
+        C-contiguous (and aligned) array of ``x``'s shape without `axis` and
+        ``x``'s dtype.
     n_threads : int, optional
         None or -1: all threads the process may use (OMP_NUM_THREADS,
         threadpoolctl); a positive number of threads.  Results do not depend

@@ -54,13 +54,20 @@ def float_array(name, x):
 
 
 def as_array(name, x):
-    """np.asarray(x), with NumPy's conversion errors (ragged nested lists,
-    objects that are not arrays) re-raised naming the argument."""
+    """np.asarray(x) (aligned), with NumPy's conversion errors (ragged nested
+    lists, objects that are not arrays) re-raised naming the argument."""
     try:
-        return np.asarray(x)
+        return aligned(np.asarray(x))
     except (ValueError, TypeError) as e:
         raise type(e)(f"{name} must be array-like (a numpy.ndarray or a rectangular nested list), "
                       f"got an object NumPy cannot convert: {e}") from None
+
+
+def aligned(arr):
+    """`arr`, or an aligned copy where it is not aligned to its dtype (a view
+    of a raw buffer at an odd offset): the kernels read it through pointers
+    of its element type."""
+    return arr if arr.flags.aligned else arr.copy()
 
 
 def normalize_axis(axis, ndim, name="axis"):
@@ -156,7 +163,7 @@ def boolean(name, value):
 def labels_array(target, shape, n_classes, ignore_index, n_threads=1):
     """Integer class labels as a flat int64 array, checked against [0, n_classes),
     and the number of labels that are not ignore_index."""
-    arr = np.asarray(target)
+    arr = aligned(np.asarray(target))
     if arr.shape != shape:
         raise ValueError(
             f"target (class labels) must have shape {shape} (logits without the class axis), got {arr.shape}"
@@ -220,7 +227,7 @@ def no_partial_overlap(out, arr, name="out", other="x"):
 
 
 def out_array(out, shape, dtype, name="out"):
-    """Check a caller's output buffer: ndarray, shape, dtype, C order, writable."""
+    """Check a caller's output buffer: ndarray, shape, dtype, C order, writable, aligned."""
     if not isinstance(out, np.ndarray):
         raise TypeError(f"{name} must be a numpy.ndarray, got {type(out).__name__}")
     if out.shape != tuple(shape):
@@ -231,6 +238,9 @@ def out_array(out, shape, dtype, name="out"):
         raise ValueError(f"{name} must be C-contiguous, got an array with strides {out.strides}")
     if not out.flags.writeable:
         raise ValueError(f"{name} must be writable (it is read-only)")
+    if not out.flags.aligned:
+        raise ValueError(f"{name} must be aligned to its dtype ({dtype} at an address that is a multiple of "
+                         f"{np.dtype(dtype).alignment}), got an array at address {out.ctypes.data:#x}")
     return out
 
 

@@ -528,3 +528,65 @@ def test_case(case, outcomes):
 
 if __name__ == "__main__":
     child_main(int(sys.argv[1]))
+
+
+def _misaligned(a):
+    """A copy of `a` in a raw buffer at an odd 4 bytes: a valid ndarray (as
+    views of file or network bytes are) that is not aligned to its 8-byte
+    elements, which the kernels read through typed pointers."""
+    a = np.asarray(a)
+    buf = np.empty(a.nbytes + 16, np.uint8)
+    start = (-buf.ctypes.data) % 8 + 4
+    view = buf[start:start + a.nbytes].view(a.dtype).reshape(a.shape)
+    view[...] = a
+    assert not view.flags.aligned
+    return view
+
+
+@pytest.mark.parametrize("n", [64, 3000])  # a small call (stays in C) and the general path
+def test_misaligned_inputs_give_the_aligned_results(n, rng):
+    x = rng.standard_normal((n, 10))
+    y = rng.integers(0, 10, n)
+    t = fx.softmax(rng.standard_normal((n, 10)))
+    w, sw, go = rng.random(10) + 0.5, rng.random(n) + 0.5, rng.standard_normal(n)
+    mx, my, mt, mw, msw, mgo = map(_misaligned, (x, y, t, w, sw, go))
+    for name in ("logsumexp", "softmax", "log_softmax"):
+        np.testing.assert_array_equal(getattr(fx, name)(mx), getattr(fx, name)(x), err_msg=name)
+    for target, mtarget in ((y, my), (t, mt)):
+        assert fx.cross_entropy(mx, mtarget, weight=mw, sample_weight=msw) == \
+            fx.cross_entropy(x, target, weight=w, sample_weight=sw)
+        got = fx.cross_entropy_with_grad(mx, mtarget, weight=mw, sample_weight=msw, reduction="none",
+                                         grad_output=mgo)
+        want = fx.cross_entropy_with_grad(x, target, weight=w, sample_weight=sw, reduction="none", grad_output=go)
+        for g, e in zip(got, want):
+            np.testing.assert_array_equal(g, e)
+    b = (rng.random((n, 10)) < 0.5).astype(np.float64)
+    got = fx.binary_cross_entropy_with_grad(mx, _misaligned(b), weight=mw, pos_weight=mw, reduction="none",
+                                            grad_output=_misaligned(np.ones_like(x)))
+    want = fx.binary_cross_entropy_with_grad(x, b, weight=w, pos_weight=w, reduction="none",
+                                             grad_output=np.ones_like(x))
+    for g, e in zip(got, want):
+        np.testing.assert_array_equal(g, e)
+    np.testing.assert_array_equal(fx.entropy(_misaligned(t)), fx.entropy(t))
+    np.testing.assert_array_equal(fx.kl_divergence(mt, _misaligned(fx.softmax(x))), fx.kl_divergence(t, fx.softmax(x)))
+
+
+@pytest.mark.parametrize("n", [64, 3000])
+def test_misaligned_out_is_rejected_before_anything_is_written(n, rng):
+    x = rng.standard_normal((n, 10))
+    y = rng.integers(0, 10, n)
+    b = (rng.random((n, 10)) < 0.5).astype(np.float64)
+    calls = [
+        ("out", (n,), lambda o: fx.logsumexp(x, out=o)),
+        ("out", (n, 10), lambda o: fx.softmax(x, out=o)),
+        ("out", (n, 10), lambda o: fx.log_softmax(x, out=o)),
+        ("out", (n, 10), lambda o: fx.cross_entropy_with_grad(x, y, out=o)),
+        ("out", (n, 10), lambda o: fx.binary_cross_entropy_with_grad(x, b, out=o)),
+        (r"logits \(inplace=True\)", (n, 10), lambda o: fx.cross_entropy_with_grad(o, y, inplace=True)),
+        (r"x \(inplace=True\)", (n, 10), lambda o: fx.binary_cross_entropy_with_grad(o, b, inplace=True)),
+    ]
+    for name, shape, call in calls:
+        out = _misaligned(np.full(shape, 7.0))
+        with pytest.raises(ValueError, match=f"{name} must be aligned"):
+            call(out)
+        assert np.all(out == 7.0), name
