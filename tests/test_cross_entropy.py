@@ -695,9 +695,9 @@ def test_streamed_rows_match_cached_rows_at_any_alignment_of_out(offset, dtype, 
     # streaming stores (a row's partial first and last vectors one element
     # at a time), the label's gradient put in its vector before the store;
     # slices of the same rows are small enough to be written through the
-    # caches.  Same bits either way, at every alignment of out= (to its
-    # element: a float64 array at an odd 4 bytes is not tested, see the
-    # closing note of session 17).
+    # caches.  Same bits either way, at every alignment of out= to its
+    # element (an out= not aligned to its element is rejected:
+    # test_bad_input.py).
     n, c = 1040, 4100
     x = (rng.standard_normal((n, c)) * 4).astype(dtype)
     y = rng.integers(0, c, n)
