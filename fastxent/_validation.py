@@ -163,7 +163,7 @@ def boolean(name, value):
 def labels_array(target, shape, n_classes, ignore_index, n_threads=1):
     """Integer class labels as a flat int64 array, checked against [0, n_classes),
     and the number of labels that are not ignore_index."""
-    arr = aligned(np.asarray(target))
+    arr = np.asarray(target)  # aligned by the caller (_losses._prepare)
     if arr.shape != shape:
         raise ValueError(
             f"target (class labels) must have shape {shape} (logits without the class axis), got {arr.shape}"
