@@ -16,8 +16,9 @@ from fastxent import _reference as ref
 
 ORDER = ["baseline", "avx2", "avx512"]
 SUPPORTED = ORDER[: ORDER.index(fx.show_config()["simd_supported"]) + 1]
-# Within a block, a pair, a block and a partial one, two 512-row work units.
-ROWS = [1, 7, 16, 33, 531]
+# Within a block, two blocks, a group of four (float32 on AVX2) or a group
+# and a partial block, two groups, two 512-row work units.
+ROWS = [1, 7, 16, 32, 33, 64, 531]
 
 
 @pytest.fixture(params=SUPPORTED)
