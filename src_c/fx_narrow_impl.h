@@ -510,21 +510,22 @@ FX_FOLD_INLINE void FXR(fx_narrow_finish)(FXR(fx_nblock) *b, FX_V *v, FX_V ls, i
 
 /*
  * Blocks summed before any takes its log: the log is one long dependency
- * chain per block, which the other blocks' work hides.  Four where the
- * blocks have no output of n columns (lse, the loss alone): their columns
- * are dead after the sums.  AVX2, 1 thread, in cache, min of 300 calls of
- * each build alternated in one process, four blocks against two (ns an
- * element): float32 lse 4 classes 0.955 -> 0.771, 10 0.643 -> 0.580, 24
- * 0.628 -> 0.519; the loss 1.434 -> 0.988, 0.793 -> 0.669, 0.706 ->
- * 0.634; float64 lse 10 classes 1.684 -> 1.458, 24 1.412 -> 1.247; the
- * loss 2.106 -> 1.848, 1.498 -> 1.334.  Two with outputs: fours there,
- * through one loop for both kinds, gained at one or two chunks of columns
- * (float32, 10 classes: log_softmax 0.948 -> 0.880, with the gradient
- * 1.149 -> 1.064) but cost log_softmax 25% at 24 classes and float64's
- * outputs 3-8%, the softmax's too, whose blocks are single (code layout
- * of one large function).  FX_NARROW_CE_OPTS keeps two: in fours it
- * crashed GCC 12 (internal compiler error in gimple_expand_vec_cond_expr)
- * in the SSE2 float64 unit.
+ * chain per block, which the other blocks' work hides.  Four, but two for
+ * outputs of n columns beyond two chunks of columns (float32 17-32 classes
+ * on AVX2, float64 9-32), where four blocks' columns through the stack
+ * cost log_softmax 19% (float32, 24 classes), and for FX_NARROW_CE_OPTS,
+ * which in fours crashed GCC 12 (internal compiler error in
+ * gimple_expand_vec_cond_expr) in the SSE2 float64 unit.  AVX2, 1 thread,
+ * in cache, min of 300 calls of each build alternated in one process, four
+ * blocks against two, ns an element:
+ *   float32 10 classes: lse 0.641 -> 0.577, loss 0.792 -> 0.678,
+ *     log_softmax 0.945 -> 0.872, loss and gradient 1.154 -> 1.056
+ *   float32 4 classes: lse 0.955 -> 0.771, loss 1.434 -> 0.988
+ *   float64 10 classes (two for outputs): lse 1.682 -> 1.454, loss 2.105
+ *     -> 1.837; log_softmax 2.204 -> 2.234 and softmax 2.522 -> 2.659
+ *     (its blocks are single: the code around it moved), the gradient
+ *     2.719 -> 2.500
+ *   float64 4 classes: log_softmax 2.502 -> 2.234, gradient 2.997 -> 2.643
  */
 #define FX_NGROUP_MAX 4
 /* Whether the blocks have an output of n columns, as a constant wherever the
@@ -532,8 +533,8 @@ FX_FOLD_INLINE void FXR(fx_narrow_finish)(FXR(fx_nblock) *b, FX_V *v, FX_V ls, i
 FX_ALWAYS_INLINE int FXR(fx_nhas_out)(const FX_T *out, int mode) {
     return mode == FX_NARROW_SOFTMAX || mode == FX_NARROW_LOG_SOFTMAX || out != NULL;
 }
-FX_ALWAYS_INLINE int FXR(fx_ngroup)(const FX_T *out, int mode) {
-    return FXR(fx_nhas_out)(out, mode) || mode == FX_NARROW_CE_OPTS ? 2 : FX_NGROUP_MAX;
+FX_ALWAYS_INLINE int FXR(fx_ngroup)(const FX_T *out, int mode, const int NC) {
+    return mode == FX_NARROW_CE_OPTS || (FXR(fx_nhas_out)(out, mode) && NC > 2 * FX_L) ? 2 : FX_NGROUP_MAX;
 }
 
 /* nb (1 or fx_ngroup) blocks from row r0, the last one of `rows` rows. */
@@ -545,18 +546,21 @@ FX_FOLD_INLINE void FXR(fx_narrow_blocks)(const FX_T *x, int64_t n, int64_t cs, 
      * the second reads only what the first wrote). */
     const int soft = mode == FX_NARROW_CE_OPTS && ce->t;
     if (nb == FX_NGROUP_MAX) {
-        /* No outputs (fx_ngroup): the blocks' columns are dead after the
-         * sums, and one set, which every block reuses, stays in registers
-         * (float32 lse, 10 classes: 0.610 -> 0.577 ns an element). */
+        /* Through the stack (an array indexed in a loop).  With outputs
+         * each block keeps its columns for the finish; without, they are
+         * dead after the sums, and one set, which every block reuses, stays
+         * in registers (float32 lse, 10 classes: 0.610 -> 0.577 ns an
+         * element). */
         FXR(fx_nblock) b[FX_NGROUP_MAX];
         FX_V ls[FX_NGROUP_MAX], v[FX_NARROW_MAX];
+        const int has_out = FXR(fx_nhas_out)(out, mode);
         for (int i = 0; i < FX_NGROUP_MAX; i++)
-            FXR(fx_narrow_sum)(&b[i], v, x, n, cs, r0 + i * FX_L, i == FX_NGROUP_MAX - 1 ? rows : FX_L, whole, mode,
-                               ce, soft, keep, NC);
+            FXR(fx_narrow_sum)(&b[i], has_out ? b[i].v : v, x, n, cs, r0 + i * FX_L,
+                               i == FX_NGROUP_MAX - 1 ? rows : FX_L, whole, mode, ce, soft, keep, NC);
         for (int i = 0; i < FX_NGROUP_MAX; i++) ls[i] = FX_LOG(b[i].s);
         for (int i = 0; i < FX_NGROUP_MAX; i++)
-            FXR(fx_narrow_finish)(&b[i], v, ls[i], n, cs, r0 + i * FX_L, i == FX_NGROUP_MAX - 1 ? rows : FX_L,
-                                  whole, mode, ce, soft, out, lse, NC);
+            FXR(fx_narrow_finish)(&b[i], has_out ? b[i].v : v, ls[i], n, cs, r0 + i * FX_L,
+                                  i == FX_NGROUP_MAX - 1 ? rows : FX_L, whole, mode, ce, soft, out, lse, NC);
     } else if (nb == 2 && !FXR(fx_nhas_out)(out, mode)) {
         /* FX_NARROW_CE_OPTS without outputs (fx_ngroup): two named blocks,
          * not an array: every access constant, so the compiler keeps them
@@ -599,7 +603,7 @@ FX_FOLD_INLINE void FXR(fx_narrow_run_nc)(const FX_T *x, int64_t n_rows, int64_t
     const int64_t reach = FXR(fx_nreach)(n);
     int64_t r0 = 0;
     /* Groups hide the log's latency; softmax has no log. */
-    const int g = FXR(fx_ngroup)(out, mode);
+    const int g = FXR(fx_ngroup)(out, mode, NC);
     if (mode != FX_NARROW_SOFTMAX)
         for (; r0 + g * FX_L <= n_rows && (g - 1) * FX_L * n + reach <= (n_rows - r0) * n; r0 += g * FX_L)
             FXR(fx_narrow_blocks)(x, n, 0, r0, g, FX_L, 1, mode, ce, out, lse, NC);
@@ -619,7 +623,7 @@ FX_FOLD_INLINE void FXR(fx_narrow_run_nc)(const FX_T *x, int64_t n_rows, int64_t
 #define FX_NCOLS_MAX FX_NARROW_MAX
 FX_FOLD_INLINE void FXR(fx_narrow_cols_nc)(const FX_T *x, int64_t n_pos, int64_t n, int64_t cs, int mode,
                                              FXR(fx_nce) *ce, FX_T *out, FX_T *lse, const int NC) {
-    const int g = FXR(fx_ngroup)(out, mode);
+    const int g = FXR(fx_ngroup)(out, mode, NC);
     const int64_t P = g * FX_L, full = n_pos / P * P, rest = n_pos - full;
     for (int64_t r0 = 0; r0 < full; r0 += P) FXR(fx_narrow_blocks)(x, n, cs, r0, g, FX_L, 1, mode, ce, out, lse, NC);
     if (!rest) return;
