@@ -259,6 +259,17 @@ FX_ALWAYS_INLINE void FXR(fx_block_sums)(const FX_T *x, const FX_T *t, const FX_
     }
 }
 
+/* How far ahead fx_scan prefetches: a block while it keeps the exps, else
+ * 8 KiB (two float32 blocks, one float64 block).  log_softmax writes a row
+ * between one row's scan and the next's; further ahead, more of the next
+ * row is on its way meanwhile.  float32 from memory, AVX2, alternated
+ * calls, min of 11, 1 thread: log_softmax 4096x32000 0.678 -> 0.601 ns an
+ * element, 16384x2000 0.739 -> 0.674, 65536x1000 0.679 -> 0.588 (2
+ * threads 0.383 -> 0.332); logsumexp within 2%.  16 KiB cost the float64
+ * log_softmax 4-7%; the scans that keep exps (softmax, the gradient) did
+ * not gain. */
+#define FX_SCAN_AHEAD ((int64_t)(8192 / sizeof(FX_T)))
+
 /*
  * One pass over the row.  The flags are compile-time constants at every
  * call site, so each combination compiles to its own loop:
@@ -270,16 +281,6 @@ FX_ALWAYS_INLINE void FXR(fx_block_sums)(const FX_T *x, const FX_T *t, const FX_
  *   e:       NULL, or (only for n <= FX_BLOCK: one shift) n elements that
  *            receive exp(x - m), for the write pass (fx_write)
  */
-/* How far ahead fx_scan prefetches: a block while it keeps the exps, else
- * 8 KiB (two float32 blocks, one float64 block).  log_softmax writes a row
- * between one row's scan and the next's; further ahead, more of the next
- * row is on its way meanwhile.  float32 from memory, AVX2, alternated
- * calls, min of 11, 1 thread: log_softmax 4096x32000 0.678 -> 0.601 ns an
- * element, 16384x2000 0.739 -> 0.674, 65536x1000 0.679 -> 0.588 (2
- * threads 0.383 -> 0.332); logsumexp within 2%.  16 KiB cost the float64
- * log_softmax 4-7%; the scans that keep exps (softmax, the gradient) did
- * not gain. */
-#define FX_SCAN_AHEAD ((int64_t)(8192 / sizeof(FX_T)))
 FX_ALWAYS_INLINE void FXR(fx_scan)(const FX_T *x, const FX_T *t, const FX_T *w, int64_t n, int need_wx, FX_T tk,
                                    FX_T tc, FX_T *e, FXR(fx_scan_state) *st) {
     /* (m, s) of the slice (FX_SLICE elements) being scanned; row_m, row_s
