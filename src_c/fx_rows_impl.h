@@ -25,12 +25,11 @@
  * so the relative rounding error of a block sum is at most 64 * 2^-24 ~
  * 3.8e-6 on AVX2 in the worst case and ~sqrt(64) * 2^-24 ~ 4.8e-7
  * typically; block sums are then added in double (error 2^-53 per
- * addition), so the error does not grow with the row length.  A
- * confident row's loss,
- * log(1 + the small terms), is as good as the sum of those terms, which
- * the lane holding the 1 rounds at 2^-24 each: at 1000 classes, the others
- * 17 below the label's logit (a loss of 3e-5), its relative error was
- * 6e-2 (PyTorch's 1.3e-1).  The loss is
+ * addition), so the error does not grow with the row length.  A confident
+ * row's loss, log(1 + the small terms), is as good as the sum of those
+ * terms, which the lane holding the 1 rounds at 2^-24 each: at 1000
+ * classes, the others 17 below the label's logit (a loss of 3e-5), its
+ * relative error was 6e-2 on AVX2 (PyTorch's 1.3e-1).  The loss is
  * lse - x_y with lse = shift + log(s) in double: a relative error d in s
  * becomes an absolute error d in the lse, i.e. a relative error d / loss.
  */
