@@ -148,9 +148,11 @@ FX_ALWAYS_INLINE void FXR(fx_ntranspose)(FX_V *t) {
  * alternated calls, ns an element: float32 (16 -> 10 slots) lse 0.577 ->
  * 0.547, log_softmax 0.855 -> 0.742, loss 0.675 -> 0.657, gradient 1.043
  * -> 0.922; float64 (32 -> 10) lse 1.460 -> 1.395, log_softmax 2.237 ->
- * 1.932, loss 1.857 -> 1.601, gradient 2.538 -> 2.314.  (Slots of FX_L / 2,
- * FX_L + FX_L / 2 and so on besides measured within +-5% either way at 2, 4,
- * 12 and 16 float32 classes.)
+ * 1.932, loss 1.857 -> 1.601, gradient 2.538 -> 2.314.  Slots of FX_L / 2
+ * and FX_L + FX_L / 2 besides moved calls up to 11% either way (12
+ * classes: log_softmax 0.959 -> 0.851, the loss 0.743 -> 0.776; 2 classes:
+ * the gradient 3.735 -> 3.986), near the noise of unchanged code (16
+ * classes, the loss: +8%), for more code to compile: not kept.
  */
 #define FX_NSLOTS(n, call)                                                  \
     do {                                                                    \
