@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import fastxent as fx
+from fastxent import _core
 
 # Why these tolerances (the reference is float64 NumPy on the same input
 # values, so any difference is the kernel's own rounding):
@@ -116,6 +117,22 @@ def h():
 def rng(request):
     """A generator seeded from the test's id: reproducible, different per test."""
     return np.random.default_rng(zlib.crc32(request.node.nodeid.encode()))
+
+
+SIMD_ORDER = ["baseline", "avx2", "avx512"]
+
+
+@pytest.fixture(params=SIMD_ORDER[: SIMD_ORDER.index(fx.show_config()["simd_supported"]) + 1])
+def simd(request):
+    """Each SIMD path this CPU supports in turn, forced in-process
+    (a lower path's bug would otherwise show only on older CPUs); the
+    dispatcher's choice is restored after."""
+    before = _core.simd_path()
+    assert _core.set_simd(request.param) == request.param
+    assert fx.show_config()["simd"] == request.param
+    yield request.param
+    _core.set_simd(before)
+    assert _core.simd_path() == before
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -11,22 +11,11 @@ import numpy as np
 import pytest
 
 import fastxent as fx
-from fastxent import _core
 from fastxent import _reference as ref
 
-ORDER = ["baseline", "avx2", "avx512"]
-SUPPORTED = ORDER[: ORDER.index(fx.show_config()["simd_supported"]) + 1]
 # Within a block, two blocks, a group of four (float32 on AVX2) or a group
 # and a partial block, two groups, two 512-row work units.
 ROWS = [1, 7, 16, 32, 33, 64, 531]
-
-
-@pytest.fixture(params=SUPPORTED)
-def simd(request):
-    before = _core.simd_path()
-    assert _core.set_simd(request.param) == request.param
-    yield request.param
-    _core.set_simd(before)
 
 
 def _data(rng, rows, n, dtype):

@@ -82,13 +82,6 @@ def restore_simd():
     assert _core.simd_path() == before
 
 
-@pytest.fixture(params=SUPPORTED)
-def simd(request, restore_simd):
-    assert _core.set_simd(request.param) == request.param
-    assert fx.show_config()["simd"] == request.param
-    return request.param
-
-
 def test_set_simd_clamps_and_rejects(restore_simd):
     assert _core.set_simd("avx512") == SUPPORTED[-1]
     assert _core.set_simd("baseline") == "baseline"
