@@ -554,8 +554,8 @@ FX_FOLD_INLINE void FXR(fx_narrow_finish)(FXR(fx_nblock) *b, FX_V *v, FX_V ls, i
  *   float32 4 classes: lse 0.955 -> 0.771, loss 1.434 -> 0.988
  *   float64 10 classes (two for outputs): lse 1.682 -> 1.454, loss 2.105
  *     -> 1.837; log_softmax 2.204 -> 2.234 and softmax 2.522 -> 2.659
- *     (its blocks are single: the code around it moved), the gradient
- *     2.719 -> 2.500
+ *     (softmax then a block at a time: the code around it moved), the
+ *     gradient 2.719 -> 2.500
  *   float64 4 classes: log_softmax 2.502 -> 2.234, gradient 2.997 -> 2.643
  */
 #define FX_NGROUP_MAX 4
@@ -588,7 +588,7 @@ FX_FOLD_INLINE void FXR(fx_narrow_blocks)(const FX_T *x, int64_t n, int64_t cs, 
         for (int i = 0; i < FX_NGROUP_MAX; i++)
             FXR(fx_narrow_sum)(&b[i], has_out ? b[i].v : v, x, n, cs, r0 + i * FX_L,
                                i == FX_NGROUP_MAX - 1 ? rows : FX_L, whole, mode, ce, soft, keep, NC);
-        for (int i = 0; i < FX_NGROUP_MAX; i++) ls[i] = FX_LOG(b[i].s);
+        for (int i = 0; i < FX_NGROUP_MAX; i++) ls[i] = mode == FX_NARROW_SOFTMAX ? b[i].s : FX_LOG(b[i].s);
         for (int i = 0; i < FX_NGROUP_MAX; i++)
             FXR(fx_narrow_finish)(&b[i], has_out ? b[i].v : v, ls[i], n, cs, r0 + i * FX_L,
                                   i == FX_NGROUP_MAX - 1 ? rows : FX_L, whole, mode, ce, soft, out, lse, NC);
@@ -610,7 +610,7 @@ FX_FOLD_INLINE void FXR(fx_narrow_blocks)(const FX_T *x, int64_t n, int64_t cs, 
         for (int i = 0; i < 2; i++)
             FXR(fx_narrow_sum)(&b[i], b[i].v, x, n, cs, r0 + i * FX_L, i ? rows : FX_L, whole, mode, ce, soft, keep,
                                NC);
-        for (int i = 0; i < 2; i++) ls[i] = FX_LOG(b[i].s);
+        for (int i = 0; i < 2; i++) ls[i] = mode == FX_NARROW_SOFTMAX ? b[i].s : FX_LOG(b[i].s);
         for (int i = 0; i < 2; i++)
             FXR(fx_narrow_finish)(&b[i], b[i].v, ls[i], n, cs, r0 + i * FX_L, i ? rows : FX_L, whole, mode, ce, soft,
                                   out, lse, NC);
@@ -633,9 +633,16 @@ FX_FOLD_INLINE void FXR(fx_narrow_run_nc)(const FX_T *x, int64_t n_rows, int64_t
                                             FX_T *out, FX_T *lse, const int NC) {
     const int64_t reach = FXR(fx_nreach)(n);
     int64_t r0 = 0;
-    /* Groups hide the log's latency; softmax has no log. */
+    /* Groups hide the latency of each block's log (softmax: its division)
+     * behind the other blocks' work, but for softmax's widest code (two
+     * blocks of FX_NARROW_MAX columns through the stack).  AVX2, 8192 rows,
+     * 1 thread, in cache, min of 100-200 alternated calls, softmax a block
+     * at a time -> grouped, ns an element: float32 10 classes 1.013 ->
+     * 0.741, 16 0.759 -> 0.641, 2 2.972 -> 2.518; float64 10 2.353 ->
+     * 1.747, 8 2.249 -> 1.922, 2 4.422 -> 3.116; the widest code grouped:
+     * float32 32 classes 1.094 -> 1.175, float64 16 2.215 -> 2.713. */
     const int g = FXR(fx_ngroup)(out, mode, NC);
-    if (mode != FX_NARROW_SOFTMAX)
+    if (mode != FX_NARROW_SOFTMAX || NC < FX_NARROW_MAX)
         for (; r0 + g * FX_L <= n_rows && (g - 1) * FX_L * n + reach <= (n_rows - r0) * n; r0 += g * FX_L)
             FXR(fx_narrow_blocks)(x, n, 0, r0, g, FX_L, 1, mode, ce, out, lse, NC);
     for (; r0 < n_rows; r0 += FX_L) {
