@@ -141,22 +141,29 @@ FX_ALWAYS_INLINE void FXR(fx_ntranspose)(FX_V *t) {
 /*
  * call(NC) with the slots for rows of n classes: one chunk of FX_L
  * columns, two, or FX_NARROW_MAX (narrow ISAs: more chunks share the
- * widest code), and exactly 10 for rows of 9 or 10 classes where 10 is not
- * a whole number of chunks: ten classes (digits, CIFAR-10) is the
- * commonest narrow width, and there the 16 or 32 slots transposed columns
- * that no row has.  AVX2, 8192x10, 1 thread, in cache, min of 300
- * alternated calls, ns an element: float32 (16 -> 10 slots) lse 0.577 ->
+ * widest code), and exactly 2 or 10 for the commonest narrow widths where
+ * the chunk's slots would transpose columns that no row has: two classes
+ * (binary classification with two logits) with chunks of 8 or more, and 10
+ * (digits, CIFAR-10) for rows of 9 or 10 classes where 10 is not a whole
+ * number of chunks.  AVX2, 1 thread, in cache, min of 200-300 alternated
+ * calls, ns an element: 8192x2 float32 (8 -> 2 slots) lse 1.176 -> 1.078,
+ * log_softmax 2.286 -> 2.038, softmax 1.892 -> 1.643, loss 1.616 -> 1.425,
+ * gradient 2.754 -> 2.481 (float64's chunks of 4: log_softmax 8% slower,
+ * not taken); 8192x10 float32 (16 -> 10 slots) lse 0.577 ->
  * 0.547, log_softmax 0.855 -> 0.742, loss 0.675 -> 0.657, gradient 1.043
  * -> 0.922; float64 (32 -> 10) lse 1.460 -> 1.395, log_softmax 2.237 ->
  * 1.932, loss 1.857 -> 1.601, gradient 2.538 -> 2.314.  Slots of FX_L / 2
- * and FX_L + FX_L / 2 besides moved calls up to 11% either way (12
- * classes: log_softmax 0.959 -> 0.851, the loss 0.743 -> 0.776; 2 classes:
- * the gradient 3.735 -> 3.986), near the noise of unchanged code (16
- * classes, the loss: +8%), for more code to compile: not kept.
+ * (2-4 classes) and FX_L + FX_L / 2 besides moved calls up to 11% either
+ * way (12 classes: log_softmax 0.959 -> 0.851, the loss 0.743 -> 0.776; 2
+ * classes at 4 slots: the gradient 3.735 -> 3.986), near the noise of
+ * unchanged code (16 classes, the loss: +8%), for more code to compile:
+ * not kept.
  */
 #define FX_NSLOTS(n, call)                                                  \
     do {                                                                    \
-        if ((n) <= FX_L)                                                    \
+        if (FX_L >= 8 && (n) <= 2)                                          \
+            call(2);                                                        \
+        else if ((n) <= FX_L)                                               \
             call(FX_L);                                                     \
         else if (10 % FX_L != 0 && (n) <= 10 && (n) > 10 / FX_L * FX_L)     \
             call(10);                                                       \
