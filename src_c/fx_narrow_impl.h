@@ -177,8 +177,8 @@ FX_ALWAYS_INLINE FX_V FXR(fx_nload)(const FX_T *p) { return *(const FX_VMEM *)p;
 
 /*
  * The columns of a block: v[c][r] = x[r * n + c] (cs = 0) or x[c * cs + r]
- * for r < rows (0 above).  Slots from n to the end of the last chunk get
- * whatever the rows' neighbours hold.  whole: every row's last chunk can be
+ * for r < rows (0 above).  Slots from n to NC get whatever the rows'
+ * neighbours hold (none past NC is set).  whole: every row's last chunk can be
  * loaded whole (its lanes past the row fall inside x), the fast path.
  * Positions (cs > 0) always come in whole blocks (fx_narrow_cols_nc).
  */

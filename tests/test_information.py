@@ -196,8 +196,8 @@ def test_bit_identical_across_threads(dtype):
 @pytest.mark.parametrize("n_classes", [1, 2, 7, 9, 10, 15, 16, 17, 31, 32, 33])
 def test_narrow_rows_many_at_a_time(simd, dtype, n_classes, rng):
     """Rows of up to 32 entries are taken a vector of rows at a time (the
-    narrow kernels, on every SIMD path this CPU has; 9 and 10 classes have
-    code of their own): whole blocks, a partial last block (37 rows), and
+    narrow kernels, on every SIMD path this CPU has; 1-2 and 9-10 classes
+    have code of their own): whole blocks, a partial last block (37 rows), and
     rows that are special in one lane only, against the float64 reference
     and SciPy; same bits for any number of threads (16421 rows: two threads
     from one class on)."""
