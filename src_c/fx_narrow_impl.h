@@ -575,6 +575,12 @@ FX_ALWAYS_INLINE int FXR(fx_ngroup)(const FX_T *out, int mode, const int NC) {
     return mode == FX_NARROW_CE_OPTS || (FXR(fx_nhas_out)(out, mode) && NC > 2 * FX_L) ? 2 : FX_NGROUP_MAX;
 }
 
+/* What fx_narrow_finish takes for ls: log(s), or s itself for softmax,
+ * which needs no log. */
+FX_ALWAYS_INLINE FX_V FXR(fx_nls)(const FXR(fx_nblock) *b, int mode) {
+    return mode == FX_NARROW_SOFTMAX ? b->s : FX_LOG(b->s);
+}
+
 /* nb (1 or fx_ngroup) blocks from row r0, the last one of `rows` rows. */
 FX_FOLD_INLINE void FXR(fx_narrow_blocks)(const FX_T *x, int64_t n, int64_t cs, int64_t r0, int nb,
                                             int64_t rows, int whole, int mode, FXR(fx_nce) *ce, FX_T *out,
@@ -595,7 +601,7 @@ FX_FOLD_INLINE void FXR(fx_narrow_blocks)(const FX_T *x, int64_t n, int64_t cs, 
         for (int i = 0; i < FX_NGROUP_MAX; i++)
             FXR(fx_narrow_sum)(&b[i], has_out ? b[i].v : v, x, n, cs, r0 + i * FX_L,
                                i == FX_NGROUP_MAX - 1 ? rows : FX_L, whole, mode, ce, soft, keep, NC);
-        for (int i = 0; i < FX_NGROUP_MAX; i++) ls[i] = mode == FX_NARROW_SOFTMAX ? b[i].s : FX_LOG(b[i].s);
+        for (int i = 0; i < FX_NGROUP_MAX; i++) ls[i] = FXR(fx_nls)(&b[i], mode);
         for (int i = 0; i < FX_NGROUP_MAX; i++)
             FXR(fx_narrow_finish)(&b[i], has_out ? b[i].v : v, ls[i], n, cs, r0 + i * FX_L,
                                   i == FX_NGROUP_MAX - 1 ? rows : FX_L, whole, mode, ce, soft, out, lse, NC);
@@ -617,15 +623,14 @@ FX_FOLD_INLINE void FXR(fx_narrow_blocks)(const FX_T *x, int64_t n, int64_t cs, 
         for (int i = 0; i < 2; i++)
             FXR(fx_narrow_sum)(&b[i], b[i].v, x, n, cs, r0 + i * FX_L, i ? rows : FX_L, whole, mode, ce, soft, keep,
                                NC);
-        for (int i = 0; i < 2; i++) ls[i] = mode == FX_NARROW_SOFTMAX ? b[i].s : FX_LOG(b[i].s);
+        for (int i = 0; i < 2; i++) ls[i] = FXR(fx_nls)(&b[i], mode);
         for (int i = 0; i < 2; i++)
             FXR(fx_narrow_finish)(&b[i], b[i].v, ls[i], n, cs, r0 + i * FX_L, i ? rows : FX_L, whole, mode, ce, soft,
                                   out, lse, NC);
     } else {
         FXR(fx_nblock) b0;
         FXR(fx_narrow_sum)(&b0, b0.v, x, n, cs, r0, rows, whole, mode, ce, soft, keep, NC);
-        /* softmax needs no log */
-        const FX_V ls0 = mode == FX_NARROW_SOFTMAX ? b0.s : FX_LOG(b0.s);
+        const FX_V ls0 = FXR(fx_nls)(&b0, mode);
         FXR(fx_narrow_finish)(&b0, b0.v, ls0, n, cs, r0, rows, whole, mode, ce, soft, out, lse, NC);
     }
 }
