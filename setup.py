@@ -76,12 +76,15 @@ def _build_jobs():
 
 # Sources that take longest to compile, started first so that the jobs
 # finish together; the rest follow.  Seconds at -O3 on the 2-CPU
-# development VM, 2026-12-07, two at a time: baseline f32 89, avx2 f32 83,
-# avx512 f64 71, baseline f64 71, avx2 f64 67, avx512 f32 66, Cython's
-# _core.c ~15: about 236 s in all with two jobs.  (With one unit an ISA,
-# both dtypes in each, the best two jobs could do was 342 s.)
-_SLOWEST_FIRST = ("fx_isa_baseline_f32.c", "fx_isa_avx2_f32.c", "fx_isa_avx512_f64.c", "fx_isa_baseline_f64.c",
-                  "fx_isa_avx2_f64.c", "fx_isa_avx512_f32.c", "_core.c")
+# development VM, 2026-12-08, two at a time: baseline f32 127, avx2 f32
+# 102, avx512 f32 90, baseline f64 86, avx2 f64 85, avx512 f64 79, Cython's
+# _core.c 16: by those times 293 s with two jobs in this order, 303 in the
+# order of the 2026-12-07 times (before the narrow kernels' 2- and
+# 10-column code).
+# (With one unit an ISA, both dtypes in each, the best two jobs could do
+# was 342 s, before that code.)
+_SLOWEST_FIRST = ("fx_isa_baseline_f32.c", "fx_isa_avx2_f32.c", "fx_isa_avx512_f32.c", "fx_isa_baseline_f64.c",
+                  "fx_isa_avx2_f64.c", "fx_isa_avx512_f64.c", "_core.c")
 
 
 def _compile_rank(source):

@@ -20,9 +20,12 @@ import fastxent as fx
 pytestmark = pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="needs Linux /proc")
 
 N_CALLS = 10_000
+SLACK = 8 * 2 ** 20
 # Under AddressSanitizer (.ci/sanitize) freed blocks sit in a quarantine
-# before reuse, which grows RSS by up to its size (16 MiB there).
-SLACK = (40 if "libasan" in os.environ.get("LD_PRELOAD", "") else 8) * 2 ** 20
+# before reuse, which RSS counts too; a leak there is one in the plain build
+# (the same Cython code), which this file checks in the plain run.
+# test_refcounts_of_arguments_unchanged runs under ASan too.
+UNDER_ASAN = "libasan" in os.environ.get("LD_PRELOAD", "")
 
 
 def rss():
@@ -72,6 +75,7 @@ CALLS = {
 }
 
 
+@pytest.mark.skipif(UNDER_ASAN, reason="AddressSanitizer's quarantine grows RSS; the plain run checks this")
 @pytest.mark.parametrize("name", list(CALLS))
 def test_memory_flat(name):
     call = CALLS[name]
