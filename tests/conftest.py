@@ -122,17 +122,22 @@ def rng(request):
 SIMD_ORDER = ["baseline", "avx2", "avx512"]
 
 
-@pytest.fixture(params=SIMD_ORDER[: SIMD_ORDER.index(fx.show_config()["simd_supported"]) + 1])
-def simd(request):
-    """Each SIMD path this CPU supports in turn, forced in-process
-    (a lower path's bug would otherwise show only on older CPUs); the
-    dispatcher's choice is restored after."""
+@pytest.fixture
+def restore_simd():
+    """The dispatcher's SIMD choice, restored after the test."""
     before = _core.simd_path()
-    assert _core.set_simd(request.param) == request.param
-    assert fx.show_config()["simd"] == request.param
-    yield request.param
+    yield
     _core.set_simd(before)
     assert _core.simd_path() == before
+
+
+@pytest.fixture(params=SIMD_ORDER[: SIMD_ORDER.index(fx.show_config()["simd_supported"]) + 1])
+def simd(request, restore_simd):
+    """Each SIMD path this CPU supports in turn, forced in-process
+    (a lower path's bug would otherwise show only on older CPUs)."""
+    assert _core.set_simd(request.param) == request.param
+    assert fx.show_config()["simd"] == request.param
+    return request.param
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -74,14 +74,6 @@ def test_unknown_env_value_ignored(import_root):
     assert result.stdout.strip() == SUPPORTED[-1]
 
 
-@pytest.fixture
-def restore_simd():
-    before = _core.simd_path()
-    yield
-    _core.set_simd(before)
-    assert _core.simd_path() == before
-
-
 def test_set_simd_clamps_and_rejects(restore_simd):
     assert _core.set_simd("avx512") == SUPPORTED[-1]
     assert _core.set_simd("baseline") == "baseline"
